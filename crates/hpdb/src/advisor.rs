@@ -1,0 +1,313 @@
+//! The advisor: rules that turn a [`Status`] into recommendations and alerts.
+//!
+//! Hand-written because the rules are the seed's own. Each piece of advice
+//! carries the figure that triggered it and the threshold it crossed, so an
+//! operator can see how far off things are. Recommendations say what to
+//! change; alerts say something is wrong now.
+
+use serde::Serialize;
+
+use crate::{breaker::CircuitState, config::AdvisorConfig, metrics::Status};
+
+/// What a piece of advice is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AdviceKind {
+    /// Hit rate below target: cache entries live longer.
+    IncreaseCacheTtl,
+    /// Average response above target: look at the slow queries.
+    OptimizeQueries,
+    /// Many queries queued: the pool is too small for the load.
+    IncreasePoolSize,
+    /// Every connection busy with callers waiting.
+    PoolExhausted,
+    /// p99 latency above the alert threshold.
+    SlowResponses,
+    /// Hit rate far below target.
+    LowCacheEfficiency,
+    /// The database is unreachable and the circuit is open.
+    CircuitOpen,
+    /// Connections held past the leak threshold.
+    ConnectionLeak,
+}
+
+/// How urgent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Severity {
+    /// A change worth making.
+    Recommendation,
+    /// Something is degraded.
+    Warning,
+    /// Something is failing.
+    Critical,
+}
+
+/// One recommendation or alert.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Advice {
+    /// What it is about.
+    pub kind: AdviceKind,
+    /// How urgent.
+    pub severity: Severity,
+    /// What to do, for a person.
+    pub message: String,
+    /// The figure that triggered it.
+    pub observed: f64,
+    /// The threshold it crossed.
+    pub threshold: f64,
+}
+
+impl Advice {
+    /// True for alerts (warning or critical), false for recommendations.
+    pub fn is_alert(&self) -> bool {
+        self.severity > Severity::Recommendation
+    }
+
+    /// Writes the advice to the log at a level matching its severity.
+    pub fn log(&self) {
+        match self.severity {
+            Severity::Recommendation => {
+                tracing::info!(kind = ?self.kind, observed = self.observed, threshold = self.threshold, "{}", self.message)
+            }
+            Severity::Warning => {
+                tracing::warn!(kind = ?self.kind, observed = self.observed, threshold = self.threshold, "{}", self.message)
+            }
+            Severity::Critical => {
+                tracing::error!(kind = ?self.kind, observed = self.observed, threshold = self.threshold, "{}", self.message)
+            }
+        }
+    }
+}
+
+/// Applies every rule to `s`.
+pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
+    let mut out = Vec::new();
+    let mut push = |kind, severity, observed: f64, threshold: f64, message: String| {
+        out.push(Advice { kind, severity, message, observed, threshold });
+    };
+    let lookups = s.cache_hits + s.cache_misses;
+    if lookups >= t.min_lookups && s.cache_hit_rate < t.min_hit_rate {
+        push(
+            AdviceKind::IncreaseCacheTtl,
+            Severity::Recommendation,
+            s.cache_hit_rate,
+            t.min_hit_rate,
+            format!(
+                "cache hit rate is {:.1}% (target {:.0}%): lengthen the cache TTL or the cache size",
+                s.cache_hit_rate, t.min_hit_rate
+            ),
+        );
+    }
+    if lookups >= t.min_lookups && s.cache_hit_rate < t.alert_hit_rate {
+        push(
+            AdviceKind::LowCacheEfficiency,
+            Severity::Warning,
+            s.cache_hit_rate,
+            t.alert_hit_rate,
+            format!(
+                "cache efficiency is low: {:.1}% hits (alert below {:.0}%); check that keys are stable and TTLs are not too short",
+                s.cache_hit_rate, t.alert_hit_rate
+            ),
+        );
+    }
+    if s.latency_ms.count > 0 && s.average_response_time > t.max_average_response_ms {
+        push(
+            AdviceKind::OptimizeQueries,
+            Severity::Recommendation,
+            s.average_response_time,
+            t.max_average_response_ms,
+            format!(
+                "average response time is {:.1} ms (target {:.0} ms): optimise the slowest queries (indexes, fewer round trips)",
+                s.average_response_time, t.max_average_response_ms
+            ),
+        );
+    }
+    if s.latency_ms.count > 0 && s.latency_ms.p99 > t.slow_p99_ms {
+        push(
+            AdviceKind::SlowResponses,
+            Severity::Warning,
+            s.latency_ms.p99,
+            t.slow_p99_ms,
+            format!("slow responses: p99 is {:.1} ms (alert above {:.0} ms)", s.latency_ms.p99, t.slow_p99_ms),
+        );
+    }
+    if s.pending_requests > t.max_pending {
+        push(
+            AdviceKind::IncreasePoolSize,
+            Severity::Recommendation,
+            s.pending_requests as f64,
+            t.max_pending as f64,
+            format!(
+                "{} queries are waiting for a connection (target at most {}): raise DB_POOL_MAX if the database has headroom",
+                s.pending_requests, t.max_pending
+            ),
+        );
+    }
+    if s.pending_requests > 0 && s.active_connections >= s.max_connections {
+        push(
+            AdviceKind::PoolExhausted,
+            Severity::Critical,
+            s.active_connections as f64,
+            s.max_connections as f64,
+            format!(
+                "connection pool exhausted: all {} connections busy and {} queries waiting; running a health check to recover",
+                s.max_connections, s.pending_requests
+            ),
+        );
+    }
+    if s.circuit != CircuitState::Closed {
+        push(
+            AdviceKind::CircuitOpen,
+            Severity::Critical,
+            s.circuit_opens as f64,
+            0.0,
+            "database unreachable: the circuit breaker is open; callers fail fast or get stale cache entries".into(),
+        );
+    }
+    if !s.suspected_leaks.is_empty() {
+        push(
+            AdviceKind::ConnectionLeak,
+            Severity::Warning,
+            s.suspected_leaks.len() as f64,
+            0.0,
+            format!(
+                "{} connection(s) held past the leak threshold, by: {}",
+                s.suspected_leaks.len(),
+                s.suspected_leaks.iter().map(|l| l.key.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{cache::CacheStats, leak::SuspectedLeak, metrics::Percentiles};
+
+    fn quiet() -> Status {
+        Status {
+            active_connections: 1,
+            idle_connections: 1,
+            pending_requests: 0,
+            total_queries: 1000,
+            cache_hit_rate: 90.0,
+            average_response_time: 10.0,
+            max_connections: 10,
+            min_connections: 2,
+            database_queries: 100,
+            cache_hits: 900,
+            cache_misses: 100,
+            stale_served: 0,
+            errors: 0,
+            timeouts: 0,
+            single_flight_joins: 0,
+            in_flight: 0,
+            batches: 0,
+            batched_keys: 0,
+            circuit_opens: 0,
+            circuit: CircuitState::Closed,
+            leaks_detected: 0,
+            suspected_leaks: vec![],
+            latency_ms: Percentiles { p50: 5.0, p95: 20.0, p99: 50.0, max: 60.0, count: 1000 },
+            acquire_wait_ms: Percentiles::default(),
+            acquire_wait_histogram: vec![],
+            cache: CacheStats::default(),
+            uptime_seconds: 1.0,
+        }
+    }
+
+    fn kinds(s: &Status) -> Vec<AdviceKind> {
+        advise(s, &AdvisorConfig::default()).into_iter().map(|a| a.kind).collect()
+    }
+
+    fn fired(s: &Status, kind: AdviceKind) -> Option<Advice> {
+        advise(s, &AdvisorConfig::default()).into_iter().find(|a| a.kind == kind)
+    }
+
+    #[test]
+    fn a_healthy_status_gets_no_advice() {
+        assert!(kinds(&quiet()).is_empty());
+    }
+
+    #[test]
+    fn low_hit_rate_recommends_a_longer_ttl_only_below_70_percent() {
+        let mut s = quiet();
+        s.cache_hit_rate = 70.0;
+        assert!(fired(&s, AdviceKind::IncreaseCacheTtl).is_none());
+        s.cache_hit_rate = 69.9;
+        let a = fired(&s, AdviceKind::IncreaseCacheTtl).unwrap();
+        assert_eq!((a.observed, a.threshold, a.severity), (69.9, 70.0, Severity::Recommendation));
+        assert!(fired(&s, AdviceKind::LowCacheEfficiency).is_none());
+    }
+
+    #[test]
+    fn cache_advice_waits_for_enough_lookups() {
+        let mut s = quiet();
+        s.cache_hit_rate = 10.0;
+        s.cache_hits = 5;
+        s.cache_misses = 45;
+        assert!(kinds(&s).is_empty());
+    }
+
+    #[test]
+    fn very_low_hit_rate_alerts() {
+        let mut s = quiet();
+        s.cache_hit_rate = 39.0;
+        let a = fired(&s, AdviceKind::LowCacheEfficiency).unwrap();
+        assert!(a.is_alert());
+        assert_eq!(a.threshold, 40.0);
+    }
+
+    #[test]
+    fn slow_average_recommends_optimising_only_above_500_ms() {
+        let mut s = quiet();
+        s.average_response_time = 500.0;
+        assert!(fired(&s, AdviceKind::OptimizeQueries).is_none());
+        s.average_response_time = 612.5;
+        let a = fired(&s, AdviceKind::OptimizeQueries).unwrap();
+        assert_eq!((a.observed, a.threshold), (612.5, 500.0));
+    }
+
+    #[test]
+    fn slow_p99_alerts_only_above_its_threshold() {
+        let mut s = quiet();
+        s.latency_ms.p99 = 1000.0;
+        assert!(fired(&s, AdviceKind::SlowResponses).is_none());
+        s.latency_ms.p99 = 1500.0;
+        assert!(fired(&s, AdviceKind::SlowResponses).unwrap().is_alert());
+    }
+
+    #[test]
+    fn many_pending_requests_recommend_a_larger_pool() {
+        let mut s = quiet();
+        s.pending_requests = 10;
+        assert!(fired(&s, AdviceKind::IncreasePoolSize).is_none());
+        s.pending_requests = 11;
+        assert_eq!(fired(&s, AdviceKind::IncreasePoolSize).unwrap().observed, 11.0);
+    }
+
+    #[test]
+    fn an_exhausted_pool_is_a_critical_alert() {
+        let mut s = quiet();
+        s.active_connections = 10;
+        assert!(fired(&s, AdviceKind::PoolExhausted).is_none(), "busy but nobody waiting");
+        s.pending_requests = 1;
+        let a = fired(&s, AdviceKind::PoolExhausted).unwrap();
+        assert_eq!(a.severity, Severity::Critical);
+        s.active_connections = 9;
+        assert!(fired(&s, AdviceKind::PoolExhausted).is_none());
+    }
+
+    #[test]
+    fn an_open_circuit_and_leaks_alert() {
+        let mut s = quiet();
+        s.circuit = CircuitState::Open;
+        s.suspected_leaks = vec![SuspectedLeak { key: "report".into(), held_ms: 20_000 }];
+        let k = kinds(&s);
+        assert!(k.contains(&AdviceKind::CircuitOpen) && k.contains(&AdviceKind::ConnectionLeak));
+        assert!(fired(&s, AdviceKind::ConnectionLeak).unwrap().message.contains("report"));
+    }
+}

@@ -1,0 +1,277 @@
+//! The result cache: a layer behind a small trait.
+//!
+//! [`CacheLayer`] is the seam. The manager talks only to it, so a shared
+//! second level (Redis) or a cross-instance invalidation bus can be stacked
+//! in later without changing any caller of `execute_query`. The one layer
+//! shipped here, [`MemoryCache`], is moka: bounded by entries *and* bytes,
+//! per-entry TTL, LRU or TinyLFU eviction.
+//!
+//! Freshness is the manager's business, not the layer's: a layer keeps an
+//! entry for `ttl + stale_grace` and the manager decides whether it is fresh,
+//! stale (servable only if the database is unavailable) or condemned by the
+//! invalidation log.
+
+use std::{
+    any::Any,
+    io,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use futures::future::{ready, BoxFuture, FutureExt};
+use moka::{notification::RemovalCause, policy::EvictionPolicy, sync::Cache, Expiry};
+use serde::Serialize;
+
+use crate::{
+    config::{CacheConfig, CachePolicy},
+    invalidation::Seq,
+};
+
+/// One cached result.
+#[derive(Clone)]
+pub struct CacheEntry {
+    /// The result, type-erased; the manager downcasts it to the caller's type.
+    pub value: Arc<dyn Any + Send + Sync>,
+    /// Size of the result as JSON, in bytes.
+    pub size: u32,
+    /// Invalidation tags.
+    pub tags: Arc<[Arc<str>]>,
+    /// Invalidation sequence at the start of the query that produced it.
+    pub seq: Seq,
+    /// When it was stored.
+    pub stored_at: Instant,
+    /// How long it is fresh.
+    pub ttl: Duration,
+}
+
+impl CacheEntry {
+    /// True while the entry is within its TTL.
+    pub fn is_fresh(&self) -> bool {
+        self.stored_at.elapsed() < self.ttl
+    }
+}
+
+/// Counters of a cache layer.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheStats {
+    /// Entries held (eventually consistent).
+    pub entries: u64,
+    /// Bytes held, as weighed for the byte bound.
+    pub weighted_bytes: u64,
+    /// Entries evicted to respect a bound.
+    pub evictions: u64,
+}
+
+/// A level of the result cache.
+pub trait CacheLayer: Send + Sync + 'static {
+    /// The entry under `key`, fresh or within its stale grace.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<CacheEntry>>;
+    /// Stores an entry, replacing any previous one.
+    fn insert(&self, key: Arc<str>, entry: CacheEntry) -> BoxFuture<'_, ()>;
+    /// Drops the entry under `key`.
+    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
+    /// Drops entries tagged `tag`. The invalidation log already hides them, so
+    /// a layer may do this lazily.
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, ()>;
+    /// Drops everything.
+    fn clear(&self) -> BoxFuture<'_, ()>;
+    /// Removes expired entries now (called every `sweep_interval`).
+    fn sweep(&self) -> BoxFuture<'_, ()>;
+    /// Current counters.
+    fn stats(&self) -> CacheStats;
+}
+
+/// Keeps each entry for its own TTL plus the stale grace.
+struct EntryExpiry {
+    grace: Duration,
+}
+
+impl Expiry<Arc<str>, CacheEntry> for EntryExpiry {
+    fn expire_after_create(&self, _: &Arc<str>, v: &CacheEntry, _: Instant) -> Option<Duration> {
+        Some(v.ttl + self.grace)
+    }
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        v: &CacheEntry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.ttl + self.grace)
+    }
+}
+
+/// The in-process cache (moka).
+///
+/// Two bounds with one weigher: each entry weighs `max(its bytes, slot)` where
+/// `slot = max_bytes / max_entries`, and the capacity is `slot * max_entries`.
+/// So the total weight bound implies both at most `max_entries` entries and
+/// at most `max_bytes` bytes. (Small entries are charged a whole slot; that
+/// is what keeps the entry bound exact.)
+pub struct MemoryCache {
+    cache: Cache<Arc<str>, CacheEntry>,
+    evictions: Arc<AtomicU64>,
+}
+
+impl MemoryCache {
+    /// Builds the cache from its configuration.
+    pub fn new(config: &CacheConfig) -> Self {
+        let slot = (config.max_bytes / config.max_entries).max(1);
+        let evictions = Arc::new(AtomicU64::new(0));
+        let counter = evictions.clone();
+        let policy = match config.policy {
+            CachePolicy::Lru => EvictionPolicy::lru(),
+            CachePolicy::TinyLfu => EvictionPolicy::tiny_lfu(),
+        };
+        let cache = Cache::builder()
+            .max_capacity(slot * config.max_entries)
+            .weigher(move |_k: &Arc<str>, v: &CacheEntry| {
+                u64::from(v.size).max(slot).min(u64::from(u32::MAX)) as u32
+            })
+            .eviction_policy(policy)
+            .expire_after(EntryExpiry {
+                grace: config.stale_grace,
+            })
+            .support_invalidation_closures()
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == RemovalCause::Size {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        Self { cache, evictions }
+    }
+}
+
+impl CacheLayer for MemoryCache {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<CacheEntry>> {
+        ready(self.cache.get(key)).boxed()
+    }
+
+    fn insert(&self, key: Arc<str>, entry: CacheEntry) -> BoxFuture<'_, ()> {
+        self.cache.insert(key, entry);
+        ready(()).boxed()
+    }
+
+    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
+        self.cache.invalidate(key);
+        ready(()).boxed()
+    }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, ()> {
+        let tag: Arc<str> = Arc::from(tag);
+        // Only fails if closures were not enabled at build time; they are.
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |_, v| v.tags.iter().any(|t| *t == tag));
+        ready(()).boxed()
+    }
+
+    fn clear(&self) -> BoxFuture<'_, ()> {
+        self.cache.invalidate_all();
+        ready(()).boxed()
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, ()> {
+        self.cache.run_pending_tasks();
+        ready(()).boxed()
+    }
+
+    fn stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.cache.entry_count(),
+            weighted_bytes: self.cache.weighted_size(),
+            evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The JSON size of a value, measured without building the JSON.
+pub(crate) fn json_size<T: Serialize>(value: &T) -> Result<usize, serde_json::Error> {
+    struct Count(usize);
+    impl io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    serde_json::to_writer(&mut c, value)?;
+    Ok(c.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(size: u32, ttl: Duration) -> CacheEntry {
+        CacheEntry {
+            value: Arc::new(()),
+            size,
+            tags: Arc::from(vec![Arc::<str>::from("t")]),
+            seq: 0,
+            stored_at: Instant::now(),
+            ttl,
+        }
+    }
+
+    fn config(max_entries: u64, max_bytes: u64) -> CacheConfig {
+        CacheConfig {
+            max_entries,
+            max_bytes,
+            ..CacheConfig::default()
+        }
+    }
+
+    #[test]
+    fn json_size_counts_bytes() {
+        assert_eq!(json_size(&"abc").unwrap(), 5);
+        assert_eq!(json_size(&vec![1, 2, 3]).unwrap(), 7);
+    }
+
+    #[test]
+    fn the_entry_bound_holds_for_small_entries() {
+        let c = MemoryCache::new(&config(10, 10_000));
+        for i in 0..100 {
+            c.cache.insert(Arc::from(format!("k{i}")), entry(8, Duration::from_secs(60)));
+        }
+        c.cache.run_pending_tasks();
+        assert!(c.stats().entries <= 10, "{:?}", c.stats());
+        assert!(c.stats().evictions >= 90);
+    }
+
+    #[test]
+    fn the_byte_bound_holds_for_large_entries() {
+        let c = MemoryCache::new(&config(100, 10_000));
+        for i in 0..100 {
+            c.cache.insert(Arc::from(format!("k{i}")), entry(1_000, Duration::from_secs(60)));
+        }
+        c.cache.run_pending_tasks();
+        let s = c.stats();
+        assert!(s.entries <= 10, "{s:?}");
+        assert!(s.weighted_bytes <= 10_000, "{s:?}");
+    }
+
+    #[test]
+    fn entries_expire_after_ttl_plus_grace() {
+        let c = MemoryCache::new(&CacheConfig {
+            stale_grace: Duration::from_millis(30),
+            ..CacheConfig::default()
+        });
+        c.cache.insert(Arc::from("k"), entry(8, Duration::from_millis(30)));
+        let e = c.cache.get("k").unwrap();
+        assert!(e.is_fresh());
+        std::thread::sleep(Duration::from_millis(40));
+        let e = c.cache.get("k").expect("kept during the stale grace");
+        assert!(!e.is_fresh());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(c.cache.get("k").is_none());
+    }
+}

@@ -1,0 +1,164 @@
+//! The library's one error type.
+//!
+//! Every failure a caller can see is a variant of [`Error`]. Timeouts say which
+//! phase they happened in, because "timed out" alone does not tell an operator
+//! whether the pool is too small (queued), the database is slow to accept
+//! connections (acquire) or the query itself is slow (execute).
+//!
+//! `Error` is `Clone` (sqlx errors are shared behind an `Arc`) so that one
+//! failed execution can be handed to every caller that joined it.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use serde::Serialize;
+
+/// Where a query was when its deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TimeoutPhase {
+    /// Waiting in the priority queue for a free connection slot: the pool is
+    /// saturated; consider a larger pool or fewer long-running queries.
+    Queued,
+    /// Holding a slot, waiting for sqlx to hand over (or open) a connection:
+    /// the database is slow to accept connections.
+    Acquire,
+    /// Running the caller's closure: the query itself is slow.
+    Execute,
+    /// Waiting for an identical query that another caller is already running.
+    Joined,
+}
+
+impl fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutPhase::Queued => "queued for a connection slot",
+            TimeoutPhase::Acquire => "acquiring a connection",
+            TimeoutPhase::Execute => "executing",
+            TimeoutPhase::Joined => "waiting for an identical in-flight query",
+        })
+    }
+}
+
+/// Errors returned by the manager.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The query's deadline passed; `phase` says where it was.
+    #[error("query `{key}` timed out after {elapsed:?} while {phase}")]
+    Timeout {
+        /// The query key.
+        key: Arc<str>,
+        /// The phase the query was in when the deadline passed.
+        phase: TimeoutPhase,
+        /// Time since the call started.
+        elapsed: Duration,
+    },
+    /// The circuit breaker is open after repeated connection failures and no
+    /// cached value could stand in.
+    #[error(
+        "database unavailable: the circuit breaker opened after {failures} consecutive connection \
+         failures; retry in {retry_after:?}"
+    )]
+    CircuitOpen {
+        /// Consecutive connection failures that opened the circuit.
+        failures: u32,
+        /// When the breaker will let a probe through.
+        retry_after: Duration,
+    },
+    /// A connection could not be obtained from the database.
+    #[error("could not obtain a database connection for `{key}`: {source}")]
+    Connect {
+        /// The query key.
+        key: Arc<str>,
+        /// The underlying sqlx error.
+        #[source]
+        source: Arc<sqlx::Error>,
+    },
+    /// The caller's query returned an error.
+    #[error("query `{key}` failed: {source}")]
+    Query {
+        /// The query key.
+        key: Arc<str>,
+        /// The underlying sqlx error.
+        #[source]
+        source: Arc<sqlx::Error>,
+    },
+    /// Two call sites used the same key for results of different types.
+    #[error("query key `{key}` is used for results of different types; give each query its own key")]
+    KeyTypeMismatch {
+        /// The query key.
+        key: Arc<str>,
+    },
+    /// A result could not be measured for the cache (its `Serialize` failed).
+    #[error("the result of `{key}` could not be serialized for the cache: {message}")]
+    Encode {
+        /// The query key.
+        key: Arc<str>,
+        /// The serializer's message.
+        message: String,
+    },
+    /// A batch loader's task ended without producing a result (it panicked).
+    #[error("the batch for `{key}` ended without a result")]
+    BatchAborted {
+        /// The loader's name.
+        key: Arc<str>,
+    },
+    /// The pool was closed.
+    #[error("the connection pool is closed")]
+    Closed,
+}
+
+impl Error {
+    /// True when the error says the database (not the query) is unavailable:
+    /// these count towards the circuit breaker and allow stale-if-error.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::CircuitOpen { .. } | Error::Closed => true,
+            Error::Timeout { phase, .. } => *phase == TimeoutPhase::Acquire,
+            Error::Query { source, .. } => is_connection_error(source),
+            _ => false,
+        }
+    }
+
+    /// True for a timeout in any phase.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// How long a client should wait before retrying, when that is known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::CircuitOpen { retry_after, .. } => Some(*retry_after),
+            Error::Timeout {
+                phase: TimeoutPhase::Queued | TimeoutPhase::Acquire,
+                ..
+            } => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
+/// True when a sqlx error means the connection or the database went away,
+/// rather than the statement being wrong.
+pub(crate) fn is_connection_error(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_)
+    ) || matches!(err, sqlx::Error::Database(db) if is_unavailable_db_code(db.code().as_deref()))
+}
+
+/// Database error codes that mean "the server cannot serve you right now".
+fn is_unavailable_db_code(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        // PostgreSQL: admin shutdown, crash shutdown, cannot connect now, too many connections.
+        Some("57P01" | "57P02" | "57P03" | "53300")
+        // SQLite: SQLITE_CANTOPEN (14) and SQLITE_IOERR (10).
+        | Some("14" | "10")
+    )
+}

@@ -1,0 +1,75 @@
+//! # hpdb — a high-performance front for a sqlx pool
+//!
+//! The one design decision that shapes this crate: **we wrap sqlx's pool
+//! instead of replacing it, and put a priority gate in front of it** that
+//! admits at most `max_connections` callers at once. sqlx never has to queue
+//! anyone, so every ordering decision (priority, aging, FIFO, cancellation) is
+//! ours, while sqlx keeps doing what it does well: opening, pinging,
+//! recycling and reaping connections.
+//!
+//! Around that gate sit the seed's other parts, each in its own module:
+//!
+//! | part | module | what it guarantees |
+//! | --- | --- | --- |
+//! | priority admission | `admission` | highest priority first, FIFO within a priority, bounded overtaking (aging), cancel-safe |
+//! | keyed batching | [`BatchLoader`] | many `load(key)` calls, one `IN (…)` query |
+//! | result cache | [`CacheLayer`], [`MemoryCache`] | bounded by entries and bytes, per-entry TTL, LRU or TinyLFU |
+//! | invalidation | `invalidation` | no stale read after `invalidate`/`invalidate_tag` returns, even for queries already running |
+//! | single-flight | `single_flight` | N concurrent callers of one key, one execution; errors shared, never cached |
+//! | health | [`Manager::health_check`], `breaker` | broken connections replaced, pool refilled, fail fast while the database is down, stale-if-error |
+//! | leak detection | `leak` | connections held past a threshold reported with their query key |
+//! | status | [`Status`] | the seed's six fields plus percentiles, wait histogram, counters |
+//! | advice | [`advise`] | the seed's recommendations and alerts, each with its figure and threshold |
+//!
+//! ## Consistency
+//! - Strong: once `invalidate(key)` or `invalidate_tag(tag)` has returned, no
+//!   call that starts afterwards is served a result fetched before it (cached
+//!   or in flight).
+//! - Eventual: entry and byte bounds are enforced by moka's maintenance, so
+//!   the cache can briefly hold a few entries over its bound; counters in
+//!   [`Status`] are read without a global lock.
+//!
+//! ## Example
+//! ```no_run
+//! use hpdb::{Manager, ManagerConfig, Priority, QueryOptions};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = Manager::<sqlx::Sqlite>::connect("sqlite::memory:", ManagerConfig::from_env()?).await?;
+//! let n: std::sync::Arc<i64> = db
+//!     .execute_query(
+//!         "user_count",
+//!         QueryOptions::default().priority(Priority::HIGH).tag("users"),
+//!         |conn| Box::pin(async move { sqlx::query_scalar("SELECT 42").fetch_one(conn).await }),
+//!     )
+//!     .await?;
+//! assert_eq!(*n, 42);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod admission;
+mod advisor;
+mod batch;
+mod breaker;
+mod cache;
+mod config;
+mod error;
+mod invalidation;
+mod leak;
+mod manager;
+mod metrics;
+mod options;
+mod single_flight;
+
+pub use advisor::{advise, Advice, AdviceKind, Severity};
+pub use batch::{BatchFn, BatchLoader};
+pub use breaker::CircuitState;
+pub use cache::{CacheEntry, CacheLayer, CacheStats, MemoryCache};
+pub use config::{
+    AdmissionConfig, AdvisorConfig, BatchConfig, CacheConfig, CachePolicy, ConfigError,
+    HealthConfig, LeakConfig, ManagerConfig, PoolConfig,
+};
+pub use error::{Error, TimeoutPhase};
+pub use leak::SuspectedLeak;
+pub use manager::{BuildError, HealthReport, Manager, ManagerBuilder, QueryFn, QueryResult};
+pub use metrics::{Bucket, Percentiles, Status, WAIT_BUCKETS_MS};
+pub use options::{Priority, QueryOptions, Source};

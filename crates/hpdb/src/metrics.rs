@@ -1,0 +1,221 @@
+//! Counters and latency histograms, and the [`Status`] they add up to.
+//!
+//! Plain atomics and two hdrhistograms, read on demand by
+//! [`Manager::status`](crate::Manager::status); nothing is pushed anywhere, so
+//! the hot path costs a few atomic adds and one histogram record. A server
+//! exports the status to Prometheus at scrape time.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::{breaker::CircuitState, cache::CacheStats, leak::SuspectedLeak};
+
+/// Upper bounds (ms) of the acquire-wait histogram buckets.
+pub const WAIT_BUCKETS_MS: [f64; 12] =
+    [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 10000.0];
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds up to 10 minutes, 3 significant figures.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) db_queries: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) joins: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) batched_keys: AtomicU64,
+    pub(crate) circuit_opens: AtomicU64,
+    pub(crate) latency_sum_us: AtomicU64,
+}
+
+pub(crate) struct Metrics {
+    pub(crate) c: Counters,
+    latency: Mutex<Histogram<u64>>,
+    wait: Mutex<Histogram<u64>>,
+}
+
+pub(crate) fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        Self {
+            c: Counters::default(),
+            latency: Mutex::new(histogram()),
+            wait: Mutex::new(histogram()),
+        }
+    }
+
+    /// Records the end-to-end time of one `execute_query` call.
+    pub(crate) fn record_latency(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        self.c.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.latency.lock().saturating_record(us.max(1));
+    }
+
+    /// Records how long an execution waited for admission and a connection.
+    pub(crate) fn record_wait(&self, d: Duration) {
+        self.wait.lock().saturating_record((d.as_micros() as u64).max(1));
+    }
+
+    pub(crate) fn reset(&self) {
+        let c = &self.c;
+        for a in [
+            &c.requests, &c.db_queries, &c.cache_hits, &c.cache_misses, &c.stale_served,
+            &c.errors, &c.timeouts, &c.joins, &c.batches, &c.batched_keys, &c.circuit_opens,
+            &c.latency_sum_us,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+        self.latency.lock().reset();
+        self.wait.lock().reset();
+    }
+
+    pub(crate) fn latency(&self) -> Percentiles {
+        Percentiles::of(&self.latency.lock())
+    }
+
+    pub(crate) fn wait(&self) -> (Percentiles, Vec<Bucket>) {
+        let h = self.wait.lock();
+        let mut buckets = Vec::with_capacity(WAIT_BUCKETS_MS.len() + 1);
+        let mut below = 0;
+        for le in WAIT_BUCKETS_MS {
+            let upto = (le * 1000.0) as u64;
+            let count = h.count_between(1, upto);
+            buckets.push(Bucket { le_ms: le, count });
+            below = count;
+        }
+        buckets.push(Bucket {
+            le_ms: f64::INFINITY,
+            count: h.len(),
+        });
+        debug_assert!(below <= h.len());
+        (Percentiles::of(&h), buckets)
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest recorded.
+    pub max: f64,
+    /// Number of samples.
+    pub count: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50: ms(h.value_at_quantile(0.50)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+            count: h.len(),
+        }
+    }
+}
+
+/// One cumulative histogram bucket: samples at or below `le_ms`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bucket {
+    /// Upper bound in milliseconds (`inf` for the last).
+    #[serde(serialize_with = "le_as_json")]
+    pub le_ms: f64,
+    /// Samples at or below the bound.
+    pub count: u64,
+}
+
+fn le_as_json<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else {
+        s.serialize_str("+Inf")
+    }
+}
+
+/// A snapshot of the manager: the seed's six fields first, under the seed's
+/// camelCase names, then everything an operator needs to act on them.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// Connections open and handed out.
+    pub active_connections: u32,
+    /// Connections open and idle.
+    pub idle_connections: u32,
+    /// Queries queued for a connection slot.
+    pub pending_requests: u64,
+    /// `execute_query` calls (cache hits included).
+    pub total_queries: u64,
+    /// Cache hits / cache lookups, in percent.
+    pub cache_hit_rate: f64,
+    /// Mean time of an `execute_query` call, in milliseconds.
+    pub average_response_time: f64,
+
+    /// Current pool size limit.
+    pub max_connections: u32,
+    /// Connections kept open at all times.
+    pub min_connections: u32,
+    /// Queries that reached the database (closures run, batches included).
+    pub database_queries: u64,
+    /// Cache hits.
+    pub cache_hits: u64,
+    /// Cache lookups that found nothing fresh.
+    pub cache_misses: u64,
+    /// Expired entries served because the database was unavailable.
+    pub stale_served: u64,
+    /// Calls that ended in an error (timeouts included).
+    pub errors: u64,
+    /// Calls that ended in a timeout.
+    pub timeouts: u64,
+    /// Calls that joined an identical in-flight query instead of running it.
+    pub single_flight_joins: u64,
+    /// Queries in flight that others can join.
+    pub in_flight: u64,
+    /// Keyed batches run.
+    pub batches: u64,
+    /// Keys loaded by those batches.
+    pub batched_keys: u64,
+    /// Times the circuit opened.
+    pub circuit_opens: u64,
+    /// The circuit breaker's state.
+    pub circuit: CircuitState,
+    /// Connections reported as held past the leak threshold.
+    pub leaks_detected: u64,
+    /// Connections currently held past the leak threshold.
+    pub suspected_leaks: Vec<SuspectedLeak>,
+    /// End-to-end latency of `execute_query` calls.
+    pub latency_ms: Percentiles,
+    /// Time executions waited for admission and a connection.
+    pub acquire_wait_ms: Percentiles,
+    /// The same wait as a cumulative histogram.
+    pub acquire_wait_histogram: Vec<Bucket>,
+    /// The cache's counters.
+    pub cache: CacheStats,
+    /// Seconds since the manager started.
+    pub uptime_seconds: f64,
+}

@@ -1,0 +1,124 @@
+//! Per-query options: the seed's `{ useCache, priority, timeout }` and more.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Serialize;
+
+/// Urgency of a query. Higher is served first when the pool is saturated.
+///
+/// The named levels are conventions; any `u8` works. Waiting one
+/// `aging_step` is worth one level (see the admission module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Priority(pub u8);
+
+impl Priority {
+    /// Background work: preloading, cache warming.
+    pub const LOW: Priority = Priority(0);
+    /// The default.
+    pub const NORMAL: Priority = Priority(1);
+    /// A page's own reads.
+    pub const HIGH: Priority = Priority(2);
+    /// Health probes and writes a user waits on.
+    pub const CRITICAL: Priority = Priority(3);
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Priority::NORMAL
+    }
+}
+
+/// Options of one [`Manager::execute_query`](crate::Manager::execute_query) call.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct QueryOptions {
+    /// Serve from and store into the result cache (default true).
+    pub use_cache: bool,
+    /// Time to live of this result; `None` uses the cache's default TTL.
+    pub ttl: Option<Duration>,
+    /// Admission priority (default [`Priority::NORMAL`]).
+    pub priority: Priority,
+    /// Deadline of the whole call; `None` uses the manager's query timeout.
+    pub timeout: Option<Duration>,
+    /// Tags for invalidation: `invalidate_tag(t)` drops every entry tagged `t`.
+    pub tags: Vec<Arc<str>>,
+    /// Share one execution among concurrent callers of the same key (default true).
+    pub coalesce: bool,
+    /// When the database is unavailable, serve an expired entry still within
+    /// the stale grace period (default true).
+    pub stale_if_error: bool,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        Self {
+            use_cache: true,
+            ttl: None,
+            priority: Priority::NORMAL,
+            timeout: None,
+            tags: Vec::new(),
+            coalesce: true,
+            stale_if_error: true,
+        }
+    }
+}
+
+impl QueryOptions {
+    /// Options that bypass the cache (but still coalesce identical queries).
+    pub fn uncached() -> Self {
+        Self {
+            use_cache: false,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets this entry's TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the deadline of the call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds an invalidation tag.
+    pub fn tag(mut self, tag: impl Into<Arc<str>>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Turns the cache on or off.
+    pub fn use_cache(mut self, on: bool) -> Self {
+        self.use_cache = on;
+        self
+    }
+
+    /// Turns single-flight coalescing on or off.
+    pub fn coalesce(mut self, on: bool) -> Self {
+        self.coalesce = on;
+        self
+    }
+}
+
+/// Where a result came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Source {
+    /// This call ran the query.
+    Database,
+    /// A fresh cache entry.
+    Cache,
+    /// Another caller's identical, concurrent execution.
+    Joined,
+    /// An expired cache entry, served because the database is unavailable.
+    Stale,
+}
