@@ -23,11 +23,7 @@
 //!   away (dropped future) comes straight back: the [`Permit`] travels inside
 //!   the oneshot, and dropping an undelivered permit releases it.
 
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
 use tokio::{sync::oneshot, time::Instant};
@@ -91,7 +87,9 @@ impl Gate {
     }
 
     fn rank(&self, priority: Priority) -> i64 {
-        let waited = Instant::now().saturating_duration_since(self.epoch).as_micros() as i64;
+        let waited = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_micros() as i64;
         waited - i64::from(priority.0) * self.aging_step.as_micros() as i64
     }
 
@@ -251,9 +249,10 @@ mod tests {
         let gate = Gate::new(1, Duration::from_secs(1));
         let held = gate.acquire(Priority(0)).await;
         let g = gate.clone();
-        let timed_out =
-            tokio::time::timeout(Duration::from_millis(50), async move { g.acquire(Priority(5)).await })
-                .await;
+        let timed_out = tokio::time::timeout(Duration::from_millis(50), async move {
+            g.acquire(Priority(5)).await
+        })
+        .await;
         assert!(timed_out.is_err());
         assert_eq!(gate.queued(), 0);
         drop(held);

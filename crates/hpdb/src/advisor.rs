@@ -85,7 +85,13 @@ impl Advice {
 pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
     let mut out = Vec::new();
     let mut push = |kind, severity, observed: f64, threshold: f64, message: String| {
-        out.push(Advice { kind, severity, message, observed, threshold });
+        out.push(Advice {
+            kind,
+            severity,
+            message,
+            observed,
+            threshold,
+        });
     };
     let lookups = s.cache_hits + s.cache_misses;
     if lookups >= t.min_lookups && s.cache_hit_rate < t.min_hit_rate {
@@ -130,7 +136,10 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
             Severity::Warning,
             s.latency_ms.p99,
             t.slow_p99_ms,
-            format!("slow responses: p99 is {:.1} ms (alert above {:.0} ms)", s.latency_ms.p99, t.slow_p99_ms),
+            format!(
+                "slow responses: p99 is {:.1} ms (alert above {:.0} ms)",
+                s.latency_ms.p99, t.slow_p99_ms
+            ),
         );
     }
     if s.pending_requests > t.max_pending {
@@ -175,7 +184,11 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
             format!(
                 "{} connection(s) held past the leak threshold, by: {}",
                 s.suspected_leaks.len(),
-                s.suspected_leaks.iter().map(|l| l.key.as_str()).collect::<Vec<_>>().join(", ")
+                s.suspected_leaks
+                    .iter()
+                    .map(|l| l.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         );
     }
@@ -211,7 +224,13 @@ mod tests {
             circuit: CircuitState::Closed,
             leaks_detected: 0,
             suspected_leaks: vec![],
-            latency_ms: Percentiles { p50: 5.0, p95: 20.0, p99: 50.0, max: 60.0, count: 1000 },
+            latency_ms: Percentiles {
+                p50: 5.0,
+                p95: 20.0,
+                p99: 50.0,
+                max: 60.0,
+                count: 1000,
+            },
             acquire_wait_ms: Percentiles::default(),
             acquire_wait_histogram: vec![],
             cache: CacheStats::default(),
@@ -220,11 +239,16 @@ mod tests {
     }
 
     fn kinds(s: &Status) -> Vec<AdviceKind> {
-        advise(s, &AdvisorConfig::default()).into_iter().map(|a| a.kind).collect()
+        advise(s, &AdvisorConfig::default())
+            .into_iter()
+            .map(|a| a.kind)
+            .collect()
     }
 
     fn fired(s: &Status, kind: AdviceKind) -> Option<Advice> {
-        advise(s, &AdvisorConfig::default()).into_iter().find(|a| a.kind == kind)
+        advise(s, &AdvisorConfig::default())
+            .into_iter()
+            .find(|a| a.kind == kind)
     }
 
     #[test]
@@ -239,7 +263,10 @@ mod tests {
         assert!(fired(&s, AdviceKind::IncreaseCacheTtl).is_none());
         s.cache_hit_rate = 69.9;
         let a = fired(&s, AdviceKind::IncreaseCacheTtl).unwrap();
-        assert_eq!((a.observed, a.threshold, a.severity), (69.9, 70.0, Severity::Recommendation));
+        assert_eq!(
+            (a.observed, a.threshold, a.severity),
+            (69.9, 70.0, Severity::Recommendation)
+        );
         assert!(fired(&s, AdviceKind::LowCacheEfficiency).is_none());
     }
 
@@ -286,14 +313,20 @@ mod tests {
         s.pending_requests = 10;
         assert!(fired(&s, AdviceKind::IncreasePoolSize).is_none());
         s.pending_requests = 11;
-        assert_eq!(fired(&s, AdviceKind::IncreasePoolSize).unwrap().observed, 11.0);
+        assert_eq!(
+            fired(&s, AdviceKind::IncreasePoolSize).unwrap().observed,
+            11.0
+        );
     }
 
     #[test]
     fn an_exhausted_pool_is_a_critical_alert() {
         let mut s = quiet();
         s.active_connections = 10;
-        assert!(fired(&s, AdviceKind::PoolExhausted).is_none(), "busy but nobody waiting");
+        assert!(
+            fired(&s, AdviceKind::PoolExhausted).is_none(),
+            "busy but nobody waiting"
+        );
         s.pending_requests = 1;
         let a = fired(&s, AdviceKind::PoolExhausted).unwrap();
         assert_eq!(a.severity, Severity::Critical);
@@ -305,9 +338,15 @@ mod tests {
     fn an_open_circuit_and_leaks_alert() {
         let mut s = quiet();
         s.circuit = CircuitState::Open;
-        s.suspected_leaks = vec![SuspectedLeak { key: "report".into(), held_ms: 20_000 }];
+        s.suspected_leaks = vec![SuspectedLeak {
+            key: "report".into(),
+            held_ms: 20_000,
+        }];
         let k = kinds(&s);
         assert!(k.contains(&AdviceKind::CircuitOpen) && k.contains(&AdviceKind::ConnectionLeak));
-        assert!(fired(&s, AdviceKind::ConnectionLeak).unwrap().message.contains("report"));
+        assert!(fired(&s, AdviceKind::ConnectionLeak)
+            .unwrap()
+            .message
+            .contains("report"));
     }
 }

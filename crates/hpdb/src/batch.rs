@@ -14,12 +14,7 @@
 //! anyway. The batch runs in its own task, so a caller that goes away does
 //! not strand the others.
 
-use std::{
-    collections::HashMap,
-    hash::Hash,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, hash::Hash, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -98,7 +93,9 @@ pub struct BatchLoader<DB: Database, K, V> {
 
 impl<DB: Database, K, V> Clone for BatchLoader<DB, K, V> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone() }
+        Self {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -112,7 +109,10 @@ where
     /// `fetch` for each batch, with the manager's batch size and window.
     pub fn new<F>(manager: &Manager<DB>, name: impl Into<Arc<str>>, fetch: F) -> Self
     where
-        F: for<'c> Fn(&'c mut DB::Connection, Vec<K>) -> BoxFuture<'c, Result<HashMap<K, V>, sqlx::Error>>
+        F: for<'c> Fn(
+                &'c mut DB::Connection,
+                Vec<K>,
+            ) -> BoxFuture<'c, Result<HashMap<K, V>, sqlx::Error>>
             + Send
             + Sync
             + 'static,
@@ -133,11 +133,12 @@ where
 
     /// Sets the admission priority of this loader's batches.
     pub fn with_priority(self, priority: Priority) -> Self {
-        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
-            panic!("with_priority must be called before the loader is cloned")
-        });
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_priority must be called before the loader is cloned"));
         inner.priority = priority;
-        Self { inner: Arc::new(inner) }
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The row for `key`, or `None` if the query did not return it.
@@ -166,7 +167,11 @@ where
                         elapsed: started.elapsed(),
                     })
                 }
-                Ok(Err(_)) => return Err(Error::BatchAborted { key: l.name.clone() }),
+                Ok(Err(_)) => {
+                    return Err(Error::BatchAborted {
+                        key: l.name.clone(),
+                    })
+                }
                 Ok(Ok(v)) => v.clone().expect("waited for Some"),
             }?;
             out.extend(chunk.iter().map(|k| loaded.get(k).cloned()));
@@ -185,7 +190,10 @@ where
         }
         let (tx, _) = watch::channel(None);
         let batch = Arc::new(Batch {
-            keys: Mutex::new(Keys { keys: Vec::new(), closed: false }),
+            keys: Mutex::new(Keys {
+                keys: Vec::new(),
+                closed: false,
+            }),
             tx: tx.clone(),
         });
         batch.try_add(keys, l.max_batch_size);

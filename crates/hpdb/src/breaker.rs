@@ -88,9 +88,9 @@ impl CircuitBreaker {
     pub(crate) fn on_failure(&self) -> bool {
         let mut st = self.state.lock();
         let failures = match *st {
-            State::Closed { failures } | State::Open { failures, .. } | State::HalfOpen { failures } => {
-                failures.saturating_add(1)
-            }
+            State::Closed { failures }
+            | State::Open { failures, .. }
+            | State::HalfOpen { failures } => failures.saturating_add(1),
         };
         let was_open = matches!(*st, State::Open { .. });
         if failures >= self.threshold || matches!(*st, State::HalfOpen { .. }) {
@@ -99,8 +99,11 @@ impl CircuitBreaker {
                 failures,
             };
             if !was_open {
-                tracing::error!(failures, cooldown_ms = self.cooldown.as_millis() as u64,
-                    "database unreachable: circuit opened, callers now fail fast");
+                tracing::error!(
+                    failures,
+                    cooldown_ms = self.cooldown.as_millis() as u64,
+                    "database unreachable: circuit opened, callers now fail fast"
+                );
             }
             !was_open
         } else {
@@ -130,7 +133,10 @@ mod tests {
         assert!(b.admit().is_ok());
         assert!(b.on_failure(), "third failure opens");
         assert_eq!(b.state(), CircuitState::Open);
-        assert!(matches!(b.admit(), Err(Error::CircuitOpen { failures: 3, .. })));
+        assert!(matches!(
+            b.admit(),
+            Err(Error::CircuitOpen { failures: 3, .. })
+        ));
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(b.admit().is_ok(), "one probe after the cooldown");
         assert_eq!(b.state(), CircuitState::HalfOpen);

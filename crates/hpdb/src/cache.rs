@@ -240,7 +240,10 @@ mod tests {
     fn the_entry_bound_holds_for_small_entries() {
         let c = MemoryCache::new(&config(10, 10_000));
         for i in 0..100 {
-            c.cache.insert(Arc::from(format!("k{i}")), entry(8, Duration::from_secs(60)));
+            c.cache.insert(
+                Arc::from(format!("k{i}")),
+                entry(8, Duration::from_secs(60)),
+            );
         }
         c.cache.run_pending_tasks();
         assert!(c.stats().entries <= 10, "{:?}", c.stats());
@@ -251,7 +254,10 @@ mod tests {
     fn the_byte_bound_holds_for_large_entries() {
         let c = MemoryCache::new(&config(100, 10_000));
         for i in 0..100 {
-            c.cache.insert(Arc::from(format!("k{i}")), entry(1_000, Duration::from_secs(60)));
+            c.cache.insert(
+                Arc::from(format!("k{i}")),
+                entry(1_000, Duration::from_secs(60)),
+            );
         }
         c.cache.run_pending_tasks();
         let s = c.stats();
@@ -265,7 +271,8 @@ mod tests {
             stale_grace: Duration::from_millis(30),
             ..CacheConfig::default()
         });
-        c.cache.insert(Arc::from("k"), entry(8, Duration::from_millis(30)));
+        c.cache
+            .insert(Arc::from("k"), entry(8, Duration::from_millis(30)));
         let e = c.cache.get("k").unwrap();
         assert!(e.is_fresh());
         std::thread::sleep(Duration::from_millis(40));

@@ -132,7 +132,9 @@ impl FromStr for CachePolicy {
         match s.to_ascii_lowercase().as_str() {
             "lru" => Ok(CachePolicy::Lru),
             "tinylfu" | "tiny_lfu" | "tiny-lfu" => Ok(CachePolicy::TinyLfu),
-            other => Err(format!("unknown cache policy `{other}` (expected `lru` or `tinylfu`)")),
+            other => Err(format!(
+                "unknown cache policy `{other}` (expected `lru` or `tinylfu`)"
+            )),
         }
     }
 }
@@ -397,7 +399,9 @@ impl ManagerConfig {
             return bad("DB_HEALTH_INTERVAL and cache.sweep_interval must be above zero".into());
         }
         if self.health.failure_threshold == 0 {
-            return bad("DB_CIRCUIT_THRESHOLD (health.failure_threshold) must be at least 1".into());
+            return bad(
+                "DB_CIRCUIT_THRESHOLD (health.failure_threshold) must be at least 1".into(),
+            );
         }
         if self.leak.threshold.is_zero() {
             return bad("DB_LEAK_THRESHOLD (leak.threshold) must be above zero".into());
@@ -412,8 +416,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<ManagerConfig, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         ManagerConfig::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -449,7 +455,10 @@ mod tests {
     #[test]
     fn min_above_max_is_rejected_naming_both_variables() {
         let err = from(&[("DB_POOL_MIN", "11")]).unwrap_err();
-        assert!(err.0.contains("DB_POOL_MIN") && err.0.contains("DB_POOL_MAX"), "{err}");
+        assert!(
+            err.0.contains("DB_POOL_MIN") && err.0.contains("DB_POOL_MAX"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -461,7 +470,10 @@ mod tests {
     #[test]
     fn unparsable_numbers_name_the_variable() {
         let err = from(&[("DB_POOL_TIMEOUT", "30s")]).unwrap_err();
-        assert!(err.0.contains("DB_POOL_TIMEOUT") && err.0.contains("30s"), "{err}");
+        assert!(
+            err.0.contains("DB_POOL_TIMEOUT") && err.0.contains("30s"),
+            "{err}"
+        );
         let err = from(&[("DB_POOL_MAX", "-1")]).unwrap_err();
         assert!(err.0.contains("DB_POOL_MAX"), "{err}");
         let err = from(&[("DB_CACHE_POLICY", "fifo")]).unwrap_err();

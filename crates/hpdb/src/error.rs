@@ -84,7 +84,9 @@ pub enum Error {
         source: Arc<sqlx::Error>,
     },
     /// Two call sites used the same key for results of different types.
-    #[error("query key `{key}` is used for results of different types; give each query its own key")]
+    #[error(
+        "query key `{key}` is used for results of different types; give each query its own key"
+    )]
     KeyTypeMismatch {
         /// The query key.
         key: Arc<str>,

@@ -154,7 +154,10 @@ impl<DB: Database> ManagerBuilder<DB> {
     pub async fn connect(self, url: &str) -> Result<Manager<DB>, BuildError> {
         let opts = url
             .parse::<<DB::Connection as Connection>::Options>()
-            .map_err(|source| BuildError::Connect { min: self.config.pool.min_connections, source })?;
+            .map_err(|source| BuildError::Connect {
+                min: self.config.pool.min_connections,
+                source,
+            })?;
         self.connect_with(opts).await
     }
 
@@ -369,7 +372,10 @@ impl<DB: Database> Manager<DB> {
                     if entry.is_fresh() {
                         inc(&inner.metrics.c.cache_hits);
                         let value = downcast::<T>(&key, entry.value)?;
-                        return Ok(QueryResult { value, source: Source::Cache });
+                        return Ok(QueryResult {
+                            value,
+                            source: Source::Cache,
+                        });
                     }
                     if options.stale_if_error {
                         stale = Some(entry);
@@ -378,12 +384,17 @@ impl<DB: Database> Manager<DB> {
             }
             inc(&inner.metrics.c.cache_misses);
         }
-        let serve_stale = |err: Error, stale: Option<CacheEntry>| -> Result<QueryResult<T>, Error> {
+        let serve_stale = |err: Error,
+                           stale: Option<CacheEntry>|
+         -> Result<QueryResult<T>, Error> {
             match stale {
                 Some(entry) if err.is_unavailable() => {
                     inc(&inner.metrics.c.stale_served);
                     tracing::warn!(key = %key, error = %err, "database unavailable: serving a stale cache entry");
-                    Ok(QueryResult { value: downcast::<T>(&key, entry.value)?, source: Source::Stale })
+                    Ok(QueryResult {
+                        value: downcast::<T>(&key, entry.value)?,
+                        source: Source::Stale,
+                    })
                 }
                 _ => Err(err),
             }
@@ -413,7 +424,10 @@ impl<DB: Database> Manager<DB> {
                         // The leader was cancelled: try again, perhaps as leader.
                         Ok(None) => continue,
                         Ok(Some(Ok(value))) => {
-                            return Ok(QueryResult { value: downcast::<T>(&key, value)?, source: Source::Joined });
+                            return Ok(QueryResult {
+                                value: downcast::<T>(&key, value)?,
+                                source: Source::Joined,
+                            });
                         }
                         Ok(Some(Err(e))) => return serve_stale(e, stale),
                     }
@@ -429,12 +443,16 @@ impl<DB: Database> Manager<DB> {
                 Ok(value) => {
                     let value = Arc::new(value);
                     if options.use_cache {
-                        self.store(&key, &options, &tags, since, value.clone()).await;
+                        self.store(&key, &options, &tags, since, value.clone())
+                            .await;
                     }
                     if let Some(guard) = leader {
                         guard.finish(Ok(value.clone() as Arc<dyn Any + Send + Sync>));
                     }
-                    Ok(QueryResult { value, source: Source::Database })
+                    Ok(QueryResult {
+                        value,
+                        source: Source::Database,
+                    })
                 }
                 Err(e) => {
                     if let Some(guard) = leader {
@@ -526,7 +544,10 @@ impl<DB: Database> Manager<DB> {
                 } else {
                     inner.breaker.on_success();
                 }
-                Err(Error::Query { key: key.clone(), source: Arc::new(e) })
+                Err(Error::Query {
+                    key: key.clone(),
+                    source: Arc::new(e),
+                })
             }
             Ok(Ok(v)) => {
                 inner.breaker.on_success();
@@ -568,7 +589,10 @@ impl<DB: Database> Manager<DB> {
                 Err(match e {
                     sqlx::Error::PoolTimedOut => timeout_error(key, TimeoutPhase::Acquire, started),
                     sqlx::Error::PoolClosed => Error::Closed,
-                    e => Error::Connect { key: key.clone(), source: Arc::new(e) },
+                    e => Error::Connect {
+                        key: key.clone(),
+                        source: Arc::new(e),
+                    },
                 })
             }
             Ok(Ok(Ok(conn))) => Ok(conn),
@@ -708,7 +732,8 @@ impl<DB: Database> Manager<DB> {
     /// Opens connections up to the minimum.
     async fn warm_up(&self) -> Result<(), sqlx::Error> {
         let min = self.inner.min_connections.load(Ordering::Relaxed) as usize;
-        let conns = futures::future::try_join_all((0..min).map(|_| self.inner.pool.acquire())).await?;
+        let conns =
+            futures::future::try_join_all((0..min).map(|_| self.inner.pool.acquire())).await?;
         drop(conns);
         Ok(())
     }
@@ -725,8 +750,12 @@ impl<DB: Database> Manager<DB> {
         // makes the next try_acquire return a different idle one.
         let mut held: Vec<(PoolConnection<DB>, Permit)> = Vec::new();
         for _ in 0..inner.pool.num_idle() {
-            let Some(permit) = inner.gate.try_acquire() else { break };
-            let Some(mut conn) = inner.pool.try_acquire() else { break };
+            let Some(permit) = inner.gate.try_acquire() else {
+                break;
+            };
+            let Some(mut conn) = inner.pool.try_acquire() else {
+                break;
+            };
             checked += 1;
             match timeout(ping_timeout, conn.ping()).await {
                 Ok(Ok(())) => {
@@ -744,7 +773,9 @@ impl<DB: Database> Manager<DB> {
         let size_before = inner.pool.size();
         let mut refill_failed = false;
         while inner.pool.size() < min {
-            let Some(permit) = inner.gate.try_acquire() else { break };
+            let Some(permit) = inner.gate.try_acquire() else {
+                break;
+            };
             match timeout(inner.config.pool.acquire_timeout, inner.pool.acquire()).await {
                 Ok(Ok(conn)) => held.push((conn, permit)),
                 _ => {
@@ -786,7 +817,11 @@ impl<DB: Database> Manager<DB> {
         let Some(_permit) = inner.gate.try_acquire() else {
             return inner.breaker.state() == CircuitState::Closed;
         };
-        let t = inner.config.pool.acquire_timeout.min(inner.config.health.ping_timeout * 2);
+        let t = inner
+            .config
+            .pool
+            .acquire_timeout
+            .min(inner.config.health.ping_timeout * 2);
         matches!(
             timeout(t, async {
                 let mut c = inner.pool.acquire().await?;
@@ -811,7 +846,8 @@ impl<DB: Database> Manager<DB> {
                 a.log();
             }
         });
-        let leak_every = (cfg.leak.threshold / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let leak_every =
+            (cfg.leak.threshold / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
         let leaks = spawn_periodic(weak.clone(), leak_every, |m| async move {
             m.inner.leaks.scan();
         });

@@ -17,8 +17,9 @@ use serde::Serialize;
 use crate::{breaker::CircuitState, cache::CacheStats, leak::SuspectedLeak};
 
 /// Upper bounds (ms) of the acquire-wait histogram buckets.
-pub const WAIT_BUCKETS_MS: [f64; 12] =
-    [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 10000.0];
+pub const WAIT_BUCKETS_MS: [f64; 12] = [
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 10000.0,
+];
 
 fn histogram() -> Histogram<u64> {
     // Microseconds up to 10 minutes, 3 significant figures.
@@ -69,14 +70,25 @@ impl Metrics {
 
     /// Records how long an execution waited for admission and a connection.
     pub(crate) fn record_wait(&self, d: Duration) {
-        self.wait.lock().saturating_record((d.as_micros() as u64).max(1));
+        self.wait
+            .lock()
+            .saturating_record((d.as_micros() as u64).max(1));
     }
 
     pub(crate) fn reset(&self) {
         let c = &self.c;
         for a in [
-            &c.requests, &c.db_queries, &c.cache_hits, &c.cache_misses, &c.stale_served,
-            &c.errors, &c.timeouts, &c.joins, &c.batches, &c.batched_keys, &c.circuit_opens,
+            &c.requests,
+            &c.db_queries,
+            &c.cache_hits,
+            &c.cache_misses,
+            &c.stale_served,
+            &c.errors,
+            &c.timeouts,
+            &c.joins,
+            &c.batches,
+            &c.batched_keys,
+            &c.circuit_opens,
             &c.latency_sum_us,
         ] {
             a.store(0, Ordering::Relaxed);

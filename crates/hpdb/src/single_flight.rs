@@ -139,7 +139,10 @@ mod tests {
         };
         drop(lead);
         assert!(wait(rx).await.is_none());
-        assert!(matches!(sf.join_or_lead(&key, 0, |_| true), Role::Leader(_)));
+        assert!(matches!(
+            sf.join_or_lead(&key, 0, |_| true),
+            Role::Leader(_)
+        ));
     }
 
     #[tokio::test]

@@ -1,0 +1,139 @@
+//! Per-backend harnesses: a fresh table and a manager for each test, and the
+//! database's own witnesses where it has them (PostgreSQL).
+
+#![allow(dead_code)]
+
+use std::{path::PathBuf, str::FromStr, time::Duration};
+
+use hpdb::{Manager, ManagerConfig};
+use sqlx::{postgres::Postgres, sqlite::SqliteConnectOptions, PgPool, Sqlite};
+
+/// A test configuration: small, fast timers.
+pub fn config(min: u32, max: u32) -> ManagerConfig {
+    let mut c = ManagerConfig::new();
+    c.pool.min_connections = min;
+    c.pool.max_connections = max;
+    c.pool.acquire_timeout = Duration::from_secs(5);
+    c.query_timeout = Duration::from_secs(10);
+    c
+}
+
+pub struct Harness<DB: sqlx::Database> {
+    pub manager: Manager<DB>,
+    /// A table `(id INTEGER PRIMARY KEY, v INTEGER)` with rows 1..=100, v = id * 10.
+    pub table: String,
+    /// The application name the manager's connections carry (PostgreSQL).
+    pub app: String,
+    pub witness: Option<PgPool>,
+    _dir: Option<TempDir>,
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn temp_dir() -> TempDir {
+    let dir = std::env::temp_dir().join(testkit::unique("hpdb_test"));
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+}
+
+const FILL: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+                    INSERT INTO {t} (id, v) SELECT i, i * 10 FROM n";
+
+pub async fn sqlite(config: ManagerConfig) -> Harness<Sqlite> {
+    let dir = temp_dir();
+    let opts = SqliteConnectOptions::new()
+        .filename(dir.0.join("test.db"))
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5));
+    let table = testkit::unique("t");
+    let manager = Manager::<Sqlite>::builder(config)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    setup_table(manager.pool(), &table_sql(&table)).await;
+    Harness {
+        manager,
+        table,
+        app: String::new(),
+        witness: None,
+        _dir: Some(dir),
+    }
+}
+
+pub async fn postgres(config: ManagerConfig) -> Harness<Postgres> {
+    let witness = testkit::pg::witness().await;
+    let table = testkit::unique("t");
+    let app = testkit::unique("hpdb");
+    let manager = Manager::<Postgres>::builder(config)
+        .connect_with(testkit::pg::options().application_name(&app))
+        .await
+        .unwrap();
+    setup_table(&witness, &table_sql(&table)).await;
+    Harness {
+        manager,
+        table,
+        app,
+        witness: Some(witness),
+        _dir: None,
+    }
+}
+
+/// The statements that create and fill a test table.
+fn table_sql(table: &str) -> String {
+    format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, v BIGINT NOT NULL); {}",
+        FILL.replace("{t}", table)
+    )
+}
+
+async fn setup_table<'e, E: sqlx::Executor<'e>>(exec: E, sql: &'e str) {
+    sqlx::raw_sql(sql).execute(exec).await.unwrap();
+}
+
+impl<DB: sqlx::Database> Harness<DB> {
+    /// Executions PostgreSQL counted for statements reading this test's table.
+    pub async fn pg_calls(&self) -> Option<i64> {
+        match &self.witness {
+            Some(w) => Some(testkit::pg::statement_calls(w, &format!("FROM {}", self.table)).await),
+            None => None,
+        }
+    }
+
+    /// (all, active) backends PostgreSQL has for this manager.
+    pub async fn pg_backends(&self) -> Option<(i64, i64)> {
+        match &self.witness {
+            Some(w) => Some(testkit::pg::backends(w, &self.app).await),
+            None => None,
+        }
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Harness<DB> {
+    fn drop(&mut self) {
+        if let Some(w) = self.witness.take() {
+            let table = self.table.clone();
+            // Best effort: tables are unique per test, so a leftover harms nothing.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                        .execute(&w)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+/// Sqlite file options for a database that may not exist yet.
+pub fn sqlite_file(path: &std::path::Path, create: bool) -> SqliteConnectOptions {
+    SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        .unwrap()
+        .create_if_missing(create)
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Makes sure the services the test suite talks to are up and ready:
+# PostgreSQL (with pg_stat_statements loaded and installed in the test
+# database) and Redis. Starts what is down; changes nothing that is fine.
+# Idempotent; safe to run before every test run.
+set -euo pipefail
+
+PGHOST_ADDR=${PGHOST_ADDR:-127.0.0.1}
+PGPORT_NUM=${PGPORT_NUM:-5432}
+PGDB=${PGDB:-test}
+psql_() { psql -h "$PGHOST_ADDR" -p "$PGPORT_NUM" -U postgres -d "$1" -v ON_ERROR_STOP=1 -Atqc "$2"; }
+
+pg_cluster_version() { ls /etc/postgresql | sort -V | tail -n1; }
+
+start_postgres() {
+  echo "services: starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(pg_cluster_version)" main start || true
+}
+
+wait_for() { # name, command...
+  local name=$1; shift
+  for _ in $(seq 1 60); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  echo "services: $name did not come up in 30 s" >&2
+  return 1
+}
+
+if ! command -v psql >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "services: installing PostgreSQL and Redis clients/servers"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null
+fi
+
+if ! pg_isready -h "$PGHOST_ADDR" -p "$PGPORT_NUM" -q; then
+  start_postgres
+fi
+wait_for PostgreSQL pg_isready -h "$PGHOST_ADDR" -p "$PGPORT_NUM" -q
+
+preload=$(psql_ postgres "SHOW shared_preload_libraries")
+if [[ "$preload" != *pg_stat_statements* ]]; then
+  echo "services: enabling pg_stat_statements (needs a PostgreSQL restart)"
+  if [ -n "$preload" ]; then new="$preload,pg_stat_statements"; else new="pg_stat_statements"; fi
+  psql_ postgres "ALTER SYSTEM SET shared_preload_libraries = '$new'"
+  pg_ctlcluster --skip-systemctl-redirect "$(pg_cluster_version)" main restart
+  wait_for PostgreSQL pg_isready -h "$PGHOST_ADDR" -p "$PGPORT_NUM" -q
+fi
+psql_ "$PGDB" "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "services: starting Redis"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
+
+echo "services: PostgreSQL ($(psql_ postgres 'SHOW server_version'), pg_stat_statements on) and Redis ($(redis-cli -h 127.0.0.1 ping)) ready"
