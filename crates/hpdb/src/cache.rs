@@ -167,7 +167,7 @@ impl CacheLayer for MemoryCache {
         // Only fails if closures were not enabled at build time; they are.
         let _ = self
             .cache
-            .invalidate_entries_if(move |_, v| v.tags.iter().any(|t| *t == tag));
+            .invalidate_entries_if(move |_, v| v.tags.contains(&tag));
         ready(()).boxed()
     }
 

@@ -50,6 +50,11 @@ pub struct PoolConfig {
     /// How long sqlx may take to hand over or open a connection once a caller
     /// has been admitted (default 10 s).
     pub acquire_timeout: Duration,
+    /// Most connections being opened at the same time (default 2). When
+    /// opening a connection is slow, admitted callers take connections that
+    /// others return instead of each waiting for a new one (HikariCP's spike
+    /// lesson); the pool still grows under sustained load.
+    pub max_concurrent_opens: u32,
     /// Connections are recycled after this age (default 30 min), which bounds
     /// the damage of server-side memory growth and load-balancer timeouts.
     pub max_lifetime: Option<Duration>,
@@ -63,6 +68,7 @@ impl Default for PoolConfig {
             max_connections_ceiling: None,
             idle_timeout: Duration::from_secs(30),
             acquire_timeout: Duration::from_secs(10),
+            max_concurrent_opens: 2,
             max_lifetime: Some(Duration::from_secs(30 * 60)),
         }
     }

@@ -117,12 +117,15 @@ pub struct HealthReport {
     pub took_ms: f64,
 }
 
+/// A caller's adjustment of the sqlx pool options.
+type CustomizePool<DB> = Box<dyn FnOnce(PoolOptions<DB>) -> PoolOptions<DB> + Send>;
+
 /// Builds a [`Manager`]; see [`Manager::builder`].
 #[must_use]
 pub struct ManagerBuilder<DB: Database> {
     config: ManagerConfig,
     cache: Option<Arc<dyn CacheLayer>>,
-    customize: Option<Box<dyn FnOnce(PoolOptions<DB>) -> PoolOptions<DB> + Send>>,
+    customize: Option<CustomizePool<DB>>,
     background: bool,
 }
 
@@ -203,6 +206,9 @@ impl<DB: Database> ManagerBuilder<DB> {
             .unwrap_or_else(|| Arc::new(MemoryCache::new(&config.cache)));
         let inner = Arc::new(Inner {
             gate: Gate::new(p.max_connections as usize, config.admission.aging_step),
+            opens: Arc::new(tokio::sync::Semaphore::new(
+                p.max_concurrent_opens.max(1) as usize
+            )),
             min_connections: AtomicU32::new(p.min_connections),
             log: InvalidationLog::new(config.cache.max_ttl + config.cache.stale_grace),
             flights: SingleFlight::default(),
@@ -227,6 +233,8 @@ pub(crate) struct Inner<DB: Database> {
     pub(crate) pool: Pool<DB>,
     pub(crate) config: ManagerConfig,
     pub(crate) gate: Arc<Gate>,
+    /// Bounds connections being opened at once (see `acquire_connection`).
+    opens: Arc<tokio::sync::Semaphore>,
     min_connections: AtomicU32,
     cache: Arc<dyn CacheLayer>,
     log: InvalidationLog,
@@ -561,41 +569,78 @@ impl<DB: Database> Manager<DB> {
     }
 
     /// Gets a connection from sqlx for an admitted caller.
+    ///
+    /// HikariCP's lesson: when opening a connection costs far more than a
+    /// query, a caller is better served by the next connection another caller
+    /// returns than by waiting for its own new one. So at most
+    /// `max_concurrent_opens` connections are being opened at a time, and an
+    /// admitted caller takes whichever comes first: an idle connection (polled
+    /// every millisecond while none is free) or the one it started opening.
+    /// An open that loses the race still completes in its own task and its
+    /// connection lands idle in the pool, never thrown away half-open
+    /// (sqlx #3132).
     async fn acquire_connection(
         &self,
         key: &Arc<str>,
         started: Instant,
         deadline: Instant,
     ) -> Result<PoolConnection<DB>, Error> {
-        let pool = &self.inner.pool;
-        if let Some(conn) = pool.try_acquire() {
-            return Ok(conn);
-        }
-        // Opening a connection runs in its own task: if our deadline passes
-        // first, the connection still lands in the pool instead of being
-        // thrown away half-open (sqlx #3132).
-        let pool = pool.clone();
-        let mut opening = tokio::spawn(async move { pool.acquire().await });
-        match timeout_at(deadline, &mut opening).await {
-            Err(_) => Err(timeout_error(key, TimeoutPhase::Acquire, started)),
-            Ok(Err(join)) => Err(Error::Connect {
-                key: key.clone(),
-                source: Arc::new(sqlx::Error::Io(std::io::Error::other(join.to_string()))),
-            }),
-            Ok(Ok(Err(e))) => {
-                if !matches!(e, sqlx::Error::PoolClosed) {
-                    self.connection_failed();
-                }
-                Err(match e {
-                    sqlx::Error::PoolTimedOut => timeout_error(key, TimeoutPhase::Acquire, started),
-                    sqlx::Error::PoolClosed => Error::Closed,
-                    e => Error::Connect {
-                        key: key.clone(),
-                        source: Arc::new(e),
-                    },
-                })
+        let inner = &self.inner;
+        let mut opening: Option<JoinHandle<Result<PoolConnection<DB>, sqlx::Error>>> = None;
+        loop {
+            if let Some(conn) = inner.pool.try_acquire() {
+                return Ok(conn);
             }
-            Ok(Ok(Ok(conn))) => Ok(conn),
+            if opening.is_none() {
+                if let Ok(open_permit) = inner.opens.clone().try_acquire_owned() {
+                    let pool = inner.pool.clone();
+                    opening = Some(tokio::spawn(async move {
+                        let _open_permit = open_permit;
+                        pool.acquire().await
+                    }));
+                }
+            }
+            let poll = sleep(Duration::from_millis(1));
+            let opened = match opening.as_mut() {
+                Some(handle) => tokio::select! {
+                    r = handle => Some(r),
+                    _ = poll => None,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(timeout_error(key, TimeoutPhase::Acquire, started));
+                    }
+                },
+                None => tokio::select! {
+                    _ = poll => None,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(timeout_error(key, TimeoutPhase::Acquire, started));
+                    }
+                },
+            };
+            match opened {
+                None => continue,
+                Some(Ok(Ok(conn))) => return Ok(conn),
+                Some(Err(join)) => {
+                    return Err(Error::Connect {
+                        key: key.clone(),
+                        source: Arc::new(sqlx::Error::Io(std::io::Error::other(join.to_string()))),
+                    })
+                }
+                Some(Ok(Err(e))) => {
+                    if !matches!(e, sqlx::Error::PoolClosed) {
+                        self.connection_failed();
+                    }
+                    return Err(match e {
+                        sqlx::Error::PoolTimedOut => {
+                            timeout_error(key, TimeoutPhase::Acquire, started)
+                        }
+                        sqlx::Error::PoolClosed => Error::Closed,
+                        e => Error::Connect {
+                            key: key.clone(),
+                            source: Arc::new(e),
+                        },
+                    });
+                }
+            }
         }
     }
 

@@ -103,19 +103,17 @@ impl Metrics {
 
     pub(crate) fn wait(&self) -> (Percentiles, Vec<Bucket>) {
         let h = self.wait.lock();
-        let mut buckets = Vec::with_capacity(WAIT_BUCKETS_MS.len() + 1);
-        let mut below = 0;
-        for le in WAIT_BUCKETS_MS {
-            let upto = (le * 1000.0) as u64;
-            let count = h.count_between(1, upto);
-            buckets.push(Bucket { le_ms: le, count });
-            below = count;
-        }
-        buckets.push(Bucket {
-            le_ms: f64::INFINITY,
-            count: h.len(),
-        });
-        debug_assert!(below <= h.len());
+        let buckets = WAIT_BUCKETS_MS
+            .iter()
+            .map(|&le| Bucket {
+                le_ms: le,
+                count: h.count_between(1, (le * 1000.0) as u64),
+            })
+            .chain(std::iter::once(Bucket {
+                le_ms: f64::INFINITY,
+                count: h.len(),
+            }))
+            .collect();
         (Percentiles::of(&h), buckets)
     }
 }
