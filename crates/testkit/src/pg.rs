@@ -95,3 +95,86 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A PostgreSQL database of its own for one test, dropped (with its
+/// connections) when this value is dropped. `pg_stat_statements` can be
+/// filtered to it by [`TestDatabase::statement_calls`].
+pub struct TestDatabase {
+    /// The database name.
+    pub name: String,
+    /// A URL that connects to it.
+    pub url: String,
+    witness: PgPool,
+}
+
+impl TestDatabase {
+    /// Creates an empty database with a unique name.
+    pub async fn create() -> TestDatabase {
+        let witness = witness().await;
+        let name = crate::unique("gf_t");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&witness)
+            .await
+            .expect("CREATE DATABASE");
+        let o = options();
+        let url = format!(
+            "postgres://{}@{}:{}/{name}",
+            o.get_username(),
+            o.get_host(),
+            o.get_port()
+        );
+        TestDatabase { name, url, witness }
+    }
+
+    /// Executions PostgreSQL counted in this database, for statements whose
+    /// text contains `marker` (all statements for `""`).
+    pub async fn statement_calls(&self, marker: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COALESCE(sum(s.calls), 0)::bigint FROM pg_stat_statements s \
+             JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = $1 AND s.query LIKE '%' || $2 || '%'",
+        )
+        .bind(&self.name)
+        .bind(marker)
+        .fetch_one(&self.witness)
+        .await
+        .expect("query pg_stat_statements")
+    }
+
+    /// Backends connected to this database: (all, active).
+    pub async fn backends(&self) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE state = 'active') FROM pg_stat_activity \
+             WHERE datname = $1",
+        )
+        .bind(&self.name)
+        .fetch_one(&self.witness)
+        .await
+        .expect("query pg_stat_activity")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (name, opts) = (self.name.clone(), options());
+        // Drop runs outside any async context we can rely on: use a thread
+        // with its own small runtime, and wait for it.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async move {
+                    use sqlx::ConnectOptions;
+                    if let Ok(mut c) = opts.connect().await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut c)
+                                .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}

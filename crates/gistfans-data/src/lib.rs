@@ -1,0 +1,26 @@
+//! # gistfans-data — the GistFans data layer
+//!
+//! Schema and migrations for SQLite and PostgreSQL, a deterministic demo-data
+//! generator, and the seed's `DataAggregationService`: one call returns all a
+//! profile page needs, in one SQL statement when uncached, through hpdb.
+//!
+//! The baseline (the seed's "before", one query per figure on a plain pool)
+//! lives in [`baseline`]; the optimised path in [`DataAggregationService`].
+
+#![forbid(unsafe_code)]
+
+pub mod aggregate;
+pub mod baseline;
+mod db;
+mod error;
+pub mod incremental;
+pub mod model;
+pub mod seed;
+mod service;
+pub mod writes;
+
+pub use db::{migrate, sqlite_options, Backend, Db};
+pub use error::DataError;
+pub use model::{Include, Post, UserAggregate};
+pub use service::{AggregateOptions, DataAggregationService, RenderedAggregate};
+pub use writes::NewPost;

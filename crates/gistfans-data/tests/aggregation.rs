@@ -1,0 +1,290 @@
+//! The aggregation service against real databases, seeded with small demo data.
+
+use std::sync::Arc;
+
+use gistfans_data::{
+    baseline, migrate,
+    seed::{seed, SeedConfig},
+    AggregateOptions, DataAggregationService, Db, Include, NewPost, RenderedAggregate,
+    UserAggregate,
+};
+use hpdb::ManagerConfig;
+
+struct Env {
+    service: DataAggregationService,
+    pg: Option<testkit::pg::TestDatabase>,
+    _dir: Option<TempDir>,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn setup(url: &str) -> DataAggregationService {
+    migrate(url, None).await.unwrap();
+    seed(url, &SeedConfig::small(), false).await.unwrap();
+    let db = Db::connect(url, ManagerConfig::new()).await.unwrap();
+    DataAggregationService::new(db).with_preloading(false)
+}
+
+async fn sqlite() -> Env {
+    let dir = std::env::temp_dir().join(testkit::unique("gf_data"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/gf.db", dir.display());
+    Env {
+        service: setup(&url).await,
+        pg: None,
+        _dir: Some(TempDir(dir)),
+    }
+}
+
+async fn postgres() -> Env {
+    let pg = testkit::pg::TestDatabase::create().await;
+    Env {
+        service: setup(&pg.url).await,
+        pg: Some(pg),
+        _dir: None,
+    }
+}
+
+async fn fresh(s: &DataAggregationService, id: i64) -> UserAggregate {
+    let opts = AggregateOptions {
+        use_cache: false,
+        ..AggregateOptions::default()
+    };
+    s.get_user_aggregated_data(id, opts)
+        .await
+        .unwrap()
+        .expect("user exists")
+        .data
+        .clone()
+}
+
+async fn cached(s: &DataAggregationService, id: i64) -> Arc<RenderedAggregate> {
+    s.get_user_aggregated_data(id, AggregateOptions::default())
+        .await
+        .unwrap()
+        .expect("user exists")
+}
+
+async fn aggregate_equals_the_baseline(env: Env) {
+    let s = &env.service;
+    for id in [1, 2, 3, 17, 59] {
+        let agg = fresh(s, id).await;
+        let db = s.db();
+        let ps = baseline::stats(db, id).await.unwrap();
+        assert_eq!(agg.profile, ps.profile, "user {id}");
+        assert_eq!(agg.stats, ps.stats, "user {id}");
+        assert_eq!(
+            agg.recent_posts.as_ref().unwrap(),
+            &baseline::posts(db, id).await.unwrap(),
+            "user {id}"
+        );
+        assert_eq!(
+            agg.star_history.as_ref().unwrap(),
+            &baseline::star_history(db, id).await.unwrap(),
+            "user {id}"
+        );
+        assert_eq!(
+            agg.social.as_ref().unwrap(),
+            &baseline::social(db, id).await.unwrap(),
+            "user {id}"
+        );
+        assert_eq!(agg.star_history.as_ref().unwrap().len(), 30);
+    }
+    // The popular user really is popular, so the comparison covered full samples.
+    let top = fresh(s, 1).await;
+    assert!(
+        top.stats.followers > 5 && top.social.as_ref().unwrap().follower_sample.len() == 5,
+        "{:?}",
+        top.stats
+    );
+    assert!(top.recent_posts.as_ref().unwrap().len() == 10);
+    // Parts left out are absent.
+    let only = s
+        .get_user_aggregated_data(
+            1,
+            AggregateOptions {
+                include: Include::parse("social").unwrap(),
+                use_cache: false,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        only.data.recent_posts.is_none()
+            && only.data.star_history.is_none()
+            && only.data.social.is_some()
+    );
+    assert!(s
+        .get_user_aggregated_data(999_999, AggregateOptions::default())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// A user who neither follows nor is followed by `b`.
+async fn strangers_of(s: &DataAggregationService, b: i64) -> i64 {
+    for c in 3..60i64 {
+        let n: i64 = gistfans_data::on_baseline!(s.db(), p => sqlx::query_scalar(
+            "SELECT count(*) FROM follows WHERE (follower_id = $1 AND followee_id = $2) OR (follower_id = $2 AND followee_id = $1)",
+        ).bind(b).bind(c).fetch_one(p).await.unwrap());
+        if n == 0 {
+            return c;
+        }
+    }
+    panic!("no stranger of user {b} in the demo data");
+}
+
+async fn writes_update_cached_aggregates_in_place(env: Env) {
+    let s = &env.service;
+    let (a, b, c) = (1, 2, strangers_of(s, 2).await);
+    for id in [a, b, c] {
+        cached(s, id).await;
+    }
+    let queries = || s.db().status().database_queries;
+
+    // A post: the author's aggregate gains it without a refetch.
+    s.create_post(
+        a,
+        NewPost {
+            title: "new".into(),
+            language: "rust".into(),
+            content: "fn main() {}".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let before = queries();
+    let after = cached(s, a).await;
+    assert_eq!(queries(), before, "served from the updated cache entry");
+    assert_eq!(
+        after.data,
+        fresh(s, a).await,
+        "in-place update equals a fresh computation"
+    );
+    let new_post = after.data.recent_posts.as_ref().unwrap()[0].id;
+
+    // Star and unstar: author and starrer.
+    for on in [true, false] {
+        s.set_star(c, new_post, on).await.unwrap();
+        assert_eq!(
+            cached(s, a).await.data,
+            fresh(s, a).await,
+            "author after star={on}"
+        );
+        assert_eq!(
+            cached(s, c).await.data,
+            fresh(s, c).await,
+            "starrer after star={on}"
+        );
+    }
+    // Follow both ways (mutual), then unfollow.
+    for (x, y, on) in [(b, c, true), (c, b, true), (b, c, false), (c, b, false)] {
+        s.set_follow(x, y, on).await.unwrap();
+        for id in [b, c] {
+            assert_eq!(
+                cached(s, id).await.data,
+                fresh(s, id).await,
+                "user {id} after {x}->{y} on={on}"
+            );
+        }
+    }
+    // Someone leaving the popular user's full follower sample: refetched, still equal.
+    let top_follower = cached(s, a)
+        .await
+        .data
+        .social
+        .as_ref()
+        .unwrap()
+        .follower_sample[0]
+        .id;
+    s.set_follow(top_follower, a, false).await.unwrap();
+    assert_eq!(cached(s, a).await.data, fresh(s, a).await);
+    // ETags follow content.
+    let e1 = cached(s, a).await.etag.clone();
+    s.set_follow(top_follower, a, true).await.unwrap();
+    assert_ne!(cached(s, a).await.etag, e1);
+}
+
+async fn conflicts_and_missing_rows_are_reported(env: Env) {
+    use gistfans_data::DataError;
+    let s = &env.service;
+    let post = fresh(s, 1).await.recent_posts.unwrap()[0].id;
+    s.set_star(2, post, true).await.unwrap();
+    assert!(matches!(
+        s.set_star(2, post, true).await,
+        Err(DataError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.set_star(2, 987_654, true).await,
+        Err(DataError::NotFound { what: "post", .. })
+    ));
+    assert!(matches!(
+        s.set_follow(4, 4, true).await,
+        Err(DataError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.set_follow(4, 999_999, true).await,
+        Err(DataError::NotFound { what: "user", .. })
+    ));
+    assert!(matches!(
+        s.set_follow(999_999, 4, true).await,
+        Err(DataError::Invalid(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_aggregate_equals_the_baseline() {
+    aggregate_equals_the_baseline(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_aggregate_equals_the_baseline() {
+    aggregate_equals_the_baseline(postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writes_update_cached_aggregates_in_place() {
+    writes_update_cached_aggregates_in_place(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_update_cached_aggregates_in_place() {
+    writes_update_cached_aggregates_in_place(postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_conflicts_and_missing_rows_are_reported() {
+    conflicts_and_missing_rows_are_reported(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_conflicts_and_missing_rows_are_reported() {
+    conflicts_and_missing_rows_are_reported(postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_counts_one_statement_per_uncached_aggregate_and_many_for_the_baseline() {
+    let env = postgres().await;
+    let (s, pg) = (&env.service, env.pg.as_ref().unwrap());
+    let before = pg.statement_calls("").await;
+    fresh(s, 1).await;
+    let one = pg.statement_calls("").await - before;
+    let before = pg.statement_calls("").await;
+    let db = s.db();
+    baseline::stats(db, 1).await.unwrap();
+    baseline::posts(db, 1).await.unwrap();
+    baseline::star_history(db, 1).await.unwrap();
+    baseline::social(db, 1).await.unwrap();
+    let page = pg.statement_calls("").await - before;
+    println!("uncached aggregate: {one} statement(s); four baseline routes: {page}");
+    assert_eq!(one, 1, "one SQL statement per uncached aggregate");
+    // stats 6 + posts 3 + star history 2 + social 7.
+    assert_eq!(page, 18, "the baseline's statement count changed");
+}
