@@ -22,5 +22,5 @@ pub mod writes;
 pub use db::{migrate, sqlite_options, Backend, Db};
 pub use error::DataError;
 pub use model::{Include, Post, UserAggregate};
-pub use service::{AggregateOptions, DataAggregationService, RenderedAggregate};
+pub use service::{AggregateOptions, DataAggregationService, RenderedAggregate, Served};
 pub use writes::NewPost;

@@ -86,8 +86,17 @@ impl Serialize for RenderedAggregate {
     }
 }
 
-/// The cached value: `None` for a user that does not exist.
-type Cached = Option<RenderedAggregate>;
+/// The cached value: `None` for a user that does not exist (negative caching).
+type Cached = Option<Arc<RenderedAggregate>>;
+
+/// An aggregate as served, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The aggregate with its body and ETag.
+    pub aggregate: Arc<RenderedAggregate>,
+    /// Cache, database, a joined identical query, or a stale entry.
+    pub source: Source,
+}
 
 const LOCK_STRIPES: usize = 64;
 const PRELOAD_PER_PAGE: usize = 3;
@@ -138,16 +147,15 @@ impl DataAggregationService {
         &self,
         user_id: i64,
         options: AggregateOptions,
-    ) -> Result<Option<Arc<RenderedAggregate>>, DataError> {
+    ) -> Result<Option<Served>, DataError> {
         let (cached, source) = self.load(user_id, options).await?;
-        let Some(rendered) = cached.as_ref() else {
+        let Some(aggregate) = cached.as_ref().clone() else {
             return Ok(None);
         };
-        let rendered = Arc::new(rendered.clone());
         if self.preload_enabled && options.priority > Priority::LOW && source != Source::Stale {
-            self.preload_followees(&rendered.data);
+            self.preload_followees(&aggregate.data);
         }
-        Ok(Some(rendered))
+        Ok(Some(Served { aggregate, source }))
     }
 
     async fn load(
@@ -167,7 +175,7 @@ impl DataAggregationService {
             let db_today = today();
             m.execute_query_traced(key(user_id, include), q, move |conn| Box::pin(async move {
                 let json = fetch(conn, user_id, include, db_today).await?;
-                json.map(|j| assemble(&j, db_today).map(RenderedAggregate::new))
+                json.map(|j| assemble(&j, db_today).map(|a| Arc::new(RenderedAggregate::new(a))))
                     .transpose()
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))
             })).await?
@@ -275,7 +283,7 @@ impl DataAggregationService {
             let mut data = rendered.data.clone();
             if update(&mut data) {
                 let opts = QueryOptions::default().tag(tag(user_id));
-                let value: Arc<Cached> = Arc::new(Some(RenderedAggregate::new(data)));
+                let value: Arc<Cached> = Arc::new(Some(Arc::new(RenderedAggregate::new(data))));
                 on_manager!(&self.db, m => m.put_cached(k.clone(), &opts, value).await);
             }
         }

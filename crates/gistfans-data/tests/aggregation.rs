@@ -59,6 +59,7 @@ async fn fresh(s: &DataAggregationService, id: i64) -> UserAggregate {
         .await
         .unwrap()
         .expect("user exists")
+        .aggregate
         .data
         .clone()
 }
@@ -68,6 +69,7 @@ async fn cached(s: &DataAggregationService, id: i64) -> Arc<RenderedAggregate> {
         .await
         .unwrap()
         .expect("user exists")
+        .aggregate
 }
 
 async fn aggregate_equals_the_baseline(env: Env) {
@@ -117,9 +119,9 @@ async fn aggregate_equals_the_baseline(env: Env) {
         .unwrap()
         .unwrap();
     assert!(
-        only.data.recent_posts.is_none()
-            && only.data.star_history.is_none()
-            && only.data.social.is_some()
+        only.aggregate.data.recent_posts.is_none()
+            && only.aggregate.data.star_history.is_none()
+            && only.aggregate.data.social.is_some()
     );
     assert!(s
         .get_user_aggregated_data(999_999, AggregateOptions::default())

@@ -1,1 +1,6 @@
-fn main() {}
+//! `gistfans`: see `gistfans --help`.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    gistfans::cli::run().await
+}

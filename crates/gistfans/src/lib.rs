@@ -1,0 +1,17 @@
+//! # gistfans — the server
+//!
+//! A thin axum layer over `gistfans-data`: routes, the one `ApiError`,
+//! extractors, metrics, OpenAPI, and the CLI (`serve`, `migrate`, `seed`).
+//! `routes::router(state, timeout)` builds the app without a socket, so
+//! tests can drive it.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod telemetry;

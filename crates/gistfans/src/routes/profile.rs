@@ -1,0 +1,107 @@
+//! `GET /api/user/stats-optimized`: the whole profile in one request, through
+//! the aggregation service (cached, coalesced, prioritised), with an ETag.
+
+use axum::{
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use gistfans_data::{AggregateOptions, Include};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::{
+    error::{ApiError, ErrorBody},
+    extract::{parse_id, ApiQuery},
+    state::AppState,
+};
+
+/// Query of the optimised profile route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ProfileQuery {
+    /// The user whose profile to return (a positive integer).
+    pub user_id: Option<String>,
+    /// Comma-separated optional parts: `recentPosts`, `starHistory`, `social` (default all).
+    pub include: Option<String>,
+}
+
+/// True if `If-None-Match` names `etag` (or `*`).
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+/// The aggregated profile of one user.
+#[utoipa::path(
+    get, path = "/api/user/stats-optimized", tag = "profile", params(ProfileQuery),
+    responses(
+        (status = 200, description = "The aggregate; `ETag` and `X-Cache` (cache, database, joined, stale) headers", body = gistfans_data::UserAggregate),
+        (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        (status = 400, description = "Bad userId or include", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 503, description = "Database unavailable or saturated; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn stats_optimized(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ProfileQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let raw = q
+        .user_id
+        .ok_or_else(|| ApiError::invalid("missing query parameter userId (a positive integer)"))?;
+    let user_id = parse_id(&raw, "userId")?;
+    let include = match q.include.as_deref() {
+        None => Include::ALL,
+        Some(list) => Include::parse(list).map_err(|bad| {
+            ApiError::invalid(format!(
+                "unknown include `{bad}`; use a comma-separated list of {}",
+                Include::NAMES.join(", ")
+            ))
+        })?,
+    };
+    let options = AggregateOptions {
+        include,
+        ..AggregateOptions::default()
+    };
+    let served = state
+        .service
+        .get_user_aggregated_data(user_id, options)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("user {user_id} does not exist")))?;
+    let agg = &served.aggregate;
+    let etag = HeaderValue::from_str(&agg.etag).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let source = HeaderValue::from_static(match served.source {
+        hpdb::Source::Cache => "cache",
+        hpdb::Source::Database => "database",
+        hpdb::Source::Joined => "joined",
+        hpdb::Source::Stale => "stale",
+    });
+    let mut resp = if matches_etag(&headers, &agg.etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            agg.body.clone(),
+        )
+            .into_response()
+    };
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, etag);
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    h.insert("x-cache", source);
+    Ok(resp)
+}

@@ -1,0 +1,123 @@
+//! Writes. The acting user is the `X-User-Id` header (the demo has no login;
+//! see `extract::ActingUser`). Every write is visible to every later read:
+//! the service updates cached aggregates in place.
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    Json,
+};
+use gistfans_data::{NewPost, Post};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::{
+    error::{ApiError, ErrorBody},
+    extract::{parse_id, ActingUser, ApiJson},
+    state::AppState,
+};
+
+/// A post to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPostBody {
+    /// 1 to 200 characters.
+    pub title: String,
+    /// 1 to 40 characters, e.g. `rust`.
+    pub language: String,
+    /// The snippet, 1 byte to 64 KiB.
+    pub content: String,
+}
+
+fn check_len(field: &str, value: &str, max_chars: usize) -> Result<String, ApiError> {
+    let v = value.trim();
+    if v.is_empty() || v.chars().count() > max_chars {
+        return Err(ApiError::invalid(format!(
+            "{field} must be 1 to {max_chars} characters"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+/// Creates a post by the acting user.
+#[utoipa::path(post, path = "/api/posts", tag = "writes", request_body = NewPostBody,
+    params(("X-User-Id" = i64, Header, description = "The acting user (the demo has no login)")),
+    responses((status = 201, body = Post), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn create_post(
+    State(s): State<AppState>,
+    ActingUser(user): ActingUser,
+    ApiJson(body): ApiJson<NewPostBody>,
+) -> Result<(StatusCode, Json<Post>), ApiError> {
+    if body.content.is_empty() || body.content.len() > 64 * 1024 {
+        return Err(ApiError::invalid("content must be 1 byte to 64 KiB"));
+    }
+    let post = NewPost {
+        title: check_len("title", &body.title, 200)?,
+        language: check_len("language", &body.language, 40)?,
+        content: body.content,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(s.service.create_post(user, post).await?),
+    ))
+}
+
+/// Stars a post.
+#[utoipa::path(put, path = "/api/posts/{id}/star", tag = "writes",
+    params(("id" = i64, Path, description = "Post id"), ("X-User-Id" = i64, Header, description = "The acting user")),
+    responses((status = 204, description = "Starred"), (status = 404, body = ErrorBody), (status = 409, description = "Already starred", body = ErrorBody)))]
+pub async fn star(
+    State(s): State<AppState>,
+    ActingUser(user): ActingUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.service
+        .set_star(user, parse_id(&id, "post id")?, true)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Takes a star back.
+#[utoipa::path(delete, path = "/api/posts/{id}/star", tag = "writes",
+    params(("id" = i64, Path, description = "Post id"), ("X-User-Id" = i64, Header, description = "The acting user")),
+    responses((status = 204, description = "Unstarred"), (status = 404, body = ErrorBody), (status = 409, description = "Not starred", body = ErrorBody)))]
+pub async fn unstar(
+    State(s): State<AppState>,
+    ActingUser(user): ActingUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.service
+        .set_star(user, parse_id(&id, "post id")?, false)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Follows a user.
+#[utoipa::path(put, path = "/api/users/{id}/follow", tag = "writes",
+    params(("id" = i64, Path, description = "User to follow"), ("X-User-Id" = i64, Header, description = "The acting user")),
+    responses((status = 204, description = "Following"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Already following", body = ErrorBody)))]
+pub async fn follow(
+    State(s): State<AppState>,
+    ActingUser(user): ActingUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.service
+        .set_follow(user, parse_id(&id, "user id")?, true)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stops following a user.
+#[utoipa::path(delete, path = "/api/users/{id}/follow", tag = "writes",
+    params(("id" = i64, Path, description = "User to unfollow"), ("X-User-Id" = i64, Header, description = "The acting user")),
+    responses((status = 204, description = "Not following any more"), (status = 404, body = ErrorBody), (status = 409, description = "Was not following", body = ErrorBody)))]
+pub async fn unfollow(
+    State(s): State<AppState>,
+    ActingUser(user): ActingUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.service
+        .set_follow(user, parse_id(&id, "user id")?, false)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

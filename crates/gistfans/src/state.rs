@@ -1,0 +1,33 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use gistfans_data::{DataAggregationService, Db};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Shared application state.
+#[derive(Clone)]
+pub struct AppState {
+    /// The aggregation service (and through it the database).
+    pub service: DataAggregationService,
+    /// `ADMIN_TOKEN`; admin routes answer 403 while it is unset.
+    pub admin_token: Option<Arc<str>>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// State over `service`.
+    pub fn new(service: DataAggregationService, admin_token: Option<String>) -> Self {
+        Self {
+            service,
+            admin_token: admin_token.filter(|t| !t.is_empty()).map(Arc::from),
+            metrics: crate::telemetry::prometheus(),
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        self.service.db()
+    }
+}

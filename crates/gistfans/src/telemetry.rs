@@ -1,0 +1,89 @@
+//! Prometheus metrics: per-route request counts and latencies (recorded by a
+//! middleware), and the manager's status as gauges, set at scrape time.
+
+use std::{sync::OnceLock, time::Instant};
+
+use axum::{extract::MatchedPath, extract::Request, middleware::Next, response::Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("http_request_duration_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0,
+                    ],
+                )
+                .expect("non-empty buckets");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding
+            // application's): then this one still renders, from no data.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Counts each request by method, matched route and status, and times it.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Renders the metrics, with the manager's status as gauges.
+pub fn render(handle: &PrometheusHandle, s: &hpdb::Status) -> String {
+    use metrics::gauge;
+    gauge!("hpdb_connections", "state" => "active").set(s.active_connections as f64);
+    gauge!("hpdb_connections", "state" => "idle").set(s.idle_connections as f64);
+    gauge!("hpdb_max_connections").set(s.max_connections as f64);
+    gauge!("hpdb_pending_requests").set(s.pending_requests as f64);
+    gauge!("hpdb_queries_total").set(s.total_queries as f64);
+    gauge!("hpdb_database_queries_total").set(s.database_queries as f64);
+    gauge!("hpdb_cache_hits_total").set(s.cache_hits as f64);
+    gauge!("hpdb_cache_misses_total").set(s.cache_misses as f64);
+    gauge!("hpdb_cache_hit_rate_percent").set(s.cache_hit_rate);
+    gauge!("hpdb_cache_entries").set(s.cache.entries as f64);
+    gauge!("hpdb_cache_bytes").set(s.cache.weighted_bytes as f64);
+    gauge!("hpdb_single_flight_joins_total").set(s.single_flight_joins as f64);
+    gauge!("hpdb_errors_total").set(s.errors as f64);
+    gauge!("hpdb_timeouts_total").set(s.timeouts as f64);
+    gauge!("hpdb_leaks_detected_total").set(s.leaks_detected as f64);
+    gauge!("hpdb_circuit_open").set(if s.circuit == hpdb::CircuitState::Closed {
+        0.0
+    } else {
+        1.0
+    });
+    for (q, v) in [
+        ("0.5", s.latency_ms.p50),
+        ("0.95", s.latency_ms.p95),
+        ("0.99", s.latency_ms.p99),
+    ] {
+        gauge!("hpdb_query_latency_seconds", "quantile" => q).set(v / 1000.0);
+    }
+    for (q, v) in [
+        ("0.5", s.acquire_wait_ms.p50),
+        ("0.95", s.acquire_wait_ms.p95),
+        ("0.99", s.acquire_wait_ms.p99),
+    ] {
+        gauge!("hpdb_acquire_wait_seconds", "quantile" => q).set(v / 1000.0);
+    }
+    handle.render()
+}

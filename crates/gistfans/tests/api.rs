@@ -1,0 +1,600 @@
+//! The HTTP API end to end: a real server on port 0 over a fresh, seeded
+//! database per test, on SQLite and on PostgreSQL.
+
+use std::time::Duration;
+
+use gistfans_data::{seed::SeedConfig, DataAggregationService, Db};
+use reqwest::{header, StatusCode};
+use serde_json::{json, Value};
+
+struct App {
+    base: String,
+    http: reqwest::Client,
+    db: Db,
+    _pg: Option<testkit::pg::TestDatabase>,
+    _dir: Option<TempDir>,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const TOKEN: &str = "s3cret-token";
+
+async fn spawn_app(backend: Backend, admin_token: Option<&str>) -> App {
+    let (url, pg, dir) = match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(testkit::unique("gf_api"));
+            std::fs::create_dir_all(&dir).unwrap();
+            (
+                format!("sqlite://{}/gf.db", dir.display()),
+                None,
+                Some(TempDir(dir)),
+            )
+        }
+        Backend::Postgres => {
+            let pg = testkit::pg::TestDatabase::create().await;
+            (pg.url.clone(), Some(pg), None)
+        }
+    };
+    gistfans_data::migrate(&url, None).await.unwrap();
+    gistfans_data::seed::seed(&url, &SeedConfig::small(), false)
+        .await
+        .unwrap();
+    let db = Db::connect(&url, hpdb::ManagerConfig::new()).await.unwrap();
+    let service = DataAggregationService::new(db.clone()).with_preloading(false);
+    let state = gistfans::state::AppState::new(service, admin_token.map(String::from));
+    let app = gistfans::routes::router(state, Duration::from_secs(10));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    App {
+        base,
+        http: reqwest::Client::new(),
+        db,
+        _pg: pg,
+        _dir: dir,
+    }
+}
+
+impl App {
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: Option<i64>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(u) = user {
+            req = req.header("X-User-Id", u.to_string());
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn profile(&self, id: i64) -> Value {
+        let (s, v) = self
+            .get(&format!("/api/user/stats-optimized?userId={id}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, expect: StatusCode) {
+    assert_eq!(status, expect, "{body}");
+    assert!(
+        body["error"].is_string() && body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error body: {body}"
+    );
+}
+
+async fn aggregate_matches_the_baseline_routes(backend: Backend) {
+    let app = spawn_app(backend, None).await;
+    for id in [1, 2, 9, 33] {
+        let agg = app.profile(id).await;
+        let (_, stats) = app.get(&format!("/api/users/{id}/stats")).await;
+        let (_, posts) = app.get(&format!("/api/users/{id}/posts")).await;
+        let (_, history) = app.get(&format!("/api/users/{id}/star-history")).await;
+        let (_, social) = app.get(&format!("/api/users/{id}/social")).await;
+        assert_eq!(agg["profile"], stats["profile"], "user {id}");
+        assert_eq!(agg["stats"], stats["stats"], "user {id}");
+        assert_eq!(agg["recentPosts"], posts, "user {id}");
+        assert_eq!(agg["starHistory"], history, "user {id}");
+        assert_eq!(agg["social"], social, "user {id}");
+    }
+    let (s, v) = app
+        .get("/api/user/stats-optimized?userId=1&include=social")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v.get("recentPosts").is_none() && v.get("social").is_some());
+}
+
+async fn writes_are_seen_by_the_next_read(backend: Backend) {
+    let app = spawn_app(backend, None).await;
+    let before = app.profile(1).await; // cached from here on
+    let (s, post) = app
+        .send(
+            reqwest::Method::POST,
+            "/api/posts",
+            Some(1),
+            Some(json!({"title": "Hello", "language": "rust", "content": "fn main() {}"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{post}");
+    let after = app.profile(1).await;
+    assert_eq!(
+        after["stats"]["posts"],
+        before["stats"]["posts"].as_i64().unwrap() + 1
+    );
+    assert_eq!(after["recentPosts"][0]["id"], post["id"]);
+
+    let post_id = post["id"].as_i64().unwrap();
+    let (s, v) = app
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/posts/{post_id}/star"),
+            Some(7),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let starred = app.profile(1).await;
+    assert_eq!(
+        starred["stats"]["starsReceived"],
+        after["stats"]["starsReceived"].as_i64().unwrap() + 1
+    );
+    assert_eq!(starred["recentPosts"][0]["stars"], 1);
+    assert_eq!(
+        starred["starHistory"][29]["stars"],
+        after["starHistory"][29]["stars"].as_i64().unwrap() + 1
+    );
+    // The same data as a fresh computation (the baseline routes read the database).
+    let (_, posts) = app.get("/api/users/1/posts").await;
+    assert_eq!(starred["recentPosts"], posts);
+
+    let (s, _) = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/posts/{post_id}/star"),
+            Some(7),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(app.profile(1).await["recentPosts"][0]["stars"], 0);
+
+    // Follow: both sides see it.
+    let followers = app.profile(1).await["stats"]["followers"].as_i64().unwrap();
+    let (_, social) = app.get("/api/users/1/social").await;
+    let newcomer = (2..60)
+        .find(|u| {
+            !social["followerSample"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["id"] == *u)
+        })
+        .unwrap();
+    let (s, v) = app
+        .send(
+            reqwest::Method::PUT,
+            "/api/users/1/follow",
+            Some(newcomer),
+            None,
+        )
+        .await;
+    if s == StatusCode::CONFLICT {
+        // Already a follower outside the sample: unfollow first.
+        app.send(
+            reqwest::Method::DELETE,
+            "/api/users/1/follow",
+            Some(newcomer),
+            None,
+        )
+        .await;
+        let (s2, _) = app
+            .send(
+                reqwest::Method::PUT,
+                "/api/users/1/follow",
+                Some(newcomer),
+                None,
+            )
+            .await;
+        assert_eq!(s2, StatusCode::NO_CONTENT);
+    } else {
+        assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+        assert_eq!(app.profile(1).await["stats"]["followers"], followers + 1);
+    }
+    let p = app.profile(1).await;
+    assert_eq!(p["social"]["followerSample"][0]["id"], newcomer);
+    let (_, fresh) = app.get("/api/users/1/social").await;
+    assert_eq!(p["social"], fresh);
+}
+
+async fn unchanged_profile_answers_304(backend: Backend) {
+    let app = spawn_app(backend, None).await;
+    let url = format!("{}/api/user/stats-optimized?userId=3", app.base);
+    let first = app.http.get(&url).send().await.unwrap();
+    let etag = first.headers()[header::ETAG].to_str().unwrap().to_string();
+    let again = app
+        .http
+        .get(&url)
+        .header(header::IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()[header::ETAG].to_str().unwrap(), etag);
+    assert_eq!(again.headers()["x-cache"], "cache");
+    app.send(reqwest::Method::PUT, "/api/users/3/follow", Some(4), None)
+        .await;
+    app.send(
+        reqwest::Method::DELETE,
+        "/api/users/3/follow",
+        Some(4),
+        None,
+    )
+    .await;
+    app.send(reqwest::Method::PUT, "/api/users/3/follow", Some(5), None)
+        .await;
+    let changed = app
+        .http
+        .get(&url)
+        .header(header::IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK, "a write changes the ETag");
+}
+
+async fn admin_needs_the_token(backend: Backend) {
+    let closed = spawn_app(backend, None).await;
+    let (s, v) = closed.get("/api/admin/connection-pool-monitor").await;
+    assert_error(s, &v, StatusCode::FORBIDDEN);
+    assert!(v["message"].as_str().unwrap().contains("ADMIN_TOKEN"));
+
+    let app = spawn_app(backend, Some(TOKEN)).await;
+    let url = format!("{}/api/admin/connection-pool-monitor", app.base);
+    let r = app.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = app
+        .http
+        .get(&url)
+        .bearer_auth("wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    app.profile(1).await;
+    let r = app.http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let report: Value = r.json().await.unwrap();
+    for field in [
+        "activeConnections",
+        "idleConnections",
+        "pendingRequests",
+        "totalQueries",
+        "cacheHitRate",
+        "averageResponseTime",
+    ] {
+        assert!(
+            report["status"][field].is_number(),
+            "status.{field}: {report}"
+        );
+    }
+    assert!(report["alerts"].is_array() && report["recommendations"].is_array());
+
+    let post = |body: Value| app.http.post(&url).bearer_auth(TOKEN).json(&body).send();
+    let r = post(json!({"action": "healthCheck"})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["health"]["databaseReachable"],
+        true
+    );
+    let r = post(json!({"action": "resizePool", "size": 5}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["status"]["maxConnections"],
+        5
+    );
+    let r = post(json!({"action": "resizePool", "size": 500}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = post(json!({"action": "clearCache"})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        app.http
+            .get(format!("{}/api/user/stats-optimized?userId=1", app.base))
+            .send()
+            .await
+            .unwrap()
+            .headers()["x-cache"],
+        "database"
+    );
+    let r = post(json!({"action": "resetMetrics"})).await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["status"]["totalQueries"],
+        0
+    );
+    let r = post(json!({"action": "dropDatabase"})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = app
+        .http
+        .post(&url)
+        .json(&json!({"action": "clearCache"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "actions need the token too"
+    );
+}
+
+async fn bad_input_gets_a_clear_4xx(backend: Backend) {
+    let app = spawn_app(backend, None).await;
+    for path in [
+        "/api/user/stats-optimized",
+        "/api/user/stats-optimized?userId=abc",
+        "/api/user/stats-optimized?userId=-4",
+        "/api/user/stats-optimized?userId=0",
+        "/api/user/stats-optimized?userId=99999999999999999999999",
+        "/api/user/stats-optimized?userId=1&include=recentPosts,passwords",
+        "/api/users/abc/stats",
+        "/api/users/-1/posts",
+    ] {
+        let (s, v) = app.get(path).await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST);
+    }
+    for path in [
+        "/api/user/stats-optimized?userId=424242",
+        "/api/users/424242/stats",
+        "/api/users/424242/social",
+        "/api/nope",
+    ] {
+        let (s, v) = app.get(path).await;
+        assert_error(s, &v, StatusCode::NOT_FOUND);
+    }
+    use reqwest::Method;
+    let ok_post = json!({"title": "t", "language": "go", "content": "x"});
+    let (s, v) = app
+        .send(Method::POST, "/api/posts", None, Some(ok_post.clone()))
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST);
+    assert!(v["message"].as_str().unwrap().contains("X-User-Id"));
+    let (s, v) = app
+        .send(
+            Method::POST,
+            "/api/posts",
+            Some(424242),
+            Some(ok_post.clone()),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST);
+    let (s, v) = app
+        .send(
+            Method::POST,
+            "/api/posts",
+            Some(1),
+            Some(json!({"title": "", "language": "go", "content": "x"})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST);
+    let (s, v) = app
+        .send(
+            Method::POST,
+            "/api/posts",
+            Some(1),
+            Some(json!({"title": "t"})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST);
+    let big = "x".repeat(200 * 1024);
+    let (s, v) = app
+        .send(
+            Method::POST,
+            "/api/posts",
+            Some(1),
+            Some(json!({"title": "t", "language": "go", "content": big})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE);
+    let r = app
+        .http
+        .post(format!("{}/api/posts", app.base))
+        .header("X-User-Id", "1")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let (s, v) = app
+        .send(Method::PUT, "/api/posts/424242/star", Some(1), None)
+        .await;
+    assert_error(s, &v, StatusCode::NOT_FOUND);
+    let (s, v) = app
+        .send(Method::PUT, "/api/users/2/follow", Some(2), None)
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST);
+    let (s, v) = app
+        .send(Method::PUT, "/api/users/424242/follow", Some(2), None)
+        .await;
+    assert_error(s, &v, StatusCode::NOT_FOUND);
+    // Conflicts: the same star twice, a star taken back twice.
+    let post_id = app.profile(1).await["recentPosts"][0]["id"]
+        .as_i64()
+        .unwrap();
+    let (s, _) = app
+        .send(
+            Method::PUT,
+            &format!("/api/posts/{post_id}/star"),
+            Some(55),
+            None,
+        )
+        .await;
+    if s == StatusCode::NO_CONTENT {
+        let (s, v) = app
+            .send(
+                Method::PUT,
+                &format!("/api/posts/{post_id}/star"),
+                Some(55),
+                None,
+            )
+            .await;
+        assert_error(s, &v, StatusCode::CONFLICT);
+    } else {
+        assert_eq!(s, StatusCode::CONFLICT);
+    }
+    app.send(
+        Method::DELETE,
+        &format!("/api/posts/{post_id}/star"),
+        Some(55),
+        None,
+    )
+    .await;
+    let (s, v) = app
+        .send(
+            Method::DELETE,
+            &format!("/api/posts/{post_id}/star"),
+            Some(55),
+            None,
+        )
+        .await;
+    assert_error(s, &v, StatusCode::CONFLICT);
+    let (s, v) = app.send(Method::PATCH, "/api/posts", Some(1), None).await;
+    assert_error(s, &v, StatusCode::METHOD_NOT_ALLOWED);
+    // Nothing was lost: the database still answers and the counts add up.
+    assert_eq!(
+        app.profile(1).await["stats"],
+        app.get("/api/users/1/stats").await.1["stats"]
+    );
+}
+
+async fn operator_routes_work(backend: Backend) {
+    let app = spawn_app(backend, None).await;
+    assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
+    let (s, v) = app.get("/readyz").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.profile(1).await;
+    app.get("/api/users/1/stats").await;
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = regex_lite_line();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        assert!(sample(line), "not a Prometheus sample line: {line}");
+    }
+    for name in [
+        "http_requests_total{",
+        "hpdb_connections{",
+        "hpdb_cache_hit_rate_percent",
+        "hpdb_query_latency_seconds{",
+        "http_request_duration_seconds_bucket{",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+    assert!(text.contains("route=\"/api/user/stats-optimized\""));
+
+    let (s, doc) = app.get("/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for (method, path) in gistfans::routes::ROUTES {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "openapi.json lacks {method} {path}"
+        );
+    }
+    let real: std::collections::HashSet<&str> =
+        gistfans::routes::ROUTES.iter().map(|(_, p)| *p).collect();
+    let documented: std::collections::HashSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(documented, real, "every documented path is a real route");
+    let _ = &app.db;
+}
+
+/// A Prometheus text-format sample: `name{labels} value`.
+fn regex_lite_line() -> impl Fn(&str) -> bool {
+    |line: &str| {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => return false,
+        };
+        let value_ok = value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value);
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        let labels_ok =
+            name_end == series.len() || (series.ends_with('}') && series[name_end..].contains('='));
+        value_ok && name_ok && labels_ok
+    }
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+both_backends!(
+    aggregate_matches_the_baseline_routes,
+    writes_are_seen_by_the_next_read,
+    unchanged_profile_answers_304,
+    admin_needs_the_token,
+    bad_input_gets_a_clear_4xx,
+    operator_routes_work,
+);
