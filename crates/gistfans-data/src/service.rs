@@ -46,6 +46,8 @@ pub struct AggregateOptions {
     pub cache_ttl: Option<Duration>,
     /// Admission priority.
     pub priority: Priority,
+    /// Fetch and store without looking in the cache first (warming).
+    pub refresh: bool,
 }
 
 impl Default for AggregateOptions {
@@ -55,6 +57,18 @@ impl Default for AggregateOptions {
             use_cache: true,
             cache_ttl: None,
             priority: Priority::HIGH,
+            refresh: false,
+        }
+    }
+}
+
+impl AggregateOptions {
+    /// Warming: low priority, straight to the database, result cached.
+    pub fn warming() -> Self {
+        Self {
+            priority: Priority::LOW,
+            refresh: true,
+            ..Self::default()
         }
     }
 }
@@ -171,6 +185,9 @@ impl DataAggregationService {
         if let Some(ttl) = options.cache_ttl {
             q = q.ttl(ttl);
         }
+        if options.refresh {
+            q = q.refresh();
+        }
         let r = on_manager!(&self.db, m => {
             let db_today = today();
             m.execute_query_traced(key(user_id, include), q, move |conn| Box::pin(async move {
@@ -206,11 +223,7 @@ impl DataAggregationService {
                 let _permit = permit;
                 let cached = on_manager!(&this.db, m => m.peek_cached::<Cached>(&key(id, Include::ALL)).await.is_some());
                 if !cached {
-                    let opts = AggregateOptions {
-                        priority: Priority::LOW,
-                        ..AggregateOptions::default()
-                    };
-                    if let Err(e) = this.load(id, opts).await {
+                    if let Err(e) = this.load(id, AggregateOptions::warming()).await {
                         tracing::debug!(user_id = id, error = %e, "preload failed");
                     }
                 }
@@ -225,10 +238,7 @@ impl DataAggregationService {
                 "SELECT followee_id FROM follows GROUP BY followee_id ORDER BY count(*) DESC, followee_id LIMIT $1",
             ).bind(n).fetch_all(conn).await
         })).await?);
-        let opts = AggregateOptions {
-            priority: Priority::LOW,
-            ..AggregateOptions::default()
-        };
+        let opts = AggregateOptions::warming();
         let mut warmed = 0;
         for id in ids.iter() {
             if self.db.status().pending_requests > 0 {

@@ -374,7 +374,7 @@ impl<DB: Database> Manager<DB> {
     {
         let inner = &self.inner;
         let mut stale: Option<CacheEntry> = None;
-        if options.use_cache {
+        if options.use_cache && !options.refresh {
             if let Some(entry) = inner.cache.get(&key).await {
                 if inner.log.is_current(&key, &entry.tags, entry.seq) {
                     if entry.is_fresh() {

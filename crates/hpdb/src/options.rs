@@ -47,6 +47,10 @@ pub struct QueryOptions {
     /// When the database is unavailable, serve an expired entry still within
     /// the stale grace period (default true).
     pub stale_if_error: bool,
+    /// Skip the cache lookup but store the result (default false): for
+    /// warming and preloading, which would otherwise count as misses and
+    /// skew the hit rate the advisor reads.
+    pub refresh: bool,
 }
 
 impl Default for QueryOptions {
@@ -59,6 +63,7 @@ impl Default for QueryOptions {
             tags: Vec::new(),
             coalesce: true,
             stale_if_error: true,
+            refresh: false,
         }
     }
 }
@@ -99,6 +104,13 @@ impl QueryOptions {
     /// Turns the cache on or off.
     pub fn use_cache(mut self, on: bool) -> Self {
         self.use_cache = on;
+        self
+    }
+
+    /// Skips the cache lookup and stores the result (cache warming).
+    pub fn refresh(mut self) -> Self {
+        self.use_cache = true;
+        self.refresh = true;
         self
     }
 

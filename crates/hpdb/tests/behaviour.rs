@@ -316,6 +316,40 @@ macro_rules! backend_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_refresh_stores_without_counting_a_miss() {
+                let h = harness(1, 2).await;
+                let runs = Arc::new(AtomicUsize::new(0));
+                let warm = h
+                    .manager
+                    .execute_query_traced(
+                        "warm",
+                        QueryOptions::default().refresh(),
+                        count_rows(&h.table, &runs, Duration::ZERO),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(warm.source, Source::Database);
+                let s = h.manager.status();
+                assert_eq!(
+                    (s.cache_hits, s.cache_misses),
+                    (0, 0),
+                    "warming is not demand"
+                );
+                let hit = h
+                    .manager
+                    .execute_query_traced(
+                        "warm",
+                        QueryOptions::default(),
+                        count_rows(&h.table, &runs, Duration::ZERO),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(hit.source, Source::Cache);
+                assert_eq!(h.manager.status().cache_hit_rate, 100.0);
+                assert_eq!(runs.load(Ordering::SeqCst), 1);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn tag_invalidation_drops_every_tagged_entry_and_no_other() {
                 let h = harness(1, 2).await;
                 let runs = Arc::new(AtomicUsize::new(0));
