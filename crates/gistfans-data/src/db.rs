@@ -151,6 +151,11 @@ impl Db {
         on_manager!(self, m => m.status())
     }
 
+    /// Queries queued for a connection in the manager now (cheap).
+    pub fn pending_requests(&self) -> usize {
+        on_manager!(self, m => m.pending_requests())
+    }
+
     /// Closes both pools.
     pub async fn close(&self) {
         on_manager!(self, m => m.close().await);

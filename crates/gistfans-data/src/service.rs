@@ -121,6 +121,9 @@ pub struct DataAggregationService {
     db: Db,
     locks: Arc<[Arc<Mutex<()>>]>,
     preloads: Arc<Semaphore>,
+    /// Users preloaded lately: each is preloaded at most once a minute, so a
+    /// hot page does not spawn work on every view.
+    recently_preloaded: moka::sync::Cache<i64, ()>,
     preload_enabled: bool,
 }
 
@@ -141,6 +144,10 @@ impl DataAggregationService {
                 .map(|_| Arc::new(Mutex::new(())))
                 .collect(),
             preloads: Arc::new(Semaphore::new(2)),
+            recently_preloaded: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
             preload_enabled: true,
         }
     }
@@ -205,7 +212,7 @@ impl DataAggregationService {
         let Some(social) = agg.social.as_ref() else {
             return;
         };
-        if self.db.status().pending_requests > 0 {
+        if self.db.pending_requests() > 0 {
             return;
         }
         let ids: Vec<i64> = social
@@ -215,9 +222,13 @@ impl DataAggregationService {
             .map(|u| u.id)
             .collect();
         for id in ids {
+            if self.recently_preloaded.contains_key(&id) {
+                continue;
+            }
             let Ok(permit) = self.preloads.clone().try_acquire_owned() else {
                 return;
             };
+            self.recently_preloaded.insert(id, ());
             let this = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -241,7 +252,7 @@ impl DataAggregationService {
         let opts = AggregateOptions::warming();
         let mut warmed = 0;
         for id in ids.iter() {
-            if self.db.status().pending_requests > 0 {
+            if self.db.pending_requests() > 0 {
                 // Never in the way of real traffic: try again later.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

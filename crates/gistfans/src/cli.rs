@@ -30,6 +30,8 @@ pub enum Command {
     Migrate(DbArgs),
     /// Fill an empty database with deterministic demo data.
     Seed(SeedArgs),
+    /// Compare the per-component baseline with the optimised route under load.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Where the database is.
@@ -215,6 +217,10 @@ pub async fn run() -> anyhow::Result<()> {
                 .context("gistfans migrate")?;
             tracing::info!("migrations applied");
             Ok(())
+        }
+        Some(Command::Bench(args)) => {
+            init_logging(false);
+            crate::bench::run(args).await
         }
         Some(Command::Seed(args)) => {
             init_logging(false);

@@ -769,6 +769,11 @@ impl<DB: Database> Manager<DB> {
         advisor::advise(&self.status(), &self.inner.config.advisor)
     }
 
+    /// Queries queued for a connection slot now (cheap, unlike [`status`](Self::status)).
+    pub fn pending_requests(&self) -> usize {
+        self.inner.gate.queued()
+    }
+
     /// Connections currently admitted (holding a slot).
     pub fn admitted(&self) -> usize {
         self.inner.gate.in_use()

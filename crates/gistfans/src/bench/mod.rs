@@ -1,0 +1,163 @@
+//! `gistfans bench`: users opening profile pages, the old way against the
+//! new, side by side in one run, on the same database.
+//!
+//! - `baseline`: a page load is the four per-component requests, in
+//!   parallel, on the plain pool (the seed's "before");
+//! - `optimized`: a page load is one request to `/api/user/stats-optimized`;
+//! - `trivial`: one request to `/api/ping`, the HTTP ceiling of this machine.
+//!
+//! Closed-loop virtual users pick user ids from a Zipf law and mix in
+//! writes (stars, follows, posts); each write is followed by a read that
+//! must see it, or it counts as a stale read. The database itself is the
+//! witness where it can be: PostgreSQL's `pg_stat_statements` for statements
+//! per page load and `pg_stat_activity` for peak connections.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::Args;
+
+mod chart;
+mod report;
+mod server;
+mod witness;
+mod workload;
+
+pub use report::ModeReport;
+pub use workload::Mode;
+
+/// `gistfans bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Database for the server this command starts (ignored with --url).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/gistfans.db"
+    )]
+    pub database_url: String,
+    /// Target an already running server instead of starting one.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Admin token of the server given by --url (for the monitor's figures).
+    #[arg(long, env = "ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Modes, comma-separated: baseline, optimized, trivial.
+    #[arg(
+        long,
+        default_value = "baseline,optimized,trivial",
+        value_delimiter = ','
+    )]
+    pub mode: Vec<Mode>,
+    /// Virtual users; a comma-separated list sweeps (e.g. 1,16,64,256,1000).
+    #[arg(long, default_value = "256", value_delimiter = ',')]
+    pub concurrency: Vec<usize>,
+    /// Measured seconds per mode and concurrency.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Stop a mode after this many page loads (whichever comes first).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Unmeasured warm-up seconds before each measurement.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+    /// Zipf exponent of which profiles are opened.
+    #[arg(long, default_value_t = 1.1)]
+    pub zipf: f64,
+    /// Fraction of operations that are writes (each followed by a checking read).
+    #[arg(long, default_value_t = 0.02)]
+    pub write_ratio: f64,
+    /// Pool size of the server this command starts.
+    #[arg(long, default_value_t = 10)]
+    pub pool_max: u32,
+    /// Cache entries of the server this command starts. Zipf(1.1) over 10,000
+    /// users caps a 1,000-entry cache (the seed's size) near 84% hits.
+    #[arg(long, default_value_t = 10_000)]
+    pub cache_size: u64,
+    /// Cache policy of the server this command starts: lru or tinylfu.
+    #[arg(long, default_value = "lru")]
+    pub cache_policy: String,
+    /// Short run for a smoke test: 32 users, 2 s warm-up, 5 s per mode.
+    #[arg(long)]
+    pub quick: bool,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw throughput and p99 by concurrency to this SVG file.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+    /// RNG seed of the workload.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// Runs the benchmark; fails if any page load failed or a read was stale.
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if args.quick {
+        args.concurrency = vec![32];
+        args.duration = 5;
+        args.warmup = 2;
+    }
+    anyhow::ensure!(
+        args.concurrency.iter().all(|c| (1..=5000).contains(c)),
+        "--concurrency must be 1 to 5000"
+    );
+    anyhow::ensure!(
+        (0.0..=0.5).contains(&args.write_ratio),
+        "--write-ratio must be between 0 and 0.5"
+    );
+    anyhow::ensure!(args.zipf > 0.0, "--zipf must be above 0");
+
+    let target = match &args.url {
+        Some(url) => server::Target::external(url, args.admin_token.clone()),
+        None => server::Target::start(&args)
+            .await
+            .context("starting the server to benchmark")?,
+    };
+    let witness = std::sync::Arc::new(
+        witness::Witness::connect(if args.url.is_some() {
+            None
+        } else {
+            Some(&args.database_url)
+        })
+        .await,
+    );
+    let universe = workload::Universe::discover(&target)
+        .await
+        .context("reading the seeded data's size")?;
+    eprintln!(
+        "bench: {} ({} users), modes {:?}, concurrency {:?}, {} s per run after {} s warm-up, zipf {}, writes {:.0}%",
+        target.describe(), universe.users, args.mode, args.concurrency, args.duration, args.warmup,
+        args.zipf, args.write_ratio * 100.0
+    );
+
+    let mut reports = Vec::new();
+    for &users in &args.concurrency {
+        for &mode in &args.mode {
+            let r = workload::run_mode(&target, &witness, &universe, &args, mode, users).await?;
+            reports.push(r);
+        }
+    }
+    let cpu_note = target.can_measure_process();
+    target.stop().await;
+
+    report::print_table(&reports, cpu_note);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&reports)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.chart {
+        chart::draw(path, &reports).with_context(|| format!("drawing {}", path.display()))?;
+        eprintln!("bench: chart written to {}", path.display());
+    }
+    let errors: u64 = reports.iter().map(|r| r.errors_total()).sum();
+    let stale: u64 = reports.iter().map(|r| r.stale_reads).sum();
+    anyhow::ensure!(
+        errors == 0 && stale == 0,
+        "{errors} errors and {stale} stale reads"
+    );
+    Ok(())
+}
+
+/// How long to wait for a server's first start (it may seed the demo data).
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(300);

@@ -1,0 +1,119 @@
+//! PostgreSQL as the independent witness: statements executed
+//! (`pg_stat_statements`) and connections open (`pg_stat_activity`), for the
+//! benchmarked database only. SQLite has no such witness.
+
+use std::{
+    str::FromStr,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use sqlx::{postgres::PgConnectOptions, postgres::PgPoolOptions, PgPool};
+
+const APP: &str = "gistfans_bench_witness";
+
+/// The database's own counters, when the database is PostgreSQL.
+pub struct Witness {
+    pg: Option<(PgPool, String)>,
+}
+
+impl Witness {
+    /// Connects to `url` if it is PostgreSQL with `pg_stat_statements`.
+    pub async fn connect(url: Option<&str>) -> Witness {
+        let Some(url) = url.filter(|u| u.starts_with("postgres")) else {
+            return Witness { pg: None };
+        };
+        let Ok(opts) = PgConnectOptions::from_str(url) else {
+            return Witness { pg: None };
+        };
+        let db = opts.get_database().unwrap_or("postgres").to_string();
+        let pool = match PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.application_name(APP))
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("bench: no PostgreSQL witness ({e})");
+                return Witness { pg: None };
+            }
+        };
+        if sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&pool)
+            .await
+            .is_err()
+            || sqlx::query("SELECT 1 FROM pg_stat_statements LIMIT 1")
+                .execute(&pool)
+                .await
+                .is_err()
+        {
+            eprintln!(
+                "bench: pg_stat_statements is not loaded; statements per page load will be missing"
+            );
+            return Witness { pg: None };
+        }
+        Witness {
+            pg: Some((pool, db)),
+        }
+    }
+
+    /// Statements PostgreSQL executed in the database so far (the witness's own excluded).
+    pub async fn statements(&self) -> Option<i64> {
+        let (pool, db) = self.pg.as_ref()?;
+        sqlx::query_scalar(
+            "SELECT COALESCE(sum(s.calls), 0)::bigint FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = $1 AND s.query NOT LIKE '%pg_stat%'",
+        )
+        .bind(db)
+        .fetch_one(pool)
+        .await
+        .ok()
+    }
+
+    /// Client connections open to the database now (the witness's own excluded).
+    pub async fn connections(&self) -> Option<i64> {
+        let (pool, db) = self.pg.as_ref()?;
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name <> $2 \
+             AND backend_type = 'client backend'",
+        )
+        .bind(db)
+        .bind(APP)
+        .fetch_one(pool)
+        .await
+        .ok()
+    }
+
+    /// Samples connections every 100 ms until the returned guard is dropped;
+    /// the guard holds the peak.
+    pub fn sample_connections(self: &Arc<Self>) -> PeakSampler {
+        let peak = Arc::new(AtomicI64::new(-1));
+        let (w, p) = (self.clone(), peak.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                if let Some(n) = w.connections().await {
+                    p.fetch_max(n, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        PeakSampler { peak, task }
+    }
+}
+
+/// A running connection sampler.
+pub struct PeakSampler {
+    peak: Arc<AtomicI64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeakSampler {
+    /// Stops sampling; the peak seen, if any sample succeeded.
+    pub fn finish(self) -> Option<i64> {
+        self.task.abort();
+        Some(self.peak.load(Ordering::Relaxed)).filter(|p| *p >= 0)
+    }
+}
