@@ -47,6 +47,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let warm = service.clone();
     let warm_users = args.warm_users;
     tokio::spawn(async move {
+        if warm_users <= 0 {
+            return;
+        }
         match warm.warm_hottest(warm_users).await {
             Ok(n) => tracing::info!(users = n, "warmed the hottest profiles"),
             Err(e) => tracing::warn!(error = %e, "warming failed"),

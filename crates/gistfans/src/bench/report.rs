@@ -54,7 +54,8 @@ pub struct ModeReport {
     pub db_statements_per_page_load: Option<f64>,
     /// Queries the manager ran while measuring (admin monitor).
     pub manager_queries: Option<i64>,
-    /// Peak client connections PostgreSQL saw (pg_stat_activity, sampled every 100 ms).
+    /// Peak client connections of the path under test that PostgreSQL saw
+    /// (pg_stat_activity by application name, sampled every 100 ms).
     pub peak_db_connections: Option<i64>,
     /// Cache hit rate while measuring, percent (admin monitor).
     pub cache_hit_rate: Option<f64>,

@@ -72,6 +72,9 @@ impl Target {
             .env("DB_CACHE_POLICY", &args.cache_policy)
             .env("DB_CACHE_SIZE", args.cache_size.to_string())
             .env("RUST_LOG", "warn")
+            // No start-up warming: it would overlap the first measurement;
+            // each mode has its own (excluded) warm-up instead.
+            .env("WARM_USERS", "0")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)
             .stderr(std::fs::File::create(&log)?)

@@ -73,28 +73,31 @@ impl Witness {
         .ok()
     }
 
-    /// Client connections open to the database now (the witness's own excluded).
-    pub async fn connections(&self) -> Option<i64> {
+    /// Client connections open to the database now from `application`
+    /// (the server names its manager pool `gistfans` and its baseline pool
+    /// `gistfans_baseline`), or from anyone but the witness for `None`.
+    pub async fn connections(&self, application: Option<&str>) -> Option<i64> {
         let (pool, db) = self.pg.as_ref()?;
         sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name <> $2 \
-             AND backend_type = 'client backend'",
+             AND backend_type = 'client backend' AND ($3::text IS NULL OR application_name = $3)",
         )
         .bind(db)
         .bind(APP)
+        .bind(application)
         .fetch_one(pool)
         .await
         .ok()
     }
 
-    /// Samples connections every 100 ms until the returned guard is dropped;
-    /// the guard holds the peak.
-    pub fn sample_connections(self: &Arc<Self>) -> PeakSampler {
+    /// Samples `application`'s connections every 100 ms until the returned
+    /// sampler is finished; it holds the peak.
+    pub fn sample_connections(self: &Arc<Self>, application: Option<&'static str>) -> PeakSampler {
         let peak = Arc::new(AtomicI64::new(-1));
         let (w, p) = (self.clone(), peak.clone());
         let task = tokio::spawn(async move {
             loop {
-                if let Some(n) = w.connections().await {
+                if let Some(n) = w.connections(application).await {
                     p.fetch_max(n, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -309,7 +309,13 @@ pub async fn run_mode(
     let control = async {
         tokio::time::sleep(Duration::from_secs(args.warmup)).await;
         let before = Snapshot::take(t, witness).await;
-        let sampler = witness.sample_connections();
+        // The connections of the path under test: the manager's pool for the
+        // optimised route, the plain pool for the baseline.
+        let sampler = witness.sample_connections(match mode {
+            Mode::Optimized => Some("gistfans"),
+            Mode::Baseline => Some("gistfans_baseline"),
+            Mode::Trivial => None,
+        });
         let started = Instant::now();
         loads.store(0, Ordering::Relaxed);
         measuring.store(true, Ordering::Relaxed);
