@@ -84,7 +84,7 @@ pub struct PoolArgs {
     #[arg(long, env = "DB_CACHE_TTL", default_value_t = 300_000)]
     pub cache_ttl_ms: u64,
     /// Cache eviction policy: `lru` or `tinylfu`.
-    #[arg(long, env = "DB_CACHE_POLICY", default_value = "lru", value_parser = parse_policy)]
+    #[arg(long, env = "DB_CACHE_POLICY", default_value = "tinylfu", value_parser = parse_policy)]
     pub cache_policy: CachePolicy,
     /// Health check interval (ms).
     #[arg(long, env = "DB_HEALTH_INTERVAL", default_value_t = 30_000)]

@@ -252,17 +252,15 @@ async fn unchanged_profile_answers_304(backend: Backend) {
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(again.headers()[header::ETAG].to_str().unwrap(), etag);
     assert_eq!(again.headers()["x-cache"], "cache");
-    app.send(reqwest::Method::PUT, "/api/users/3/follow", Some(4), None)
+    let (s, _) = app
+        .send(
+            reqwest::Method::POST,
+            "/api/posts",
+            Some(3),
+            Some(json!({"title": "t", "language": "go", "content": "x"})),
+        )
         .await;
-    app.send(
-        reqwest::Method::DELETE,
-        "/api/users/3/follow",
-        Some(4),
-        None,
-    )
-    .await;
-    app.send(reqwest::Method::PUT, "/api/users/3/follow", Some(5), None)
-        .await;
+    assert_eq!(s, StatusCode::CREATED);
     let changed = app
         .http
         .get(&url)

@@ -55,7 +55,9 @@ fn panel(
     for (mode, color) in MODES {
         let mut points: Vec<(u32, f64)> = reports
             .iter()
-            .filter(|r| r.mode == mode)
+            // A mode that completed no page load has no throughput or
+            // latency to draw (the table says so).
+            .filter(|r| r.mode == mode && r.page_loads > 0)
             .map(|r| (r.concurrency as u32, value(r).max(0.01)))
             .collect();
         if points.is_empty() {

@@ -75,7 +75,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub cache_size: u64,
     /// Cache policy of the server this command starts: lru or tinylfu.
-    #[arg(long, default_value = "lru")]
+    #[arg(long, default_value = "tinylfu")]
     pub cache_policy: String,
     /// Short run for a smoke test: 32 users, 2 s warm-up, 5 s per mode.
     #[arg(long)]
