@@ -73,6 +73,27 @@ macro_rules! backend_suite {
                 scalar(format!("SELECT count(*) FROM {table}"), runs, hold)
             }
 
+            /// Takes one connection and keeps it until `release` is notified.
+            async fn hold_a_connection(
+                h: &Harness<DB>,
+                release: &Arc<Notify>,
+            ) -> tokio::task::JoinHandle<Result<Arc<i64>, Error>> {
+                let (m, r) = (h.manager.clone(), release.clone());
+                let holder = tokio::spawn(async move {
+                    m.execute_query("hold", QueryOptions::uncached(), move |conn| {
+                        Box::pin(async move {
+                            r.notified().await;
+                            sqlx::query_scalar::<_, i64>("SELECT CAST(1 AS BIGINT)")
+                                .fetch_one(conn)
+                                .await
+                        })
+                    })
+                    .await
+                });
+                until(|| h.manager.admitted() == 1).await;
+                holder
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn one_execution_for_1000_concurrent_callers() {
                 let h = harness(2, 10).await;
@@ -121,21 +142,7 @@ macro_rules! backend_suite {
                 let h = harness(1, 1).await;
                 let release = Arc::new(Notify::new());
                 let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
-                let holder = {
-                    let (m, r) = (h.manager.clone(), release.clone());
-                    tokio::spawn(async move {
-                        m.execute_query("hold", QueryOptions::uncached(), move |conn| {
-                            Box::pin(async move {
-                                r.notified().await;
-                                sqlx::query_scalar::<_, i64>("SELECT CAST(1 AS BIGINT)")
-                                    .fetch_one(conn)
-                                    .await
-                            })
-                        })
-                        .await
-                    })
-                };
-                until(|| h.manager.admitted() == 1).await;
+                let holder = hold_a_connection(&h, &release).await;
                 let priorities = [
                     Priority::LOW,
                     Priority::HIGH,
@@ -527,21 +534,7 @@ macro_rules! backend_suite {
                 let runs = Arc::new(AtomicUsize::new(0));
                 let l = loader(&h, &runs);
                 let release = Arc::new(Notify::new());
-                let holder = {
-                    let (m, r) = (h.manager.clone(), release.clone());
-                    tokio::spawn(async move {
-                        m.execute_query("hold", QueryOptions::uncached(), move |conn| {
-                            Box::pin(async move {
-                                r.notified().await;
-                                sqlx::query_scalar::<_, i64>("SELECT CAST(1 AS BIGINT)")
-                                    .fetch_one(conn)
-                                    .await
-                            })
-                        })
-                        .await
-                    })
-                };
-                until(|| h.manager.admitted() == 1).await;
+                let holder = hold_a_connection(&h, &release).await;
                 let callers: Vec<_> = (1..=40i64)
                     .map(|k| {
                         let l = l.clone();

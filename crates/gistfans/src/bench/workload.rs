@@ -400,50 +400,12 @@ async fn write_and_check(
     match rng.gen_range(0..3) {
         0 if !before.post_ids.is_empty() => {
             let post = before.post_ids[rng.gen_range(0..before.post_ids.len())];
-            if actor == user {
-                return Ok(WriteOutcome::Conflict);
-            }
-            if vu
-                .write(
-                    reqwest::Method::PUT,
-                    &format!("/api/posts/{post}/star"),
-                    actor,
-                    None,
-                )
-                .await?
-                == reqwest::StatusCode::CONFLICT
-            {
-                return Ok(WriteOutcome::Conflict);
-            }
-            let after = vu.page(user, true).await?.unwrap_or_default();
-            Ok(if after.stars_received > before.stars_received {
-                WriteOutcome::Seen
-            } else {
-                WriteOutcome::Stale
-            })
+            let path = format!("/api/posts/{post}/star");
+            put_and_check(vu, &path, actor, user, &before, |s| s.stars_received).await
         }
         1 => {
-            if actor == user {
-                return Ok(WriteOutcome::Conflict);
-            }
-            if vu
-                .write(
-                    reqwest::Method::PUT,
-                    &format!("/api/users/{user}/follow"),
-                    actor,
-                    None,
-                )
-                .await?
-                == reqwest::StatusCode::CONFLICT
-            {
-                return Ok(WriteOutcome::Conflict);
-            }
-            let after = vu.page(user, true).await?.unwrap_or_default();
-            Ok(if after.followers > before.followers {
-                WriteOutcome::Seen
-            } else {
-                WriteOutcome::Stale
-            })
+            let path = format!("/api/users/{user}/follow");
+            put_and_check(vu, &path, actor, user, &before, |s| s.followers).await
         }
         _ => {
             let body =
@@ -465,6 +427,31 @@ async fn write_and_check(
             )
         }
     }
+}
+
+/// `actor` PUTs `path` (a star or a follow that raises one of `user`'s
+/// counters); the next read of `user`'s page must show the counter raised.
+async fn put_and_check(
+    vu: &mut Vu<'_>,
+    path: &str,
+    actor: i64,
+    user: i64,
+    before: &Seen,
+    counter: impl Fn(&Seen) -> i64,
+) -> Result<WriteOutcome, String> {
+    if actor == user {
+        // Starring your own post or following yourself: not a write we check.
+        return Ok(WriteOutcome::Conflict);
+    }
+    if vu.write(reqwest::Method::PUT, path, actor, None).await? == reqwest::StatusCode::CONFLICT {
+        return Ok(WriteOutcome::Conflict);
+    }
+    let after = vu.page(user, true).await?.unwrap_or_default();
+    Ok(if counter(&after) > counter(before) {
+        WriteOutcome::Seen
+    } else {
+        WriteOutcome::Stale
+    })
 }
 
 /// Counters read before and after a measurement.
