@@ -91,14 +91,6 @@ pub enum Error {
         /// The query key.
         key: Arc<str>,
     },
-    /// A result could not be measured for the cache (its `Serialize` failed).
-    #[error("the result of `{key}` could not be serialized for the cache: {message}")]
-    Encode {
-        /// The query key.
-        key: Arc<str>,
-        /// The serializer's message.
-        message: String,
-    },
     /// A batch loader's task ended without producing a result (it panicked).
     #[error("the batch for `{key}` ended without a result")]
     BatchAborted {

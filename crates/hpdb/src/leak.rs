@@ -63,10 +63,6 @@ impl LeakDetector {
         })
     }
 
-    pub(crate) fn threshold(&self) -> Duration {
-        self.threshold
-    }
-
     /// Registers a connection held for `key`.
     pub(crate) fn hold(self: &Arc<Self>, key: &Arc<str>) -> HoldGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -913,11 +913,6 @@ impl<DB: Database> Manager<DB> {
         self.inner.leaks.scan()
     }
 
-    /// The leak threshold in force.
-    pub fn leak_threshold(&self) -> Duration {
-        self.inner.leaks.threshold()
-    }
-
     /// Closes the pool: waits for connections to come back, then closes them.
     pub async fn close(&self) {
         self.inner.pool.close().await;

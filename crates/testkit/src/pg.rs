@@ -140,18 +140,6 @@ impl TestDatabase {
         .await
         .expect("query pg_stat_statements")
     }
-
-    /// Backends connected to this database: (all, active).
-    pub async fn backends(&self) -> (i64, i64) {
-        sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE state = 'active') FROM pg_stat_activity \
-             WHERE datname = $1",
-        )
-        .bind(&self.name)
-        .fetch_one(&self.witness)
-        .await
-        .expect("query pg_stat_activity")
-    }
 }
 
 impl Drop for TestDatabase {
