@@ -782,9 +782,17 @@ impl<DB: Database> Manager<DB> {
     /// Opens connections up to the minimum.
     async fn warm_up(&self) -> Result<(), sqlx::Error> {
         let min = self.inner.min_connections.load(Ordering::Relaxed) as usize;
-        let conns =
-            futures::future::try_join_all((0..min).map(|_| self.inner.pool.acquire())).await?;
-        drop(conns);
+        if min == 0 {
+            return Ok(());
+        }
+        // The first connection opens alone: it may initialise the database
+        // (SQLite switches a new file to WAL under an exclusive lock, which
+        // connections opening at the same moment fail on with "database is
+        // locked"). The rest open together.
+        let first = self.inner.pool.acquire().await?;
+        let rest =
+            futures::future::try_join_all((1..min).map(|_| self.inner.pool.acquire())).await?;
+        drop((first, rest));
         Ok(())
     }
 
