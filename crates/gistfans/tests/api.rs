@@ -50,7 +50,15 @@ async fn spawn_app(backend: Backend, admin_token: Option<&str>) -> App {
     gistfans_data::seed::seed(&url, &SeedConfig::small(), false)
         .await
         .unwrap();
-    let db = Db::connect(&url, hpdb::ManagerConfig::new()).await.unwrap();
+    let mut app = serve(&url, hpdb::ManagerConfig::new(), admin_token).await;
+    app._pg = pg;
+    app._dir = dir;
+    app
+}
+
+/// Serves the app on port 0 over a migrated, seeded database at `url`.
+async fn serve(url: &str, config: hpdb::ManagerConfig, admin_token: Option<&str>) -> App {
+    let db = Db::connect(url, config).await.unwrap();
     let service = DataAggregationService::new(db.clone()).with_preloading(false);
     let state = gistfans::state::AppState::new(service, admin_token.map(String::from));
     let app = gistfans::routes::router(state, Duration::from_secs(10));
@@ -61,8 +69,8 @@ async fn spawn_app(backend: Backend, admin_token: Option<&str>) -> App {
         base,
         http: reqwest::Client::new(),
         db,
-        _pg: pg,
-        _dir: dir,
+        _pg: None,
+        _dir: None,
     }
 }
 
@@ -580,6 +588,74 @@ fn regex_lite_line() -> impl Fn(&str) -> bool {
             name_end == series.len() || (series.ends_with('}') && series[name_end..].contains('='));
         value_ok && name_ok && labels_ok
     }
+}
+
+/// PostgreSQL goes away behind a proxy: requests that need it get a 503 with
+/// Retry-After quickly (never a hang), cached pages are still served, and
+/// everything works again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_answers_503_and_recovers() {
+    let pg = testkit::pg::TestDatabase::create().await;
+    gistfans_data::migrate(&pg.url, None).await.unwrap();
+    gistfans_data::seed::seed(&pg.url, &SeedConfig::small(), false)
+        .await
+        .unwrap();
+    let proxy = testkit::Proxy::start(&testkit::pg::host_port())
+        .await
+        .unwrap();
+    let mut config = hpdb::ManagerConfig::new();
+    config.pool.acquire_timeout = Duration::from_millis(500);
+    config.query_timeout = Duration::from_secs(2);
+    config.health.failure_threshold = 2;
+    config.health.cooldown = Duration::from_millis(200);
+    config.health.interval = Duration::from_millis(200);
+    let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port(), pg.name);
+    let app = serve(&url, config, None).await;
+    app.profile(1).await; // cached from here on
+
+    proxy.down();
+    assert_eq!(
+        app.profile(1).await["profile"]["id"],
+        1,
+        "a cached page is still served"
+    );
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        let r = app
+            .http
+            .get(format!("{}/api/user/stats-optimized?userId=2", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
+        let body: Value = r.json().await.unwrap();
+        assert_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &body,
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
+    }
+    assert_eq!(app.get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.db.status().circuit, hpdb::CircuitState::Open);
+
+    proxy.up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, _) = app.get("/api/user/stats-optimized?userId=2").await;
+        if s == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not recovered: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.get("/readyz").await.0, StatusCode::OK);
+    drop(pg);
 }
 
 macro_rules! both_backends {
