@@ -198,7 +198,7 @@ impl DataAggregationService {
         let r = on_manager!(&self.db, m => {
             let db_today = today();
             m.execute_query_traced(key(user_id, include), q, move |conn| Box::pin(async move {
-                let json = fetch(conn, user_id, include, db_today).await?;
+                let json = conn.fetch(user_id, include, db_today).await?;
                 json.map(|j| assemble(&j, db_today).map(|a| Arc::new(RenderedAggregate::new(a))))
                     .transpose()
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))
@@ -433,13 +433,4 @@ impl FetchAggregate for sqlx::SqliteConnection {
     ) -> futures::future::BoxFuture<'c, Result<Option<String>, sqlx::Error>> {
         Box::pin(fetch_sqlite(self, user_id, include, today))
     }
-}
-
-async fn fetch<C: FetchAggregate + ?Sized>(
-    conn: &mut C,
-    user_id: i64,
-    include: Include,
-    today: i64,
-) -> Result<Option<String>, sqlx::Error> {
-    conn.fetch(user_id, include, today).await
 }
