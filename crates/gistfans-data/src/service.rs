@@ -103,6 +103,10 @@ impl Serialize for RenderedAggregate {
 /// The cached value: `None` for a user that does not exist (negative caching).
 type Cached = Option<Arc<RenderedAggregate>>;
 
+/// A user's cached aggregates before a write: per key, the value and the
+/// time it had left.
+type Snapshot = Vec<(String, Option<(Arc<Cached>, Duration)>)>;
+
 /// An aggregate as served, and where it came from.
 #[derive(Debug, Clone)]
 pub struct Served {
@@ -277,33 +281,38 @@ impl DataAggregationService {
         guards
     }
 
-    /// The cached aggregates of `user_id` (every include set), read before a write.
-    async fn snapshot(&self, user_id: i64) -> Vec<(String, Option<Arc<Cached>>)> {
+    /// The cached aggregates of `user_id` (every include set) with the time
+    /// each has left, read before a write.
+    async fn snapshot(&self, user_id: i64) -> Snapshot {
         let mut out = Vec::with_capacity(8);
         for inc in Include::all_combinations() {
             let k = key(user_id, inc);
-            let v = on_manager!(&self.db, m => m.peek_cached::<Cached>(&k).await);
+            let v = on_manager!(&self.db, m => m.peek_cached_with_ttl::<Cached>(&k).await);
             out.push((k, v));
         }
         out
     }
 
     /// After the write: invalidate, then store the updated aggregates.
+    /// The updated aggregate keeps the time its original had left: an
+    /// update in place never extends a cached value's life.
     async fn apply(
         &self,
         user_id: i64,
-        before: Vec<(String, Option<Arc<Cached>>)>,
+        before: Snapshot,
         update: impl Fn(&mut UserAggregate) -> bool,
     ) {
         for (k, cached) in before {
             on_manager!(&self.db, m => m.invalidate(&k).await);
-            let Some(cached) = cached else { continue };
+            let Some((cached, ttl_left)) = cached else {
+                continue;
+            };
             let Some(rendered) = cached.as_ref() else {
                 continue;
             };
             let mut data = rendered.data.clone();
             if update(&mut data) {
-                let opts = QueryOptions::default().tag(tag(user_id));
+                let opts = QueryOptions::default().tag(tag(user_id)).ttl(ttl_left);
                 let value: Arc<Cached> = Arc::new(Some(Arc::new(RenderedAggregate::new(data))));
                 on_manager!(&self.db, m => m.put_cached(k.clone(), &opts, value).await);
             }
@@ -312,6 +321,28 @@ impl DataAggregationService {
 
     /// Creates a post; the author's cached aggregates gain it.
     pub async fn create_post(&self, author: i64, post: NewPost) -> Result<Post, DataError> {
+        let this = self.clone();
+        detached(async move { this.create_post_now(author, post).await }).await
+    }
+
+    /// Stars (`on`) or unstars a post; the author's and the starrer's aggregates follow.
+    pub async fn set_star(&self, user: i64, post: i64, on: bool) -> Result<StarChange, DataError> {
+        let this = self.clone();
+        detached(async move { this.set_star_now(user, post, on).await }).await
+    }
+
+    /// Follows (`on`) or unfollows; both users' aggregates follow.
+    pub async fn set_follow(
+        &self,
+        follower: i64,
+        followee: i64,
+        on: bool,
+    ) -> Result<FollowChange, DataError> {
+        let this = self.clone();
+        detached(async move { this.set_follow_now(follower, followee, on).await }).await
+    }
+
+    async fn create_post_now(&self, author: i64, post: NewPost) -> Result<Post, DataError> {
         let _g = self.lock(vec![author]).await;
         let before = self.snapshot(author).await;
         let post = writes::create_post(&self.db, author, post).await?;
@@ -327,8 +358,7 @@ impl DataAggregationService {
         Ok(post)
     }
 
-    /// Stars (`on`) or unstars a post; the author's and the starrer's aggregates follow.
-    pub async fn set_star(&self, user: i64, post: i64, on: bool) -> Result<StarChange, DataError> {
+    async fn set_star_now(&self, user: i64, post: i64, on: bool) -> Result<StarChange, DataError> {
         // The author is only known after the write; lock and snapshot by
         // looking it up first (a post's author never changes).
         let author = self.post_author(post).await?;
@@ -372,8 +402,7 @@ impl DataAggregationService {
         })
     }
 
-    /// Follows (`on`) or unfollows; both users' aggregates follow.
-    pub async fn set_follow(
+    async fn set_follow_now(
         &self,
         follower: i64,
         followee: i64,
@@ -400,6 +429,25 @@ impl DataAggregationService {
         })
         .await;
         Ok(change)
+    }
+}
+
+/// Runs a write and its cache updates to completion in a task of its own.
+///
+/// The caller's future may be dropped at any await point: the client hung
+/// up, or a timeout layer gave up on it. If the write had committed by then,
+/// dropping it before its cache step would leave every cached aggregate it
+/// touches wrong until it expires. Spawned, the write and its cache step
+/// finish together whatever happens to the caller; the caller only stops
+/// waiting for the answer.
+async fn detached<T: Send + 'static>(
+    write: impl std::future::Future<Output = Result<T, DataError>> + Send + 'static,
+) -> Result<T, DataError> {
+    match tokio::spawn(write).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels the task.
+        Err(_) => Err(DataError::Db(hpdb::Error::Closed)),
     }
 }
 

@@ -84,8 +84,29 @@ impl<T> serde::Serialize for Outcome<T> {
 const USER_EXISTS: &str = "SELECT count(*) FROM users WHERE id = $1";
 const USERNAME: &str = "SELECT username FROM users WHERE id = $1";
 
+impl NewPost {
+    /// Refuses text that not every backend can store: PostgreSQL's text
+    /// type has no NUL character (SQLite would store it), so a NUL is a 400
+    /// on both rather than a 201 on one and a database error on the other.
+    pub fn validate(&self) -> Result<(), DataError> {
+        for (field, value) in [
+            ("title", &self.title),
+            ("language", &self.language),
+            ("content", &self.content),
+        ] {
+            if value.contains('\0') {
+                return Err(DataError::Invalid(format!(
+                    "{field} must not contain a NUL character (U+0000)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Creates a post by `author`.
 pub async fn create_post(db: &Db, author: i64, post: NewPost) -> Result<Post, DataError> {
+    post.validate()?;
     let at = now();
     let outcome = on_manager!(db, m => {
         let p = post.clone();

@@ -241,6 +241,57 @@ async fn conflicts_and_missing_rows_are_reported(env: Env) {
     ));
 }
 
+/// Regression (hardening issue, defect 2): a write whose caller gives up
+/// (the client disconnects, a timeout fires) after the commit used to skip
+/// its cache step, leaving the cached aggregates it touches wrong. Each
+/// write here is cut off at a different point, 0 to 3.5 ms in; afterwards every
+/// cached aggregate must equal a fresh computation.
+async fn writes_cut_off_at_any_point_leave_caches_equal_to_sql(env: Env) {
+    let s = &env.service;
+    let posts: Vec<(i64, i64)> = gistfans_data::on_baseline!(s.db(), p => sqlx::query_as(
+        "SELECT id, user_id FROM posts ORDER BY id LIMIT 60",
+    ).fetch_all(p).await.unwrap());
+    let mut users: Vec<i64> = (1..=60).collect();
+    users.extend(posts.iter().map(|(_, author)| *author));
+    users.sort_unstable();
+    users.dedup();
+    for id in &users {
+        cached(s, *id).await;
+    }
+    for (i, (post, _)) in posts.iter().enumerate() {
+        let actor = 60 - i as i64;
+        // Microsecond cuts (tokio's timers have millisecond resolution).
+        let cut = std::time::Duration::from_micros(i as u64 * 60);
+        let give_up = async {
+            let t = std::time::Instant::now();
+            while t.elapsed() < cut {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            _ = s.set_star(actor, *post, true) => {}
+            _ = give_up => {}
+        }
+    }
+    for id in users {
+        let equal = testkit::pg::eventually(std::time::Duration::from_secs(10), || async move {
+            cached(s, id).await.data == fresh(s, id).await
+        })
+        .await;
+        assert!(equal, "user {id}: the cached aggregate differs from SQL");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writes_cut_off_at_any_point_leave_caches_equal_to_sql() {
+    writes_cut_off_at_any_point_leave_caches_equal_to_sql(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_cut_off_at_any_point_leave_caches_equal_to_sql() {
+    writes_cut_off_at_any_point_leave_caches_equal_to_sql(postgres().await).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_aggregate_equals_the_baseline() {
     aggregate_equals_the_baseline(sqlite().await).await;

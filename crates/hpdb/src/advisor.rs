@@ -29,6 +29,10 @@ pub enum AdviceKind {
     CircuitOpen,
     /// Connections held past the leak threshold.
     ConnectionLeak,
+    /// The pool may open more connections than the database can give it.
+    PoolExceedsDatabaseLimit,
+    /// The database refused connections lately: it is at its connection limit.
+    DatabaseConnectionLimit,
 }
 
 /// How urgent.
@@ -80,6 +84,10 @@ impl Advice {
         }
     }
 }
+
+/// How long after the database last refused a connection for being full
+/// the alert stays up.
+const LIMIT_REFUSAL_ALERT_SECS: f64 = 60.0;
 
 /// Applies every rule to `s`.
 pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
@@ -175,6 +183,33 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
             "database unreachable: the circuit breaker is open; callers fail fast or get stale cache entries".into(),
         );
     }
+    if let Some(budget) = s.connection_budget.filter(|b| s.max_connections > *b) {
+        push(
+            AdviceKind::PoolExceedsDatabaseLimit,
+            Severity::Warning,
+            s.max_connections as f64,
+            budget as f64,
+            format!(
+                "the pool may open {} connections but the database can give it only {budget}: lower DB_POOL_MAX or raise the database's max_connections",
+                s.max_connections
+            ),
+        );
+    }
+    if let Some(ago) = s
+        .seconds_since_limit_refusal
+        .filter(|ago| *ago <= LIMIT_REFUSAL_ALERT_SECS)
+    {
+        push(
+            AdviceKind::DatabaseConnectionLimit,
+            Severity::Critical,
+            s.connection_limit_refusals as f64,
+            0.0,
+            format!(
+                "the database refused a connection {ago:.0} s ago because it is at its connection limit ({} refusals in all): other clients of the database may be locked out too; lower DB_POOL_MAX here or in other services",
+                s.connection_limit_refusals
+            ),
+        );
+    }
     if !s.suspected_leaks.is_empty() {
         push(
             AdviceKind::ConnectionLeak,
@@ -224,6 +259,9 @@ mod tests {
             circuit: CircuitState::Closed,
             leaks_detected: 0,
             suspected_leaks: vec![],
+            connection_budget: None,
+            connection_limit_refusals: 0,
+            seconds_since_limit_refusal: None,
             latency_ms: Percentiles {
                 p50: 5.0,
                 p95: 20.0,

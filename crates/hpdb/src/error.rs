@@ -146,6 +146,12 @@ pub(crate) fn is_connection_error(err: &sqlx::Error) -> bool {
     ) || matches!(err, sqlx::Error::Database(db) if is_unavailable_db_code(db.code().as_deref()))
 }
 
+/// True when the database refused a connection because it is at its own
+/// connection limit (PostgreSQL's "sorry, too many clients already").
+pub(crate) fn is_connection_limit_error(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("53300"))
+}
+
 /// Database error codes that mean "the server cannot serve you right now".
 fn is_unavailable_db_code(code: Option<&str>) -> bool {
     matches!(

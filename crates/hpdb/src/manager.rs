@@ -33,7 +33,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use sqlx::{
     pool::{PoolConnection, PoolOptions},
-    Connection, Database, Pool,
+    ConnectOptions, Connection, Database, Pool,
 };
 use tokio::{
     task::JoinHandle,
@@ -47,7 +47,7 @@ use crate::{
     breaker::{CircuitBreaker, CircuitState},
     cache::{json_size, CacheEntry, CacheLayer, MemoryCache},
     config::{ConfigError, ManagerConfig},
-    error::{is_connection_error, Error, TimeoutPhase},
+    error::{is_connection_error, is_connection_limit_error, Error, TimeoutPhase},
     invalidation::InvalidationLog,
     leak::LeakDetector,
     metrics::{inc, Metrics, Status},
@@ -210,6 +210,7 @@ impl<DB: Database> ManagerBuilder<DB> {
                 p.max_concurrent_opens.max(1) as usize
             )),
             min_connections: AtomicU32::new(p.min_connections),
+            connection_budget: AtomicU32::new(u32::MAX),
             log: InvalidationLog::new(config.cache.max_ttl + config.cache.stale_grace),
             flights: SingleFlight::default(),
             breaker: CircuitBreaker::new(config.health.failure_threshold, config.health.cooldown),
@@ -236,6 +237,8 @@ pub(crate) struct Inner<DB: Database> {
     /// Bounds connections being opened at once (see `acquire_connection`).
     opens: Arc<tokio::sync::Semaphore>,
     min_connections: AtomicU32,
+    /// Connections the database can give this pool (`u32::MAX`: unknown).
+    connection_budget: AtomicU32,
     cache: Arc<dyn CacheLayer>,
     log: InvalidationLog,
     flights: SingleFlight,
@@ -596,7 +599,7 @@ impl<DB: Database> Manager<DB> {
                     let pool = inner.pool.clone();
                     opening = Some(tokio::spawn(async move {
                         let _open_permit = open_permit;
-                        pool.acquire().await
+                        open_connection(&pool).await
                     }));
                 }
             }
@@ -626,6 +629,10 @@ impl<DB: Database> Manager<DB> {
                     })
                 }
                 Some(Ok(Err(e))) => {
+                    if is_connection_limit_error(&e) {
+                        inner.metrics.limit_refused();
+                        tracing::error!(error = %e, "the database refused a connection: it is at its connection limit");
+                    }
                     if !matches!(e, sqlx::Error::PoolClosed) {
                         self.connection_failed();
                     }
@@ -672,14 +679,27 @@ impl<DB: Database> Manager<DB> {
     /// Reads the cached value under `key`, if fresh and current, without
     /// touching the database or the hit counters.
     pub async fn peek_cached<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
-        let entry = self.inner.cache.get(key).await?;
-        (entry.is_fresh() && self.inner.log.is_current(key, &entry.tags, entry.seq))
-            .then(|| entry.value.downcast::<T>().ok())
-            .flatten()
+        self.peek_cached_with_ttl(key).await.map(|(value, _)| value)
     }
 
-    /// Replaces the cached value under `key` (for updates in place): the
-    /// entry keeps its tags and gets a fresh TTL.
+    /// Like [`peek_cached`](Self::peek_cached), with the time the entry has
+    /// left before it expires. An update in place stores its result with
+    /// that remaining time, never a fresh TTL, so that the TTL stays a bound
+    /// on how long any cached value can drift from the database.
+    pub async fn peek_cached_with_ttl<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+    ) -> Option<(Arc<T>, Duration)> {
+        let entry = self.inner.cache.get(key).await?;
+        let left = entry.ttl.checked_sub(entry.stored_at.elapsed())?;
+        if left.is_zero() || !self.inner.log.is_current(key, &entry.tags, entry.seq) {
+            return None;
+        }
+        Some((entry.value.downcast::<T>().ok()?, left))
+    }
+
+    /// Replaces the cached value under `key` (for updates in place), with
+    /// the tags and TTL of `options` (the default TTL if it names none).
     pub async fn put_cached<T: Serialize + Send + Sync + 'static>(
         &self,
         key: impl Into<Arc<str>>,
@@ -690,6 +710,17 @@ impl<DB: Database> Manager<DB> {
         let tags: Arc<[Arc<str>]> = options.tags.clone().into();
         let since = self.inner.log.snapshot();
         self.store(&key, options, &tags, since, value).await;
+    }
+
+    /// Tells the manager how many connections the database can give this
+    /// pool (its connection limit less what other clients need). The
+    /// advisor alerts while the pool's maximum exceeds it. The manager
+    /// cannot know this by itself: it depends on the database and on every
+    /// other client of it.
+    pub fn set_connection_budget(&self, budget: u32) {
+        self.inner
+            .connection_budget
+            .store(budget, Ordering::Relaxed);
     }
 
     /// Changes the number of connections the gate admits at once. Must stay
@@ -761,6 +792,10 @@ impl<DB: Database> Manager<DB> {
             acquire_wait_histogram: wait_histogram,
             cache: inner.cache.stats(),
             uptime_seconds: inner.started.elapsed().as_secs_f64(),
+            connection_budget: Some(inner.connection_budget.load(Ordering::Relaxed))
+                .filter(|b| *b != u32::MAX),
+            connection_limit_refusals: get(&c.limit_refusals),
+            seconds_since_limit_refusal: inner.metrics.since_limit_refusal(),
         }
     }
 
@@ -834,7 +869,12 @@ impl<DB: Database> Manager<DB> {
             let Some(permit) = inner.gate.try_acquire() else {
                 break;
             };
-            match timeout(inner.config.pool.acquire_timeout, inner.pool.acquire()).await {
+            match timeout(
+                inner.config.pool.acquire_timeout,
+                open_connection(&inner.pool),
+            )
+            .await
+            {
                 Ok(Ok(conn)) => held.push((conn, permit)),
                 _ => {
                     refill_failed = true;
@@ -882,7 +922,7 @@ impl<DB: Database> Manager<DB> {
             .min(inner.config.health.ping_timeout * 2);
         matches!(
             timeout(t, async {
-                let mut c = inner.pool.acquire().await?;
+                let mut c = open_connection(&inner.pool).await?;
                 c.ping().await
             })
             .await,
@@ -893,17 +933,11 @@ impl<DB: Database> Manager<DB> {
     fn spawn_background_tasks(&self) {
         let weak = Arc::downgrade(&self.inner);
         let cfg = &self.inner.config;
-        let health = spawn_periodic(weak.clone(), cfg.health.interval, |m| async move {
-            // While the circuit is open, probe at the cooldown instead.
-            let report = m.health_check().await;
-            if report.circuit != CircuitState::Closed {
-                sleep(m.inner.config.health.cooldown).await;
-                m.health_check().await;
-            }
-            for a in m.advice() {
-                a.log();
-            }
-        });
+        let health = tokio::spawn(health_loop(
+            weak.clone(),
+            cfg.health.interval,
+            cfg.health.cooldown,
+        ));
         let leak_every =
             (cfg.leak.threshold / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
         let leaks = spawn_periodic(weak.clone(), leak_every, |m| async move {
@@ -924,6 +958,78 @@ impl<DB: Database> Manager<DB> {
     /// Closes the pool: waits for connections to come back, then closes them.
     pub async fn close(&self) {
         self.inner.pool.close().await;
+    }
+}
+
+/// How long a connection may take to open before a direct attempt checks
+/// whether the database refuses connections. A connect on a local network
+/// takes a few milliseconds; this is long enough that a healthy database is
+/// rarely probed, short enough that an outage is known within a second.
+const REFUSAL_PROBE_AFTER: Duration = Duration::from_millis(100);
+
+/// Opens a connection through sqlx's pool, failing fast when the database
+/// refuses connections.
+///
+/// sqlx retries a refused connect with backoff until its acquire timeout (it
+/// assumes the server is starting up), so the caller would wait the whole
+/// timeout to learn that the database is down, and the circuit breaker
+/// would hear nothing until then. If the pool's open has not finished after
+/// [`REFUSAL_PROBE_AFTER`], one direct connection attempt outside the pool
+/// tells refused from slow: its error ends the open at once; its success
+/// means the database is up but slow, and the pool's open goes on.
+async fn open_connection<DB: Database>(pool: &Pool<DB>) -> Result<PoolConnection<DB>, sqlx::Error> {
+    let open = pool.acquire();
+    tokio::pin!(open);
+    tokio::select! {
+        r = &mut open => return r,
+        _ = sleep(REFUSAL_PROBE_AFTER) => {}
+    }
+    let options = pool.connect_options();
+    let probe = options.connect();
+    tokio::select! {
+        r = &mut open => r,
+        probed = probe => match probed {
+            Ok(conn) => {
+                // Closed politely, off the caller's path.
+                tokio::spawn(async move {
+                    let _ = conn.close().await;
+                });
+                open.await
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a direct connection attempt failed: ending the open");
+                Err(e)
+            }
+        },
+    }
+}
+
+/// Health checks every `interval`, and every `cooldown` while the circuit
+/// is not closed, so that a database that comes back is noticed within a
+/// cooldown even when no query arrives to probe it. Advice is logged at the
+/// regular interval only. Ends with the manager.
+async fn health_loop<DB: Database>(weak: Weak<Inner<DB>>, interval: Duration, cooldown: Duration) {
+    let mut wait = interval;
+    let mut last_advice = Instant::now();
+    loop {
+        sleep(wait).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let m = Manager { inner };
+        if m.inner.pool.is_closed() {
+            return;
+        }
+        let report = m.health_check().await;
+        if last_advice.elapsed() >= interval {
+            last_advice = Instant::now();
+            for a in m.advice() {
+                a.log();
+            }
+        }
+        wait = if report.circuit == CircuitState::Closed {
+            interval
+        } else {
+            cooldown
+        };
     }
 }
 

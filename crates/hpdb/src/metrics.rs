@@ -39,13 +39,30 @@ pub(crate) struct Counters {
     pub(crate) batches: AtomicU64,
     pub(crate) batched_keys: AtomicU64,
     pub(crate) circuit_opens: AtomicU64,
+    pub(crate) limit_refusals: AtomicU64,
     pub(crate) latency_sum_us: AtomicU64,
 }
 
 pub(crate) struct Metrics {
     pub(crate) c: Counters,
+    last_limit_refusal: Mutex<Option<std::time::Instant>>,
     latency: Mutex<Histogram<u64>>,
     wait: Mutex<Histogram<u64>>,
+}
+
+impl Metrics {
+    /// Records that the database refused a connection for being full.
+    pub(crate) fn limit_refused(&self) {
+        inc(&self.c.limit_refusals);
+        *self.last_limit_refusal.lock() = Some(std::time::Instant::now());
+    }
+
+    /// Seconds since the last refusal for being full, if any.
+    pub(crate) fn since_limit_refusal(&self) -> Option<f64> {
+        self.last_limit_refusal
+            .lock()
+            .map(|at| at.elapsed().as_secs_f64())
+    }
 }
 
 pub(crate) fn inc(counter: &AtomicU64) {
@@ -56,6 +73,7 @@ impl Metrics {
     pub(crate) fn new() -> Self {
         Self {
             c: Counters::default(),
+            last_limit_refusal: Mutex::new(None),
             latency: Mutex::new(histogram()),
             wait: Mutex::new(histogram()),
         }
@@ -89,6 +107,7 @@ impl Metrics {
             &c.batches,
             &c.batched_keys,
             &c.circuit_opens,
+            &c.limit_refusals,
             &c.latency_sum_us,
         ] {
             a.store(0, Ordering::Relaxed);
@@ -228,4 +247,13 @@ pub struct Status {
     pub cache: CacheStats,
     /// Seconds since the manager started.
     pub uptime_seconds: f64,
+    /// Connections the database can give this pool, when the application
+    /// has told the manager (see
+    /// [`Manager::set_connection_budget`](crate::Manager::set_connection_budget)).
+    pub connection_budget: Option<u32>,
+    /// Connection attempts the database refused because it was at its own
+    /// connection limit (PostgreSQL's "too many clients", SQLSTATE 53300).
+    pub connection_limit_refusals: u64,
+    /// Seconds since the last such refusal, if any.
+    pub seconds_since_limit_refusal: Option<f64>,
 }

@@ -189,3 +189,50 @@ async fn sqlite_circuit_opens_when_the_file_is_missing_and_closes_when_it_is_bac
     );
     drop(dir);
 }
+
+/// Regression (hardening issue, defect 4): with nothing listening, a
+/// refused connect used to be retried by sqlx until the acquire timeout
+/// (10 s by default), and was never counted by the circuit breaker. Now
+/// each call fails fast with a connection error, the circuit opens at the
+/// threshold, and every later call is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refused_connections_fail_fast_and_open_the_circuit() {
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }; // dropped: connecting to it is refused
+    let mut config = outage_config();
+    config.pool.acquire_timeout = Duration::from_secs(10);
+    config.query_timeout = Duration::from_secs(15);
+    config.health.cooldown = Duration::from_secs(30);
+    let m = Manager::<Postgres>::builder(config)
+        .background_tasks(false)
+        .build_lazy(testkit::pg::options().port(closed_port))
+        .unwrap();
+    let mc = m.clone();
+    let started = std::time::Instant::now();
+    let errors = fail_until_open(
+        || mc.status().circuit,
+        || async {
+            m.execute_query("q", QueryOptions::uncached(), seven_pg)
+                .await
+                .map(|v| *v)
+        },
+    )
+    .await;
+    assert_eq!(errors.len(), 3, "opens at the threshold: {errors:?}");
+    assert!(
+        errors.iter().all(|e| matches!(e, Error::Connect { .. })),
+        "refused, not timed out: {errors:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "three refused calls must not wait out the 10 s acquire timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        m.execute_query("q", QueryOptions::uncached(), seven_pg)
+            .await,
+        Err(Error::CircuitOpen { failures: 3, .. })
+    ));
+}

@@ -19,15 +19,17 @@ struct State {
     connect_delay_ms: AtomicU64,
     accepted: AtomicU64,
     links: Mutex<Vec<JoinHandle<()>>>,
+    target: String,
 }
 
-/// Forwards 127.0.0.1:`port` to a target address. While down, it refuses
-/// new connections and has cut the existing ones; a connect delay holds each
-/// new connection that long before it reaches the target.
+/// Forwards 127.0.0.1:`port` to a target address. While down it does not
+/// listen at all, so connecting is refused, as with a stopped server, and
+/// the open links are cut; a connect delay holds each new connection that
+/// long before it reaches the target.
 pub struct Proxy {
     port: u16,
     state: Arc<State>,
-    accept: JoinHandle<()>,
+    accept: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Proxy {
@@ -40,35 +42,13 @@ impl Proxy {
             connect_delay_ms: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             links: Mutex::new(Vec::new()),
+            target: target.to_string(),
         });
-        let target = target.to_string();
-        let st = state.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !st.up.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                st.accepted.fetch_add(1, Ordering::Relaxed);
-                let delay = Duration::from_millis(st.connect_delay_ms.load(Ordering::Relaxed));
-                let target = target.clone();
-                let link = tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    if let Ok(mut server) = TcpStream::connect(&target).await {
-                        let _ = client.set_nodelay(true);
-                        let _ = server.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                let mut links = st.links.lock();
-                links.retain(|l| !l.is_finished());
-                links.push(link);
-            }
-        });
+        let accept = tokio::spawn(accept_loop(listener, state.clone()));
         Ok(Proxy {
             port,
             state,
-            accept,
+            accept: Mutex::new(Some(accept)),
         })
     }
 
@@ -77,17 +57,32 @@ impl Proxy {
         self.port
     }
 
-    /// Makes the target unreachable: cuts every open link, refuses new ones.
+    /// Makes the target unreachable: stops listening (connects are refused)
+    /// and cuts every open link.
     pub fn down(&self) {
         self.state.up.store(false, Ordering::SeqCst);
+        if let Some(accept) = self.accept.lock().take() {
+            accept.abort();
+        }
         for l in self.state.links.lock().drain(..) {
             l.abort();
         }
     }
 
-    /// Makes the target reachable again.
+    /// Makes the target reachable again: listens on the same port.
     pub fn up(&self) {
+        let mut accept = self.accept.lock();
+        if accept.is_some() {
+            return;
+        }
+        // std's bind sets SO_REUSEADDR on Unix, so the port is free again
+        // at once; nothing else binds a port another test already holds.
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", self.port))
+            .expect("rebinding the proxy's port");
+        std_listener.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(std_listener).unwrap();
         self.state.up.store(true, Ordering::SeqCst);
+        *accept = Some(tokio::spawn(accept_loop(listener, self.state.clone())));
     }
 
     /// Delays each new connection by `delay` (0 to stop).
@@ -103,9 +98,31 @@ impl Proxy {
     }
 }
 
+async fn accept_loop(listener: TcpListener, st: Arc<State>) {
+    while let Ok((mut client, _)) = listener.accept().await {
+        if !st.up.load(Ordering::SeqCst) {
+            drop(client);
+            continue;
+        }
+        st.accepted.fetch_add(1, Ordering::Relaxed);
+        let delay = Duration::from_millis(st.connect_delay_ms.load(Ordering::Relaxed));
+        let target = st.target.clone();
+        let link = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Ok(mut server) = TcpStream::connect(&target).await {
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+        });
+        let mut links = st.links.lock();
+        links.retain(|l| !l.is_finished());
+        links.push(link);
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.accept.abort();
         self.down();
     }
 }
