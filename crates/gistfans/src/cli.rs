@@ -142,12 +142,37 @@ pub struct ServeArgs {
     /// Longest a request may take (ms).
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 20_000)]
     pub request_timeout_ms: u64,
+    /// Longest wait for a request's headers; also how long an idle
+    /// keep-alive connection stays open (ms).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Longest a response write may make no progress before the client is
+    /// dropped (ms).
+    #[arg(long, env = "WRITE_TIMEOUT", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+    /// Most client connections open at once; 0 derives the cap from the
+    /// process's file-descriptor limit (at most 10,000).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
     /// Profiles of the most-followed users to warm at start-up.
     #[arg(long, env = "WARM_USERS", default_value_t = 200)]
     pub warm_users: i64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     pub log_json: bool,
+}
+
+impl ServeArgs {
+    /// The connection layer's deadlines and bounds.
+    pub fn connection_limits(&self) -> crate::listener::ConnectionLimits {
+        crate::listener::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            max_connections: crate::listener::connection_cap(self.max_connections),
+            max_headers: crate::request_limits::MAX_HEADERS * 2,
+            drain_timeout: Duration::from_millis(self.request_timeout_ms) + Duration::from_secs(1),
+        }
+    }
 }
 
 /// `gistfans seed`.

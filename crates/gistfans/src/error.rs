@@ -46,7 +46,8 @@ pub enum ApiError {
     /// 409: the write conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
-    /// A body rejected before it reached the handler (413, 415, 400, 422).
+    /// A request rejected before it reached the handler: 405, 413, 414, 415,
+    /// 431, or 400 for a malformed body.
     #[error("{message}")]
     Rejected {
         /// The status the rejection carries.
@@ -91,6 +92,9 @@ impl ApiError {
                 match *status {
                     StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
                     StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                    StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                    StatusCode::URI_TOO_LONG => "uri_too_long",
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
                     _ => "invalid_body",
                 },
             ),

@@ -2,7 +2,7 @@
 
 use axum::{
     extract::{FromRequest, FromRequestParts, Query},
-    http::request::Parts,
+    http::{request::Parts, HeaderMap, HeaderValue},
 };
 
 use crate::error::ApiError;
@@ -20,7 +20,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ActingUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let raw = parts.headers.get(ACTING_USER_HEADER).ok_or_else(|| {
+        let raw = single_header(&parts.headers, ACTING_USER_HEADER)?.ok_or_else(|| {
             ApiError::BadRequest {
                 code: "missing_acting_user",
                 message: "missing X-User-Id header: this demo has no login, so writes name the acting user's id in X-User-Id".into(),
@@ -31,6 +31,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ActingUser {
             .map_err(|_| ApiError::invalid("X-User-Id must be a positive integer"))?;
         Ok(ActingUser(parse_id(raw, "X-User-Id")?))
     }
+}
+
+/// The one value of header `name`, if present; a 400 if it is sent more
+/// than once (which value would count is ambiguous, so neither does).
+pub fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<Option<&'a HeaderValue>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest {
+            code: "duplicate_header",
+            message: format!("the {name} header must be sent once"),
+        });
+    }
+    Ok(first)
 }
 
 /// `axum::Json`, rejecting with an `ApiError` (400, 413, 415).
@@ -44,18 +61,25 @@ pub struct ApiJson<T>(pub T);
 pub struct ApiQuery<T>(pub T);
 
 /// Largest id accepted (ids are 64-bit, but nothing real comes near this;
-/// anything larger is a typo or a probe).
-const MAX_ID: i64 = 1 << 53;
+/// anything larger is a typo or a probe). The OpenAPI document states it.
+pub const MAX_ID: i64 = 1 << 53;
 
-/// Parses a positive integer id, naming `what` in the error.
+/// Parses a positive integer id in its one canonical spelling (ASCII digits,
+/// no sign, no leading zero, no spaces), naming `what` in the error. One
+/// spelling per id keeps cache keys, ETags and logs unambiguous.
 pub fn parse_id(raw: &str, what: &str) -> Result<i64, ApiError> {
-    match raw.trim().parse::<i64>() {
-        Ok(id) if (1..=MAX_ID).contains(&id) => Ok(id),
-        Ok(id) => Err(ApiError::invalid(format!(
+    let canonical = !raw.is_empty()
+        && raw.len() <= 16
+        && raw.bytes().all(|b| b.is_ascii_digit())
+        && !raw.starts_with('0');
+    match raw.parse::<i64>() {
+        Ok(id) if canonical && (1..=MAX_ID).contains(&id) => Ok(id),
+        Ok(id) if canonical => Err(ApiError::invalid(format!(
             "{what} must be between 1 and {MAX_ID}, got {id}"
         ))),
-        Err(_) => Err(ApiError::invalid(format!(
-            "{what} must be a positive integer, got `{raw}`"
+        _ => Err(ApiError::invalid(format!(
+            "{what} must be a positive integer written with digits only (1 to {MAX_ID}), got `{}`",
+            raw.chars().take(32).collect::<String>()
         ))),
     }
 }
@@ -75,6 +99,12 @@ mod tests {
             "1.5",
             "99999999999999999999",
             "9007199254740993",
+            " 5 ",
+            "5 ",
+            "+5",
+            "05",
+            "0x5",
+            "５",
         ] {
             assert!(parse_id(bad, "id").is_err(), "{bad}");
         }

@@ -58,6 +58,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.admin_token.is_none() {
         tracing::info!("admin routes disabled (set ADMIN_TOKEN to enable them)");
     }
+    let limits = args.connection_limits();
     let app = routes::router(
         AppState::new(service, args.admin_token),
         Duration::from_millis(args.request_timeout_ms),
@@ -65,10 +66,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
-    tracing::info!(addr = %listener.local_addr()?, backend = ?db.backend(), "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    tracing::info!(addr = %listener.local_addr()?, backend = ?db.backend(), max_connections = limits.max_connections, "listening");
+    crate::listener::serve(listener, app, limits, shutdown_signal()).await;
     tracing::info!("shutting down: closing database connections");
     db.close().await;
     Ok(())

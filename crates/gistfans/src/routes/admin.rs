@@ -4,7 +4,11 @@
 //! say how to enable them; with it they need `Authorization: Bearer <token>`,
 //! compared in constant time.
 
-use axum::{extract::State, http::HeaderMap, Json};
+use axum::{
+    extract::{FromRequestParts, State},
+    http::{header, request::Parts},
+    Json,
+};
 use gistfans_data::on_manager;
 use hpdb::{Advice, HealthReport, ManagerConfig, Status};
 use serde::{Deserialize, Serialize};
@@ -13,28 +17,47 @@ use utoipa::ToSchema;
 
 use crate::{
     error::{ApiError, ErrorBody},
-    extract::ApiJson,
+    extract::{single_header, ApiJson},
     state::AppState,
 };
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = state.admin_token.as_deref() else {
-        return Err(ApiError::Forbidden(
-            "admin routes are disabled: start the server with ADMIN_TOKEN=<secret> (or --admin-token) to enable them".into(),
-        ));
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::Unauthorized("send `Authorization: Bearer <ADMIN_TOKEN>`".into())
-        })?;
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized("the admin token is wrong".into()))
+/// Proof that the request carries the admin token. An extractor, so that it
+/// runs before the body is read: an unauthenticated caller learns nothing
+/// about what the body should be.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = state.admin_token.as_deref() else {
+            return Err(ApiError::Forbidden(
+                "admin routes are disabled: start the server with ADMIN_TOKEN=<secret> (or --admin-token) to enable them".into(),
+            ));
+        };
+        let missing =
+            || ApiError::Unauthorized("send `Authorization: Bearer <ADMIN_TOKEN>`".into());
+        let header =
+            single_header(&parts.headers, header::AUTHORIZATION.as_str())?.ok_or_else(missing)?;
+        let given = header
+            .to_str()
+            .ok()
+            .and_then(bearer_token)
+            .ok_or_else(missing)?;
+        if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Unauthorized("the admin token is wrong".into()))
+        }
     }
+}
+
+/// The token of a `Bearer` credential; the scheme is case-insensitive (RFC 9110, 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// Status, alerts and recommendations.
@@ -55,21 +78,24 @@ pub struct MonitorReport {
     pub config: ManagerConfig,
 }
 
-/// A management action.
+/// A management action. Every variant is a struct variant, even without
+/// fields: serde ignores `deny_unknown_fields` on the unit variants of an
+/// internally tagged enum (serde-rs/serde#1358), and a stray field must be
+/// refused, not ignored.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(tag = "action", rename_all = "camelCase", deny_unknown_fields)]
 pub enum AdminAction {
     /// Drop every cached result.
-    ClearCache,
+    ClearCache {},
     /// Change the pool size (within min and the ceiling).
     ResizePool {
         /// The new maximum number of connections.
         size: u32,
     },
     /// Ping idle connections, replace broken ones, refill to the minimum.
-    HealthCheck,
+    HealthCheck {},
     /// Zero the counters and histograms.
-    ResetMetrics,
+    ResetMetrics {},
 }
 
 /// What an action did.
@@ -92,10 +118,9 @@ pub struct ActionResult {
     params(("Authorization" = String, Header, description = "`Bearer <ADMIN_TOKEN>`")),
     responses((status = 200, body = MonitorReport), (status = 401, body = ErrorBody), (status = 403, description = "ADMIN_TOKEN not set", body = ErrorBody)))]
 pub async fn monitor(
+    _: Admin,
     State(state): State<AppState>,
-    headers: HeaderMap,
 ) -> Result<Json<MonitorReport>, ApiError> {
-    authorize(&state, &headers)?;
     let (status, advice, config) =
         on_manager!(state.db(), m => (m.status(), m.advice(), m.config().clone()));
     let (alerts, recommendations) = advice.into_iter().partition(Advice::is_alert);
@@ -112,14 +137,13 @@ pub async fn monitor(
     params(("Authorization" = String, Header, description = "`Bearer <ADMIN_TOKEN>`")),
     responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn act(
+    _: Admin,
     State(state): State<AppState>,
-    headers: HeaderMap,
     ApiJson(action): ApiJson<AdminAction>,
 ) -> Result<Json<ActionResult>, ApiError> {
-    authorize(&state, &headers)?;
     let db = state.db();
     let (name, health) = match action {
-        AdminAction::ClearCache => {
+        AdminAction::ClearCache {} => {
             on_manager!(db, m => m.clear_cache().await);
             ("clearCache", None)
         }
@@ -127,11 +151,11 @@ pub async fn act(
             on_manager!(db, m => m.resize(size)).map_err(|e| ApiError::invalid(e.to_string()))?;
             ("resizePool", None)
         }
-        AdminAction::HealthCheck => (
+        AdminAction::HealthCheck {} => (
             "healthCheck",
             Some(on_manager!(db, m => m.health_check().await)),
         ),
-        AdminAction::ResetMetrics => {
+        AdminAction::ResetMetrics {} => {
             on_manager!(db, m => m.reset_metrics());
             ("resetMetrics", None)
         }

@@ -13,7 +13,7 @@ use axum::{
 use tower::ServiceBuilder;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
-use crate::{error::ApiError, state::AppState, telemetry};
+use crate::{error::ApiError, request_limits, state::AppState, telemetry};
 
 pub mod admin;
 pub mod baseline;
@@ -74,6 +74,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(request_limits::check_head))
         .layer(middleware::from_fn(telemetry::track))
         .layer(
             ServiceBuilder::new()
