@@ -11,6 +11,9 @@
 //! must see it, or it counts as a stale read. The database itself is the
 //! witness where it can be: PostgreSQL's `pg_stat_statements` for statements
 //! per page load and `pg_stat_activity` for peak connections.
+//!
+//! `--soak MINUTES` runs one mode for minutes instead and reports the
+//! server's memory and each minute's figures (`soak`).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -18,8 +21,11 @@ use anyhow::Context;
 use clap::Args;
 
 mod chart;
+mod probe;
 mod report;
 mod server;
+mod soak;
+mod vu;
 mod witness;
 mod workload;
 
@@ -42,12 +48,9 @@ pub struct BenchArgs {
     /// Admin token of the server given by --url (for the monitor's figures).
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: Option<String>,
-    /// Modes, comma-separated: baseline, optimized, trivial.
-    #[arg(
-        long,
-        default_value = "baseline,optimized,trivial",
-        value_delimiter = ','
-    )]
+    /// Modes, comma-separated: baseline, optimized, trivial [default: all
+    /// three; optimized with --soak].
+    #[arg(long, value_delimiter = ',')]
     pub mode: Vec<Mode>,
     /// Virtual users; a comma-separated list sweeps (e.g. 1,16,64,256,1000).
     #[arg(long, default_value = "256", value_delimiter = ',')]
@@ -89,25 +92,17 @@ pub struct BenchArgs {
     /// RNG seed of the workload.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Soak: the first mode at the first concurrency for this many minutes
+    /// (after the warm-up), the server's RSS sampled every 10 s, one row per
+    /// minute; nothing scrapes /metrics meanwhile. Reports RSS growth, fails
+    /// only on errors and stale reads.
+    #[arg(long, value_name = "MINUTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub soak: Option<u64>,
 }
 
 /// Runs the benchmark; fails if any page load failed or a read was stale.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
-    if args.quick {
-        args.concurrency = vec![32];
-        args.duration = 5;
-        args.warmup = 2;
-    }
-    anyhow::ensure!(
-        args.concurrency.iter().all(|c| (1..=5000).contains(c)),
-        "--concurrency must be 1 to 5000"
-    );
-    anyhow::ensure!(
-        (0.0..=0.5).contains(&args.write_ratio),
-        "--write-ratio must be between 0 and 0.5"
-    );
-    anyhow::ensure!(args.zipf > 0.0, "--zipf must be above 0");
-
+    prepare(&mut args)?;
     let target = match &args.url {
         Some(url) => server::Target::external(url, args.admin_token.clone()),
         None => server::Target::start(&args)
@@ -125,37 +120,107 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let universe = workload::Universe::discover(&target)
         .await
         .context("reading the seeded data's size")?;
-    eprintln!(
-        "bench: {} ({} users), modes {:?}, concurrency {:?}, {} s per run after {} s warm-up, zipf {}, writes {:.0}%",
-        target.describe(), universe.users, args.mode, args.concurrency, args.duration, args.warmup,
-        args.zipf, args.write_ratio * 100.0
-    );
+    announce(&args, &target, &universe);
 
-    let mut reports = Vec::new();
-    for &users in &args.concurrency {
-        for &mode in &args.mode {
-            let r = workload::run_mode(&target, &witness, &universe, &args, mode, users).await?;
-            reports.push(r);
+    let (reports, soak) = match args.soak {
+        Some(minutes) => {
+            let (r, s) = soak::run(&target, &witness, &universe, &args, minutes).await?;
+            (vec![r], Some(s))
         }
-    }
+        None => {
+            let mut reports = Vec::new();
+            for &users in &args.concurrency {
+                for &mode in &args.mode {
+                    let r =
+                        workload::run_mode(&target, &witness, &universe, &args, mode, users, None)
+                            .await?;
+                    reports.push(r);
+                }
+            }
+            (reports, None)
+        }
+    };
     let cpu_note = target.can_measure_process();
     target.stop().await;
 
     report::print_table(&reports, cpu_note);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&reports)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+    if let Some(s) = &soak {
+        soak::print(s);
     }
-    if let Some(path) = &args.chart {
-        chart::draw(path, &reports).with_context(|| format!("drawing {}", path.display()))?;
-        eprintln!("bench: chart written to {}", path.display());
-    }
+    write_outputs(&args, &reports, soak.as_ref())?;
     let errors: u64 = reports.iter().map(|r| r.errors_total()).sum();
     let stale: u64 = reports.iter().map(|r| r.stale_reads).sum();
     anyhow::ensure!(
         errors == 0 && stale == 0,
         "{errors} errors and {stale} stale reads"
     );
+    Ok(())
+}
+
+/// Applies --quick and the modes' default, and checks the flags.
+fn prepare(args: &mut BenchArgs) -> anyhow::Result<()> {
+    if args.quick {
+        args.concurrency = vec![32];
+        args.duration = 5;
+        args.warmup = 2;
+    }
+    if args.mode.is_empty() {
+        args.mode = match args.soak {
+            Some(_) => vec![Mode::Optimized],
+            None => vec![Mode::Baseline, Mode::Optimized, Mode::Trivial],
+        };
+    }
+    anyhow::ensure!(
+        args.concurrency.iter().all(|c| (1..=5000).contains(c)),
+        "--concurrency must be 1 to 5000"
+    );
+    anyhow::ensure!(
+        (0.0..=0.5).contains(&args.write_ratio),
+        "--write-ratio must be between 0 and 0.5"
+    );
+    anyhow::ensure!(args.zipf > 0.0, "--zipf must be above 0");
+    Ok(())
+}
+
+/// Says what is about to run.
+fn announce(args: &BenchArgs, target: &server::Target, universe: &workload::Universe) {
+    let Some(minutes) = args.soak else {
+        eprintln!(
+            "bench: {} ({} users), modes {:?}, concurrency {:?}, {} s per run after {} s warm-up, zipf {}, writes {:.0}%",
+            target.describe(), universe.users, args.mode, args.concurrency, args.duration, args.warmup,
+            args.zipf, args.write_ratio * 100.0
+        );
+        return;
+    };
+    if args.mode.len() > 1 || args.concurrency.len() > 1 {
+        eprintln!("bench: --soak runs the first mode at the first concurrency only");
+    }
+    eprintln!(
+        "bench: {} ({} users), soak: {:?} x{} for {minutes} min after {} s warm-up, zipf {}, writes {:.0}%",
+        target.describe(), universe.users, args.mode[0], args.concurrency[0], args.warmup,
+        args.zipf, args.write_ratio * 100.0
+    );
+}
+
+/// Writes --json (the reports; with --soak, `{reports, soak}`) and --chart.
+fn write_outputs(
+    args: &BenchArgs,
+    reports: &[ModeReport],
+    soak: Option<&soak::Soak>,
+) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        let body = match soak {
+            Some(s) => {
+                serde_json::to_vec_pretty(&serde_json::json!({"reports": reports, "soak": s}))?
+            }
+            None => serde_json::to_vec_pretty(reports)?,
+        };
+        std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.chart {
+        chart::draw(path, reports).with_context(|| format!("drawing {}", path.display()))?;
+        eprintln!("bench: chart written to {}", path.display());
+    }
     Ok(())
 }
 

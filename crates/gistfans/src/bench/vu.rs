@@ -1,0 +1,228 @@
+//! One virtual user's requests: a page load in each mode, the writes, and
+//! the read after each write that must see it.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use rand::{rngs::StdRng, Rng};
+use serde_json::{json, Value};
+
+use super::{probe::Tally, server::Target, workload::Mode};
+
+/// What a read showed, when a write needs checking.
+#[derive(Debug, Default)]
+pub(super) struct Seen {
+    followers: i64,
+    stars_received: i64,
+    post_ids: Vec<i64>,
+}
+
+/// What one virtual user counted while measuring.
+#[derive(Default)]
+pub(super) struct VuResult {
+    pub latency: Option<Histogram<u64>>,
+    pub requests: u64,
+    pub writes: u64,
+    pub conflicts: u64,
+    pub stale: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
+fn kind_of(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connect".into()
+    } else {
+        "transport".into()
+    }
+}
+
+/// A virtual user: its target, its mode, its counts.
+pub(super) struct Vu<'a> {
+    pub t: &'a Target,
+    pub mode: Mode,
+    pub res: VuResult,
+}
+
+impl Vu<'_> {
+    /// A failure of `kind`, also counted into the probe's tally if any.
+    pub fn count_error(&mut self, kind: String, tally: Option<&Tally>) {
+        *self.res.errors.entry(kind).or_default() += 1;
+        if let Some(t) = tally {
+            t.error();
+        }
+    }
+
+    async fn get(&mut self, path: &str, parse: bool) -> Result<Option<Value>, String> {
+        self.res.requests += 1;
+        let r = self
+            .t
+            .http
+            .get(format!("{}{path}", self.t.base))
+            .send()
+            .await
+            .map_err(|e| kind_of(&e))?;
+        let status = r.status();
+        if !status.is_success() {
+            return Err(format!("http_{}", status.as_u16()));
+        }
+        if parse {
+            r.json::<Value>().await.map(Some).map_err(|e| kind_of(&e))
+        } else {
+            r.bytes().await.map(|_| None).map_err(|e| kind_of(&e))
+        }
+    }
+
+    /// One page load; with `check`, returns what the page showed.
+    pub async fn page(&mut self, user: i64, check: bool) -> Result<Option<Seen>, String> {
+        match self.mode {
+            Mode::Trivial => self.get("/api/ping", false).await.map(|_| None),
+            Mode::Optimized => {
+                let v = self
+                    .get(&format!("/api/user/stats-optimized?userId={user}"), check)
+                    .await?;
+                Ok(v.map(|v| Seen {
+                    followers: v["stats"]["followers"].as_i64().unwrap_or(-1),
+                    stars_received: v["stats"]["starsReceived"].as_i64().unwrap_or(-1),
+                    post_ids: v["recentPosts"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|p| p["id"].as_i64()).collect())
+                        .unwrap_or_default(),
+                }))
+            }
+            Mode::Baseline => {
+                // The four components load in parallel, as a page would.
+                let base = &self.t.base;
+                let http = &self.t.http;
+                let get = |part: &str| {
+                    let url = format!("{base}/api/users/{user}/{part}");
+                    async move {
+                        let r = http.get(url).send().await.map_err(|e| kind_of(&e))?;
+                        if !r.status().is_success() {
+                            return Err(format!("http_{}", r.status().as_u16()));
+                        }
+                        r.json::<Value>().await.map_err(|e| kind_of(&e))
+                    }
+                };
+                self.res.requests += 4;
+                let (stats, posts, history, social) = tokio::join!(
+                    get("stats"),
+                    get("posts"),
+                    get("star-history"),
+                    get("social")
+                );
+                let (stats, posts) = (stats?, posts?);
+                history?;
+                social?;
+                Ok(check.then(|| Seen {
+                    followers: stats["stats"]["followers"].as_i64().unwrap_or(-1),
+                    stars_received: stats["stats"]["starsReceived"].as_i64().unwrap_or(-1),
+                    post_ids: posts
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|p| p["id"].as_i64()).collect())
+                        .unwrap_or_default(),
+                }))
+            }
+        }
+    }
+
+    async fn write(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        actor: i64,
+        body: Option<Value>,
+    ) -> Result<reqwest::StatusCode, String> {
+        self.res.requests += 1;
+        self.res.writes += 1;
+        let mut req = self
+            .t
+            .http
+            .request(method, format!("{}{path}", self.t.base))
+            .header("X-User-Id", actor.to_string());
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.map_err(|e| kind_of(&e))?;
+        let s = r.status();
+        if s.is_success() || s == reqwest::StatusCode::CONFLICT {
+            Ok(s)
+        } else {
+            Err(format!("http_{}", s.as_u16()))
+        }
+    }
+}
+
+/// What a checked write came to.
+pub(super) enum WriteOutcome {
+    Seen,
+    Conflict,
+    Stale,
+}
+
+/// A write, then a read through the mode's own path that must see it.
+pub(super) async fn write_and_check(
+    vu: &mut Vu<'_>,
+    rng: &mut StdRng,
+    user: i64,
+    n_users: i64,
+) -> Result<WriteOutcome, String> {
+    let actor = rng.gen_range(1..=n_users);
+    let before = vu.page(user, true).await?.unwrap_or_default();
+    match rng.gen_range(0..3) {
+        0 if !before.post_ids.is_empty() => {
+            let post = before.post_ids[rng.gen_range(0..before.post_ids.len())];
+            let path = format!("/api/posts/{post}/star");
+            put_and_check(vu, &path, actor, user, &before, |s| s.stars_received).await
+        }
+        1 => {
+            let path = format!("/api/users/{user}/follow");
+            put_and_check(vu, &path, actor, user, &before, |s| s.followers).await
+        }
+        _ => {
+            let body =
+                json!({"title": "bench snippet", "language": "rust", "content": "fn main() {}"});
+            vu.write(reqwest::Method::POST, "/api/posts", user, Some(body))
+                .await?;
+            let after = vu.page(user, true).await?.unwrap_or_default();
+            // The new post is the author's newest unless ten others landed meanwhile.
+            Ok(
+                if after
+                    .post_ids
+                    .first()
+                    .is_some_and(|id| !before.post_ids.contains(id))
+                {
+                    WriteOutcome::Seen
+                } else {
+                    WriteOutcome::Stale
+                },
+            )
+        }
+    }
+}
+
+/// `actor` PUTs `path` (a star or a follow that raises one of `user`'s
+/// counters); the next read of `user`'s page must show the counter raised.
+async fn put_and_check(
+    vu: &mut Vu<'_>,
+    path: &str,
+    actor: i64,
+    user: i64,
+    before: &Seen,
+    counter: impl Fn(&Seen) -> i64,
+) -> Result<WriteOutcome, String> {
+    if actor == user {
+        // Starring your own post or following yourself: not a write we check.
+        return Ok(WriteOutcome::Conflict);
+    }
+    if vu.write(reqwest::Method::PUT, path, actor, None).await? == reqwest::StatusCode::CONFLICT {
+        return Ok(WriteOutcome::Conflict);
+    }
+    let after = vu.page(user, true).await?.unwrap_or_default();
+    Ok(if counter(&after) > counter(before) {
+        WriteOutcome::Seen
+    } else {
+        WriteOutcome::Stale
+    })
+}
