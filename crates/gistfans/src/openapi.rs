@@ -1,8 +1,18 @@
 //! The OpenAPI 3 document, generated from the handlers' annotations.
 
-use utoipa::OpenApi;
+use utoipa::{
+    openapi::{
+        path::Parameter,
+        schema::{SchemaType, Type},
+        ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Schema,
+    },
+    Modify, Number, OpenApi,
+};
 
-use crate::routes::{admin, baseline, ops, profile, writes};
+use crate::{
+    extract::MAX_ID,
+    routes::{admin, baseline, ops, profile, writes},
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,11 +39,127 @@ use crate::routes::{admin, baseline, ops, profile, writes};
         ops::metrics,
         ops::openapi,
     ),
-    components(schemas(crate::error::ErrorBody, writes::NewPostBody, admin::AdminAction))
+    components(schemas(crate::error::ErrorBody, writes::NewPostBody, admin::AdminAction)),
+    modifiers(&CommonRules)
 )]
 struct ApiDoc;
+
+/// What holds for every operation, written once here rather than on each
+/// handler: the id parameters' range, the limits on the request head (414,
+/// 431), and the answers of operations with parameters (400) or a body
+/// (400, 413, 415).
+struct CommonRules;
+
+/// Parameters that carry an id (see `extract::parse_id`).
+const ID_PARAMETERS: [&str; 3] = ["id", "userId", "X-User-Id"];
+
+impl Modify for CommonRules {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for op in operations.into_iter().flatten() {
+                let mut has_parameters = false;
+                for p in op.parameters.iter_mut().flatten() {
+                    has_parameters = true;
+                    if ID_PARAMETERS.contains(&p.name.as_str()) {
+                        constrain_id(p);
+                    }
+                }
+                let mut codes = vec![
+                    ("414", "The request target is longer than 8 KiB"),
+                    ("431", "More than 64 headers, or more than 32 KiB of them"),
+                ];
+                if has_parameters || op.request_body.is_some() {
+                    codes.push(("400", "A malformed parameter, header or body"));
+                }
+                if op.request_body.is_some() {
+                    codes.push(("413", "The body is larger than the limit"));
+                    codes.push(("415", "The body is not `application/json`"));
+                }
+                for (code, description) in codes {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| error_response(description));
+                }
+            }
+        }
+    }
+}
+
+/// An id: an integer from 1 to `MAX_ID`, or a string spelling one.
+fn constrain_id(p: &mut Parameter) {
+    if let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut() {
+        if o.schema_type == SchemaType::Type(Type::Integer) {
+            o.minimum = Some(Number::Int(1));
+            o.maximum = Some(Number::Int(MAX_ID as isize));
+        } else {
+            o.pattern = Some("^[1-9][0-9]{0,15}$".into());
+        }
+    }
+}
+
+fn error_response(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
+}
 
 /// The document.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn param<'a>(op: &'a Value, name: &str) -> &'a Value {
+        op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no parameter {name} in {op}"))
+    }
+
+    #[test]
+    fn ids_carry_their_range_and_every_operation_the_common_errors() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let stats = &doc["paths"]["/api/users/{id}/stats"]["get"];
+        assert_eq!(param(stats, "id")["schema"]["minimum"], 1);
+        assert_eq!(param(stats, "id")["schema"]["maximum"], MAX_ID);
+        let create = &doc["paths"]["/api/posts"]["post"];
+        assert_eq!(param(create, "X-User-Id")["schema"]["minimum"], 1);
+        for code in ["400", "413", "415"] {
+            assert!(
+                create["responses"][code].is_object(),
+                "POST /api/posts {code}"
+            );
+        }
+        let profile = &doc["paths"]["/api/user/stats-optimized"]["get"];
+        assert!(param(profile, "userId")["schema"]["pattern"].is_string());
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for code in ["414", "431"] {
+                    assert!(op["responses"][code].is_object(), "{method} {path} {code}");
+                }
+            }
+        }
+    }
 }

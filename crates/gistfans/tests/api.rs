@@ -1,126 +1,14 @@
 //! The HTTP API end to end: a real server on port 0 over a fresh, seeded
 //! database per test, on SQLite and on PostgreSQL.
 
+mod common;
+
 use std::time::Duration;
 
-use gistfans_data::{seed::SeedConfig, DataAggregationService, Db};
+use common::*;
+use gistfans_data::seed::SeedConfig;
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
-
-struct App {
-    base: String,
-    http: reqwest::Client,
-    db: Db,
-    _pg: Option<testkit::pg::TestDatabase>,
-    _dir: Option<TempDir>,
-}
-
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-const TOKEN: &str = "s3cret-token";
-
-async fn spawn_app(backend: Backend, admin_token: Option<&str>) -> App {
-    let (url, pg, dir) = match backend {
-        Backend::Sqlite => {
-            let dir = std::env::temp_dir().join(testkit::unique("gf_api"));
-            std::fs::create_dir_all(&dir).unwrap();
-            (
-                format!("sqlite://{}/gf.db", dir.display()),
-                None,
-                Some(TempDir(dir)),
-            )
-        }
-        Backend::Postgres => {
-            let pg = testkit::pg::TestDatabase::create().await;
-            (pg.url.clone(), Some(pg), None)
-        }
-    };
-    gistfans_data::migrate(&url, None).await.unwrap();
-    gistfans_data::seed::seed(&url, &SeedConfig::small(), false)
-        .await
-        .unwrap();
-    let mut app = serve(&url, hpdb::ManagerConfig::new(), admin_token).await;
-    app._pg = pg;
-    app._dir = dir;
-    app
-}
-
-/// Serves the app on port 0 over a migrated, seeded database at `url`.
-async fn serve(url: &str, config: hpdb::ManagerConfig, admin_token: Option<&str>) -> App {
-    let db = Db::connect(url, config).await.unwrap();
-    let service = DataAggregationService::new(db.clone()).with_preloading(false);
-    let state = gistfans::state::AppState::new(service, admin_token.map(String::from));
-    let app = gistfans::routes::router(state, Duration::from_secs(10));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    App {
-        base,
-        http: reqwest::Client::new(),
-        db,
-        _pg: None,
-        _dir: None,
-    }
-}
-
-impl App {
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        user: Option<i64>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(u) = user {
-            req = req.header("X-User-Id", u.to_string());
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn profile(&self, id: i64) -> Value {
-        let (s, v) = self
-            .get(&format!("/api/user/stats-optimized?userId={id}"))
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        v
-    }
-}
-
-fn assert_error(status: StatusCode, body: &Value, expect: StatusCode) {
-    assert_eq!(status, expect, "{body}");
-    assert!(
-        body["error"].is_string() && body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "error body: {body}"
-    );
-}
 
 async fn aggregate_matches_the_baseline_routes(backend: Backend) {
     let app = spawn_app(backend, None).await;

@@ -1,0 +1,163 @@
+//! Shared by the server's integration tests: a real server on port 0, through
+//! the server's own connection layer, over a fresh, seeded database.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use gistfans::listener::ConnectionLimits;
+use gistfans_data::{seed::SeedConfig, DataAggregationService, Db};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+pub struct App {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: Db,
+    pub _pg: Option<testkit::pg::TestDatabase>,
+    pub _dir: Option<TempDir>,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const TOKEN: &str = "s3cret-token";
+
+pub async fn spawn_app(backend: Backend, admin_token: Option<&str>) -> App {
+    spawn_app_with(backend, admin_token, test_limits()).await
+}
+
+/// [`spawn_app`] with the given connection limits.
+pub async fn spawn_app_with(
+    backend: Backend,
+    admin_token: Option<&str>,
+    limits: ConnectionLimits,
+) -> App {
+    let (url, pg, dir) = match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(testkit::unique("gf_api"));
+            std::fs::create_dir_all(&dir).unwrap();
+            (
+                format!("sqlite://{}/gf.db", dir.display()),
+                None,
+                Some(TempDir(dir)),
+            )
+        }
+        Backend::Postgres => {
+            let pg = testkit::pg::TestDatabase::create().await;
+            (pg.url.clone(), Some(pg), None)
+        }
+    };
+    gistfans_data::migrate(&url, None).await.unwrap();
+    gistfans_data::seed::seed(&url, &SeedConfig::small(), false)
+        .await
+        .unwrap();
+    let mut app = serve_with(&url, hpdb::ManagerConfig::new(), admin_token, limits).await;
+    app._pg = pg;
+    app._dir = dir;
+    app
+}
+
+/// The connection layer's limits in tests: the product's, with short
+/// deadlines so that tests about them end quickly.
+pub fn test_limits() -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout: Duration::from_millis(500),
+        write_timeout: Duration::from_secs(2),
+        max_connections: 4096,
+        max_headers: 128,
+        drain_timeout: Duration::from_secs(2),
+    }
+}
+
+/// Serves the app on port 0 over a migrated, seeded database at `url`.
+pub async fn serve(url: &str, config: hpdb::ManagerConfig, admin_token: Option<&str>) -> App {
+    serve_with(url, config, admin_token, test_limits()).await
+}
+
+/// [`serve`] with the given connection limits, through the server's own
+/// connection layer.
+pub async fn serve_with(
+    url: &str,
+    config: hpdb::ManagerConfig,
+    admin_token: Option<&str>,
+    limits: ConnectionLimits,
+) -> App {
+    let db = Db::connect(url, config).await.unwrap();
+    let service = DataAggregationService::new(db.clone()).with_preloading(false);
+    let state = gistfans::state::AppState::new(service, admin_token.map(String::from));
+    let app = gistfans::routes::router(state, Duration::from_secs(10));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(gistfans::listener::serve(
+        listener,
+        app,
+        limits,
+        std::future::pending(),
+    ));
+    App {
+        base,
+        http: reqwest::Client::new(),
+        db,
+        _pg: None,
+        _dir: None,
+    }
+}
+
+impl App {
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: Option<i64>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(u) = user {
+            req = req.header("X-User-Id", u.to_string());
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn profile(&self, id: i64) -> Value {
+        let (s, v) = self
+            .get(&format!("/api/user/stats-optimized?userId={id}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+}
+
+pub fn assert_error(status: StatusCode, body: &Value, expect: StatusCode) {
+    assert_eq!(status, expect, "{body}");
+    assert!(
+        body["error"].is_string() && body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error body: {body}"
+    );
+}
