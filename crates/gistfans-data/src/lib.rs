@@ -11,6 +11,7 @@
 
 pub mod aggregate;
 pub mod baseline;
+mod connection_plan;
 mod db;
 mod error;
 pub mod incremental;

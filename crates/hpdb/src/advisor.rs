@@ -169,7 +169,7 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
             s.active_connections as f64,
             s.max_connections as f64,
             format!(
-                "connection pool exhausted: all {} connections busy and {} queries waiting; running a health check to recover",
+                "connection pool exhausted: all {} connections busy and {} queries waiting; raise DB_POOL_MAX if the database has headroom, or look for slow queries and suspected leaks holding connections",
                 s.max_connections, s.pending_requests
             ),
         );
