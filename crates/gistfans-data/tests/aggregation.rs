@@ -341,3 +341,29 @@ async fn postgres_counts_one_statement_per_uncached_aggregate_and_many_for_the_b
     // stats 6 + posts 3 + star history 2 + social 7.
     assert_eq!(page, 18, "the baseline's statement count changed");
 }
+
+/// Regression (hardening issue, defect 7): a pool larger than PostgreSQL's
+/// `max_connections` used to start and lock every other client out; now
+/// start-up stops and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_a_pool_larger_than_the_database_allows() {
+    let pg = testkit::pg::TestDatabase::create().await;
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&pg.url).await.unwrap();
+    let limit: i64 = sqlx::query_scalar("SELECT current_setting('max_connections')::bigint")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let mut config = ManagerConfig::new();
+    config.pool.max_connections = limit as u32 + 50;
+    let err = match Db::connect(&pg.url, config).await {
+        Ok(_) => panic!(
+            "a pool of {} started against max_connections {limit}",
+            limit + 50
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("max_connections") && err.contains("DB_POOL_MAX"),
+        "{err}"
+    );
+}
