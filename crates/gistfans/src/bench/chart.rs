@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{report::ModeReport, workload::Mode};
+use super::{measures::Mode, report::ModeReport};
 
 const MODES: [(Mode, RGBColor); 3] = [
     (Mode::Baseline, RED),

@@ -21,6 +21,7 @@ use anyhow::Context;
 use clap::Args;
 
 mod chart;
+mod measures;
 mod probe;
 mod report;
 mod server;
@@ -29,8 +30,8 @@ mod vu;
 mod witness;
 mod workload;
 
+pub use measures::Mode;
 pub use report::ModeReport;
-pub use workload::Mode;
 
 /// `gistfans bench`.
 #[derive(Debug, Clone, Args)]

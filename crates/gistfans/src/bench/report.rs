@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::workload::{Counts, Mode, Snapshot};
+use super::measures::{Counts, Mode, Snapshot};
 
 /// Latency percentiles, milliseconds.
 #[derive(Debug, Clone, Serialize)]

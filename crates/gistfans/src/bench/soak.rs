@@ -9,11 +9,12 @@ use std::{sync::Arc, time::Duration};
 use serde::Serialize;
 
 use super::{
+    measures::Mode,
     probe::{Interval, Probe, Tally},
     report::ModeReport,
     server::Target,
     witness::Witness,
-    workload::{self, Mode, Universe},
+    workload::{self, Universe},
     BenchArgs,
 };
 

@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use rand::{rngs::StdRng, Rng};
 use serde_json::{json, Value};
 
-use super::{probe::Tally, server::Target, workload::Mode};
+use super::{measures::Mode, probe::Tally, server::Target};
 
 /// What a read showed, when a write needs checking.
 #[derive(Debug, Default)]

@@ -14,10 +14,9 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-use serde::Serialize;
-use serde_json::Value;
 
 use super::{
+    measures::{Counts, Mode, Snapshot},
     probe::{Probe, Tally},
     report::ModeReport,
     server::Target,
@@ -25,18 +24,6 @@ use super::{
     witness::Witness,
     BenchArgs,
 };
-
-/// How a page is loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Four per-component requests in parallel, plain pool.
-    Baseline,
-    /// One request to the aggregated, cached route.
-    Optimized,
-    /// One request to a route that touches nothing: the HTTP ceiling.
-    Trivial,
-}
 
 /// The seeded data's extent.
 pub struct Universe {
@@ -304,48 +291,11 @@ fn merge(results: Vec<VuResult>) -> (Histogram<u64>, VuResult) {
     (latency, total)
 }
 
-/// Counters of a run, for the report.
-pub struct Counts {
-    /// HTTP requests sent.
-    pub requests: u64,
-    /// Writes sent.
-    pub writes: u64,
-    /// Writes that conflicted (already starred, already following): not errors.
-    pub conflicts: u64,
-    /// Writes a following read did not see.
-    pub stale: u64,
-}
-
 fn total_counts(r: &VuResult) -> Counts {
     Counts {
         requests: r.requests,
         writes: r.writes,
         conflicts: r.conflicts,
         stale: r.stale,
-    }
-}
-
-/// Counters read before and after a measurement.
-pub struct Snapshot {
-    /// pg_stat_statements total.
-    pub statements: Option<i64>,
-    /// The admin monitor's status.
-    pub monitor: Option<Value>,
-    /// The server process's CPU and memory.
-    pub process: Option<super::server::ProcSample>,
-}
-
-impl Snapshot {
-    /// Reads the counters; the admin monitor only if `monitor`.
-    async fn take(t: &Target, w: &Witness, monitor: bool) -> Snapshot {
-        Snapshot {
-            statements: w.statements().await,
-            monitor: if monitor {
-                t.monitor_status().await
-            } else {
-                None
-            },
-            process: t.proc_sample(),
-        }
     }
 }

@@ -1,0 +1,60 @@
+//! What a measured run produces: the mode it measured, its counters, and the
+//! snapshots taken around it. The vocabulary shared by the workload that
+//! fills these and the report that reads them.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{
+    server::{ProcSample, Target},
+    witness::Witness,
+};
+
+/// How a page is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Four per-component requests in parallel, plain pool.
+    Baseline,
+    /// One request to the aggregated, cached route.
+    Optimized,
+    /// One request to a route that touches nothing: the HTTP ceiling.
+    Trivial,
+}
+
+/// Counters of a run, for the report.
+pub struct Counts {
+    /// HTTP requests sent.
+    pub requests: u64,
+    /// Writes sent.
+    pub writes: u64,
+    /// Writes that conflicted (already starred, already following): not errors.
+    pub conflicts: u64,
+    /// Writes a following read did not see.
+    pub stale: u64,
+}
+
+/// Counters read before and after a measurement.
+pub struct Snapshot {
+    /// pg_stat_statements total.
+    pub statements: Option<i64>,
+    /// The admin monitor's status.
+    pub monitor: Option<Value>,
+    /// The server process's CPU and memory.
+    pub process: Option<ProcSample>,
+}
+
+impl Snapshot {
+    /// Reads the counters; the admin monitor only if `monitor`.
+    pub(super) async fn take(t: &Target, w: &Witness, monitor: bool) -> Snapshot {
+        Snapshot {
+            statements: w.statements().await,
+            monitor: if monitor {
+                t.monitor_status().await
+            } else {
+                None
+            },
+            process: t.proc_sample(),
+        }
+    }
+}
