@@ -11,7 +11,7 @@ use utoipa::{
 
 use crate::{
     extract::MAX_ID,
-    routes::{admin, baseline, ops, profile, writes},
+    routes::{admin, writes},
 };
 
 #[derive(OpenApi)]
@@ -20,27 +20,7 @@ use crate::{
         title = "GistFans API",
         description = "Profiles of a code-snippet site, served by the hpdb data layer. Writes name the acting user in X-User-Id (the demo has no login; put real authentication in front)."
     ),
-    paths(
-        profile::stats_optimized,
-        baseline::stats,
-        baseline::posts,
-        baseline::star_history,
-        baseline::social,
-        writes::create_post,
-        writes::star,
-        writes::unstar,
-        writes::follow,
-        writes::unfollow,
-        admin::monitor,
-        admin::act,
-        ops::ping,
-        ops::healthz,
-        ops::readyz,
-        ops::metrics,
-        ops::openapi,
-    ),
-    components(schemas(crate::error::ErrorBody, writes::NewPostBody, admin::AdminAction)),
-    modifiers(&CommonRules)
+    components(schemas(crate::error::ErrorBody, writes::NewPostBody, admin::AdminAction))
 )]
 struct ApiDoc;
 
@@ -118,9 +98,18 @@ fn error_response(description: &str) -> RefOr<Response> {
     )
 }
 
-/// The document.
-pub fn document() -> utoipa::openapi::OpenApi {
+/// The document's frame: its description and shared schemas. The
+/// operations come with the routes (`routes::api`), so the route list is
+/// written once.
+pub fn base() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The finished document: `operations` with the rules that hold for every
+/// operation added.
+pub fn finish(mut operations: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    CommonRules.modify(&mut operations);
+    operations
 }
 
 #[cfg(test)]
@@ -140,7 +129,7 @@ mod tests {
 
     #[test]
     fn ids_carry_their_range_and_every_operation_the_common_errors() {
-        let doc = serde_json::to_value(document()).unwrap();
+        let doc = serde_json::to_value(crate::routes::document()).unwrap();
         let stats = &doc["paths"]["/api/users/{id}/stats"]["get"];
         assert_eq!(param(stats, "id")["schema"]["minimum"], 1);
         assert_eq!(param(stats, "id")["schema"]["maximum"], MAX_ID);

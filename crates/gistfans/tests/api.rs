@@ -439,21 +439,28 @@ async fn operator_routes_work(backend: Backend) {
     let (s, doc) = app.get("/openapi.json").await;
     assert_eq!(s, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for (method, path) in gistfans::routes::ROUTES {
-        assert!(
-            doc["paths"][path][method].is_object(),
-            "openapi.json lacks {method} {path}"
-        );
+    // Every documented operation is a real route (the router and the
+    // document are made from one list; this checks the result).
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            operations += 1;
+            let url = format!("{}{}", app.base, path.replace("{id}", "1"));
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = app.http.request(method.clone(), url).send().await.unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(
+                !body["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("no route"),
+                "{method} {path} is documented but not routed"
+            );
+        }
     }
-    let real: std::collections::HashSet<&str> =
-        gistfans::routes::ROUTES.iter().map(|(_, p)| *p).collect();
-    let documented: std::collections::HashSet<&str> = doc["paths"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(documented, real, "every documented path is a real route");
+    assert_eq!(operations, 17, "every route is documented");
     let _ = &app.db;
 }
 

@@ -2,18 +2,19 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use axum::{
     error_handling::HandleErrorLayer,
     extract::DefaultBodyLimit,
     http::{Method, Uri},
-    middleware,
-    routing::{get, post, put},
-    BoxError, Router,
+    middleware, BoxError, Extension, Router,
 };
 use tower::ServiceBuilder;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{error::ApiError, request_limits, state::AppState, telemetry};
+use crate::{error::ApiError, openapi, request_limits, state::AppState, telemetry};
 
 pub mod admin;
 pub mod baseline;
@@ -24,55 +25,13 @@ pub mod writes;
 /// Largest request body accepted (a post's content is at most 64 KiB).
 pub const BODY_LIMIT: usize = 100 * 1024;
 
-/// Every route as (method, path), as the OpenAPI document must list them.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/api/user/stats-optimized"),
-    ("get", "/api/users/{id}/stats"),
-    ("get", "/api/users/{id}/posts"),
-    ("get", "/api/users/{id}/star-history"),
-    ("get", "/api/users/{id}/social"),
-    ("post", "/api/posts"),
-    ("put", "/api/posts/{id}/star"),
-    ("delete", "/api/posts/{id}/star"),
-    ("put", "/api/users/{id}/follow"),
-    ("delete", "/api/users/{id}/follow"),
-    ("get", "/api/admin/connection-pool-monitor"),
-    ("post", "/api/admin/connection-pool-monitor"),
-    ("get", "/api/ping"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-    ("get", "/openapi.json"),
-];
-
 /// The application, ready to serve.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    Router::new()
-        .route("/api/user/stats-optimized", get(profile::stats_optimized))
-        .route("/api/users/{id}/stats", get(baseline::stats))
-        .route("/api/users/{id}/posts", get(baseline::posts))
-        .route("/api/users/{id}/star-history", get(baseline::star_history))
-        .route("/api/users/{id}/social", get(baseline::social))
-        .route("/api/posts", post(writes::create_post))
-        .route(
-            "/api/posts/{id}/star",
-            put(writes::star).delete(writes::unstar),
-        )
-        .route(
-            "/api/users/{id}/follow",
-            put(writes::follow).delete(writes::unfollow),
-        )
-        .route(
-            "/api/admin/connection-pool-monitor",
-            get(admin::monitor).post(admin::act),
-        )
-        .route("/api/ping", get(ops::ping))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
-        .fallback(no_route)
+    let (api, document) = api().split_for_parts();
+    let document = openapi::finish(document);
+    api.fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(Extension(Arc::new(document)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(request_limits::check_head))
         .layer(middleware::from_fn(telemetry::track))
@@ -90,6 +49,31 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         )
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every route, each registered with its OpenAPI operation: the one list of
+/// routes, from which both the router and `/openapi.json` are made.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(profile::stats_optimized))
+        .routes(routes!(baseline::stats))
+        .routes(routes!(baseline::posts))
+        .routes(routes!(baseline::star_history))
+        .routes(routes!(baseline::social))
+        .routes(routes!(writes::create_post))
+        .routes(routes!(writes::star, writes::unstar))
+        .routes(routes!(writes::follow, writes::unfollow))
+        .routes(routes!(admin::monitor, admin::act))
+        .routes(routes!(ops::ping))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+}
+
+/// The OpenAPI document of every route.
+pub fn document() -> utoipa::openapi::OpenApi {
+    openapi::finish(api().into_openapi())
 }
 
 fn timed_out(e: BoxError, limit: Duration) -> ApiError {

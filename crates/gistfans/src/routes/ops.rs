@@ -1,9 +1,9 @@
 //! Operator routes: liveness, readiness, metrics, the OpenAPI document, and
 //! a trivial route (the HTTP ceiling of the machine, for the benchmark).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use axum::{extract::State, http::header, response::IntoResponse, Json};
+use axum::{extract::State, http::header, response::IntoResponse, Extension, Json};
 use gistfans_data::on_manager;
 use hpdb::{Priority, QueryOptions};
 use serde_json::{json, Value};
@@ -40,8 +40,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3 document")))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::document())
+pub async fn openapi(
+    Extension(document): Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<Arc<utoipa::openapi::OpenApi>> {
+    Json(document)
 }
 
 /// A trivial JSON response: no database, no cache.
