@@ -89,42 +89,75 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Renders the metrics, with the manager's status as gauges.
+/// Renders the metrics: the recorder's, then the manager's status (counters
+/// as counters, levels as gauges, latency and wait as histograms).
 pub fn render(handle: &PrometheusHandle, s: &hpdb::Status) -> String {
-    use metrics::gauge;
+    use metrics::{counter, gauge};
     gauge!("hpdb_connections", "state" => "active").set(s.active_connections as f64);
     gauge!("hpdb_connections", "state" => "idle").set(s.idle_connections as f64);
     gauge!("hpdb_max_connections").set(s.max_connections as f64);
     gauge!("hpdb_pending_requests").set(s.pending_requests as f64);
-    gauge!("hpdb_queries_total").set(s.total_queries as f64);
-    gauge!("hpdb_database_queries_total").set(s.database_queries as f64);
-    gauge!("hpdb_cache_hits_total").set(s.cache_hits as f64);
-    gauge!("hpdb_cache_misses_total").set(s.cache_misses as f64);
     gauge!("hpdb_cache_hit_rate_percent").set(s.cache_hit_rate);
     gauge!("hpdb_cache_entries").set(s.cache.entries as f64);
     gauge!("hpdb_cache_bytes").set(s.cache.weighted_bytes as f64);
-    gauge!("hpdb_single_flight_joins_total").set(s.single_flight_joins as f64);
-    gauge!("hpdb_errors_total").set(s.errors as f64);
-    gauge!("hpdb_timeouts_total").set(s.timeouts as f64);
-    gauge!("hpdb_leaks_detected_total").set(s.leaks_detected as f64);
     gauge!("hpdb_circuit_open").set(if s.circuit == hpdb::CircuitState::Closed {
         0.0
     } else {
         1.0
     });
-    for (q, v) in [
-        ("0.5", s.latency_ms.p50),
-        ("0.95", s.latency_ms.p95),
-        ("0.99", s.latency_ms.p99),
+    // The manager counts; these mirror its counters (they restart from zero
+    // after a `resetMetrics`, which Prometheus reads as a counter reset).
+    for (name, value) in [
+        ("hpdb_queries_total", s.total_queries),
+        ("hpdb_database_queries_total", s.database_queries),
+        ("hpdb_cache_hits_total", s.cache_hits),
+        ("hpdb_cache_misses_total", s.cache_misses),
+        ("hpdb_stale_served_total", s.stale_served),
+        ("hpdb_single_flight_joins_total", s.single_flight_joins),
+        ("hpdb_errors_total", s.errors),
+        ("hpdb_timeouts_total", s.timeouts),
+        ("hpdb_circuit_opens_total", s.circuit_opens),
+        ("hpdb_leaks_detected_total", s.leaks_detected),
+        (
+            "hpdb_connection_limit_refusals_total",
+            s.connection_limit_refusals,
+        ),
     ] {
-        gauge!("hpdb_query_latency_seconds", "quantile" => q).set(v / 1000.0);
+        counter!(name).absolute(value);
     }
-    for (q, v) in [
-        ("0.5", s.acquire_wait_ms.p50),
-        ("0.95", s.acquire_wait_ms.p95),
-        ("0.99", s.acquire_wait_ms.p99),
-    ] {
-        gauge!("hpdb_acquire_wait_seconds", "quantile" => q).set(v / 1000.0);
+    let mut text = handle.render();
+    histogram_text(
+        &mut text,
+        "hpdb_query_latency_seconds",
+        "End-to-end time of execute_query calls.",
+        &s.latency_histogram,
+        s.latency_sum_ms,
+    );
+    histogram_text(
+        &mut text,
+        "hpdb_acquire_wait_seconds",
+        "Time executions waited for admission and a connection.",
+        &s.acquire_wait_histogram,
+        s.acquire_wait_sum_ms,
+    );
+    text
+}
+
+/// Appends one histogram in the Prometheus text format. Written by hand:
+/// the exporter builds histograms only from samples recorded through it,
+/// and the manager already keeps these as buckets (cumulative, in ms).
+fn histogram_text(out: &mut String, name: &str, help: &str, buckets: &[hpdb::Bucket], sum_ms: f64) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut count = 0;
+    for b in buckets {
+        let le = if b.le_ms.is_finite() {
+            (b.le_ms / 1000.0).to_string()
+        } else {
+            "+Inf".to_string()
+        };
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", b.count);
+        count = b.count;
     }
-    handle.render()
+    let _ = writeln!(out, "{name}_sum {}\n{name}_count {count}", sum_ms / 1000.0);
 }

@@ -429,7 +429,12 @@ async fn operator_routes_work(backend: Backend) {
         "http_requests_total{",
         "hpdb_connections{",
         "hpdb_cache_hit_rate_percent",
-        "hpdb_query_latency_seconds{",
+        "hpdb_query_latency_seconds_bucket{le=\"+Inf\"}",
+        "hpdb_query_latency_seconds_count ",
+        "hpdb_acquire_wait_seconds_bucket{",
+        "# TYPE hpdb_queries_total counter",
+        "# TYPE hpdb_database_queries_total counter",
+        "# TYPE hpdb_acquire_wait_seconds histogram",
         "http_request_duration_seconds_bucket{",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");

@@ -271,6 +271,9 @@ mod tests {
             },
             acquire_wait_ms: Percentiles::default(),
             acquire_wait_histogram: vec![],
+            acquire_wait_sum_ms: 0.0,
+            latency_histogram: vec![],
+            latency_sum_ms: 0.0,
             cache: CacheStats::default(),
             uptime_seconds: 1.0,
         }

@@ -71,5 +71,5 @@ pub use config::{
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;
 pub use manager::{BuildError, HealthReport, Manager, ManagerBuilder, QueryFn, QueryResult};
-pub use metrics::{Bucket, Percentiles, Status, WAIT_BUCKETS_MS};
+pub use metrics::{Bucket, Percentiles, Status, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};

@@ -755,7 +755,7 @@ impl<DB: Database> Manager<DB> {
         let (hits, misses) = (get(&c.cache_hits), get(&c.cache_misses));
         let requests = get(&c.requests);
         let latency = inner.metrics.latency();
-        let (wait, wait_histogram) = inner.metrics.wait();
+        let wait = inner.metrics.wait();
         Status {
             active_connections: size.saturating_sub(idle),
             idle_connections: idle,
@@ -766,10 +766,10 @@ impl<DB: Database> Manager<DB> {
             } else {
                 round2(100.0 * hits as f64 / (hits + misses) as f64)
             },
-            average_response_time: if latency.count == 0 {
+            average_response_time: if latency.percentiles.count == 0 {
                 0.0
             } else {
-                round2(get(&c.latency_sum_us) as f64 / latency.count as f64 / 1000.0)
+                round2(latency.sum_ms / latency.percentiles.count as f64)
             },
             max_connections: inner.gate.limit() as u32,
             min_connections: inner.min_connections.load(Ordering::Relaxed),
@@ -787,9 +787,12 @@ impl<DB: Database> Manager<DB> {
             circuit: inner.breaker.state(),
             leaks_detected: inner.leaks.detected(),
             suspected_leaks: inner.leaks.suspects(),
-            latency_ms: latency,
-            acquire_wait_ms: wait,
-            acquire_wait_histogram: wait_histogram,
+            latency_ms: latency.percentiles,
+            acquire_wait_ms: wait.percentiles,
+            acquire_wait_histogram: wait.buckets,
+            acquire_wait_sum_ms: wait.sum_ms,
+            latency_histogram: latency.buckets,
+            latency_sum_ms: latency.sum_ms,
             cache: inner.cache.stats(),
             uptime_seconds: inner.started.elapsed().as_secs_f64(),
             connection_budget: Some(inner.connection_budget.load(Ordering::Relaxed))

@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::{breaker::CircuitState, cache::CacheStats, leak::SuspectedLeak};
 
-/// Upper bounds (ms) of the acquire-wait histogram buckets.
-pub const WAIT_BUCKETS_MS: [f64; 12] = [
+/// Upper bounds (ms) of the latency and acquire-wait histogram buckets.
+pub const BUCKETS_MS: [f64; 12] = [
     0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 10000.0,
 ];
 
@@ -41,6 +41,7 @@ pub(crate) struct Counters {
     pub(crate) circuit_opens: AtomicU64,
     pub(crate) limit_refusals: AtomicU64,
     pub(crate) latency_sum_us: AtomicU64,
+    pub(crate) wait_sum_us: AtomicU64,
 }
 
 pub(crate) struct Metrics {
@@ -88,9 +89,9 @@ impl Metrics {
 
     /// Records how long an execution waited for admission and a connection.
     pub(crate) fn record_wait(&self, d: Duration) {
-        self.wait
-            .lock()
-            .saturating_record((d.as_micros() as u64).max(1));
+        let us = d.as_micros() as u64;
+        self.c.wait_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.wait.lock().saturating_record(us.max(1));
     }
 
     pub(crate) fn reset(&self) {
@@ -109,6 +110,7 @@ impl Metrics {
             &c.circuit_opens,
             &c.limit_refusals,
             &c.latency_sum_us,
+            &c.wait_sum_us,
         ] {
             a.store(0, Ordering::Relaxed);
         }
@@ -116,13 +118,32 @@ impl Metrics {
         self.wait.lock().reset();
     }
 
-    pub(crate) fn latency(&self) -> Percentiles {
-        Percentiles::of(&self.latency.lock())
+    pub(crate) fn latency(&self) -> Distribution {
+        Distribution::of(
+            &self.latency.lock(),
+            self.c.latency_sum_us.load(Ordering::Relaxed),
+        )
     }
 
-    pub(crate) fn wait(&self) -> (Percentiles, Vec<Bucket>) {
-        let h = self.wait.lock();
-        let buckets = WAIT_BUCKETS_MS
+    pub(crate) fn wait(&self) -> Distribution {
+        Distribution::of(
+            &self.wait.lock(),
+            self.c.wait_sum_us.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A histogram read out: percentiles, cumulative buckets, and the sum of
+/// the samples (in ms).
+pub(crate) struct Distribution {
+    pub(crate) percentiles: Percentiles,
+    pub(crate) buckets: Vec<Bucket>,
+    pub(crate) sum_ms: f64,
+}
+
+impl Distribution {
+    fn of(h: &Histogram<u64>, sum_us: u64) -> Self {
+        let buckets = BUCKETS_MS
             .iter()
             .map(|&le| Bucket {
                 le_ms: le,
@@ -133,7 +154,11 @@ impl Metrics {
                 count: h.len(),
             }))
             .collect();
-        (Percentiles::of(&h), buckets)
+        Self {
+            percentiles: Percentiles::of(h),
+            buckets,
+            sum_ms: sum_us as f64 / 1000.0,
+        }
     }
 }
 
@@ -243,6 +268,12 @@ pub struct Status {
     pub acquire_wait_ms: Percentiles,
     /// The same wait as a cumulative histogram.
     pub acquire_wait_histogram: Vec<Bucket>,
+    /// Sum of all the waits, in ms (with the histogram's count, the mean).
+    pub acquire_wait_sum_ms: f64,
+    /// The latency as a cumulative histogram.
+    pub latency_histogram: Vec<Bucket>,
+    /// Sum of all the latencies, in ms.
+    pub latency_sum_ms: f64,
     /// The cache's counters.
     pub cache: CacheStats,
     /// Seconds since the manager started.
