@@ -74,8 +74,8 @@ pub trait CacheLayer: Send + Sync + 'static {
     fn insert(&self, key: Arc<str>, entry: CacheEntry) -> BoxFuture<'_, ()>;
     /// Drops the entry under `key`.
     fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
-    /// Drops entries tagged `tag`. The invalidation log already hides them, so
-    /// a layer may do this lazily.
+    /// Drops entries tagged `tag`: later `get`s must not return them (the
+    /// invalidation log's stamps do not outlive cached entries).
     fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, ()>;
     /// Drops everything.
     fn clear(&self) -> BoxFuture<'_, ()>;

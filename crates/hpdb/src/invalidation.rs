@@ -9,38 +9,95 @@
 //! than its start. Invalidating is O(1) and immediately visible; entries are
 //! dropped lazily when next looked at.
 //!
-//! A stamp only has to outlive the entries it could condemn, so stamps expire
-//! after the longest time an entry can live (`max_ttl + stale_grace`).
+//! A stamp only has to outlive the fetches it could condemn, not the cache
+//! entries: an invalidation also drops the cached entries it touches at
+//! once, and a fetch that stores its result checks the log again *after*
+//! the insert and drops what it stored if an invalidation slipped in
+//! between (see `Manager::store`). So a stamp lives as long as the longest
+//! deadline any query has been given (the manager's query timeout unless a
+//! caller asks for more), plus a second of slack. Keeping stamps for the
+//! cache's longest TTL instead made the log grow with every key a write
+//! touched for an hour: tens of megabytes under a steady write load.
 
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use moka::sync::Cache;
+use moka::{sync::Cache, Expiry};
 
 /// A point in the invalidation sequence.
 pub(crate) type Seq = u64;
 
+/// Slack added to the longest deadline: scheduling delay between a
+/// deadline passing and the fetch noticing it.
+const SLACK: Duration = Duration::from_secs(1);
+
 pub(crate) struct InvalidationLog {
     seq: AtomicU64,
     cleared: AtomicU64,
+    /// The longest query deadline seen, in ms: how long stamps must live.
+    horizon_ms: Arc<AtomicU64>,
     keys: Cache<Arc<str>, Seq>,
     tags: Cache<Arc<str>, Seq>,
 }
 
+/// Each stamp lives for the current horizon from its last write.
+struct StampExpiry {
+    horizon_ms: Arc<AtomicU64>,
+}
+
+impl StampExpiry {
+    fn life(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.horizon_ms.load(Ordering::Relaxed)) + SLACK)
+    }
+}
+
+impl Expiry<Arc<str>, Seq> for StampExpiry {
+    fn expire_after_create(&self, _: &Arc<str>, _: &Seq, _: Instant) -> Option<Duration> {
+        self.life()
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        _: &Seq,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.life()
+    }
+}
+
 impl InvalidationLog {
-    pub(crate) fn new(retention: Duration) -> Self {
-        let stamps = || Cache::builder().time_to_live(retention).build();
+    /// A log whose stamps live at least `deadline` (the longest a query may
+    /// run unless a caller asks for longer: see [`note_deadline`](Self::note_deadline)).
+    pub(crate) fn new(deadline: Duration) -> Self {
+        let horizon_ms = Arc::new(AtomicU64::new(deadline.as_millis() as u64));
+        let stamps = || {
+            Cache::builder()
+                .expire_after(StampExpiry {
+                    horizon_ms: horizon_ms.clone(),
+                })
+                .build()
+        };
         Self {
             seq: AtomicU64::new(0),
             cleared: AtomicU64::new(0),
             keys: stamps(),
             tags: stamps(),
+            horizon_ms,
         }
+    }
+
+    /// Records that a query may run for `deadline`: stamps made from now on
+    /// live at least that long.
+    pub(crate) fn note_deadline(&self, deadline: Duration) {
+        self.horizon_ms
+            .fetch_max(deadline.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// The sequence number a fetch starting now must record.
@@ -84,6 +141,25 @@ impl InvalidationLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stamps_live_as_long_as_the_longest_deadline() {
+        let log = InvalidationLog::new(Duration::from_millis(10));
+        let before = log.snapshot();
+        log.invalidate_key("short");
+        log.note_deadline(Duration::from_secs(60));
+        log.invalidate_key("long");
+        std::thread::sleep(SLACK + Duration::from_millis(50));
+        log.keys.run_pending_tasks();
+        assert!(
+            log.is_current("short", &[], before),
+            "expired with its horizon"
+        );
+        assert!(
+            !log.is_current("long", &[], before),
+            "kept for the longer deadline"
+        );
+    }
 
     #[test]
     fn an_invalidation_after_the_start_condemns_the_result() {

@@ -211,7 +211,7 @@ impl<DB: Database> ManagerBuilder<DB> {
             )),
             min_connections: AtomicU32::new(p.min_connections),
             connection_budget: AtomicU32::new(u32::MAX),
-            log: InvalidationLog::new(config.cache.max_ttl + config.cache.stale_grace),
+            log: InvalidationLog::new(config.query_timeout),
             flights: SingleFlight::default(),
             breaker: CircuitBreaker::new(config.health.failure_threshold, config.health.cooldown),
             leaks: LeakDetector::new(config.leak.threshold),
@@ -337,7 +337,11 @@ impl<DB: Database> Manager<DB> {
         let started = Instant::now();
         let key: Arc<str> = key.into();
         inc(&inner.metrics.c.requests);
-        let deadline = started + options.timeout.unwrap_or(inner.config.query_timeout);
+        let budget = options.timeout.unwrap_or(inner.config.query_timeout);
+        if budget > inner.config.query_timeout {
+            inner.log.note_deadline(budget);
+        }
+        let deadline = started + budget;
         let span = tracing::debug_span!(
             "hpdb.query",
             key_class = key_class(&key),
@@ -508,6 +512,12 @@ impl<DB: Database> Manager<DB> {
             ttl,
         };
         inner.cache.insert(key.clone(), entry).await;
+        // An invalidation between the check above and the insert would
+        // otherwise leave a condemned entry in the cache after its stamp
+        // expires: look again, and drop what was stored if so.
+        if !inner.log.is_current(key, tags, since) {
+            inner.cache.invalidate(key).await;
+        }
     }
 
     /// Waits for admission, then runs `query` on a connection.
