@@ -21,9 +21,6 @@ pub enum DataError {
     /// The connection manager refused or failed (timeouts, circuit open, query errors).
     #[error(transparent)]
     Db(#[from] hpdb::Error),
-    /// The database's JSON could not be read.
-    #[error("could not decode the aggregate returned by the database: {0}")]
-    Decode(#[from] serde_json::Error),
     /// Connecting, migrating or seeding failed.
     #[error("{context}: {source}")]
     Setup {
