@@ -15,3 +15,4 @@ fi
 
 cargo nextest run --workspace --no-fail-fast
 cargo test --workspace --doc
+bash scripts/fuzz.sh

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::{
-    extract::rejection::{JsonRejection, QueryRejection},
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -179,6 +179,12 @@ impl From<JsonRejection> for ApiError {
             status,
             message: r.body_text(),
         }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::invalid(r.body_text())
     }
 }
 

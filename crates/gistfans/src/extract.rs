@@ -1,7 +1,7 @@
 //! Request extractors whose failures are `ApiError`s (JSON, the right 4xx).
 
 use axum::{
-    extract::{FromRequest, FromRequestParts, Query},
+    extract::{FromRequest, FromRequestParts, Path, Query},
     http::{request::Parts, HeaderMap, HeaderValue},
 };
 
@@ -54,6 +54,12 @@ pub fn single_header<'a>(
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Path`, rejecting with a 400 `ApiError` (a path segment
+/// that is not valid UTF-8, for one).
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
 
 /// `axum::extract::Query`, rejecting with a 400 `ApiError`.
 #[derive(Debug, FromRequestParts)]

@@ -26,16 +26,21 @@ struct ApiDoc;
 
 /// What holds for every operation, written once here rather than on each
 /// handler: the id parameters' range, the limits on the request head (414,
-/// 431), and the answers of operations with parameters (400) or a body
+/// 431), the request timeout and overload (503), the database's deadline
+/// (504), and the answers of operations with parameters (400) or a body
 /// (400, 413, 415).
 struct CommonRules;
+
+/// Routes that never touch the database (they cannot answer 504).
+const NO_DATABASE: [&str; 4] = ["/healthz", "/api/ping", "/metrics", "/openapi.json"];
 
 /// Parameters that carry an id (see `extract::parse_id`).
 const ID_PARAMETERS: [&str; 3] = ["id", "userId", "X-User-Id"];
 
 impl Modify for CommonRules {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        for item in doc.paths.paths.values_mut() {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let touches_database = !NO_DATABASE.contains(&path.as_str());
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -53,7 +58,11 @@ impl Modify for CommonRules {
                 let mut codes = vec![
                     ("414", "The request target is longer than 8 KiB"),
                     ("431", "More than 64 headers, or more than 32 KiB of them"),
+                    ("503", "Overloaded or the database unavailable (a request timeout, the pool or the circuit breaker); see Retry-After"),
                 ];
+                if touches_database {
+                    codes.push(("504", "The database did not answer in time"));
+                }
                 if has_parameters || op.request_body.is_some() {
                     codes.push(("400", "A malformed parameter, header or body"));
                 }

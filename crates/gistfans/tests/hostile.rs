@@ -244,6 +244,7 @@ async fn ids_have_one_spelling_and_the_actor_one_header() {
         "/api/user/stats-optimized?userId=05",
         "/api/user/stats-optimized?userId=+5",
         "/api/user/stats-optimized?userId=%205",
+        "/api/users/%FF/stats",
     ] {
         let (s, v) = app.get(path).await;
         assert_error(s, &v, StatusCode::BAD_REQUEST);

@@ -1,9 +1,6 @@
 //! The seed's "before": one route per UI component, each on the plain pool.
 
-use axum::{
-    extract::{Path, State},
-    Json,
-};
+use axum::{extract::State, Json};
 use gistfans_data::{
     baseline,
     model::{DayStars, RecentPost, Social},
@@ -11,7 +8,7 @@ use gistfans_data::{
 
 use crate::{
     error::{ApiError, ErrorBody},
-    extract::parse_id,
+    extract::{parse_id, ApiPath},
     state::AppState,
 };
 
@@ -21,7 +18,7 @@ use crate::{
     responses((status = 200, body = baseline::ProfileStats), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn stats(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<baseline::ProfileStats>, ApiError> {
     Ok(Json(
         baseline::stats(s.db(), parse_id(&id, "user id")?).await?,
@@ -34,7 +31,7 @@ pub async fn stats(
     responses((status = 200, body = Vec<RecentPost>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn posts(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<RecentPost>>, ApiError> {
     Ok(Json(
         baseline::posts(s.db(), parse_id(&id, "user id")?).await?,
@@ -47,7 +44,7 @@ pub async fn posts(
     responses((status = 200, body = Vec<DayStars>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn star_history(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<DayStars>>, ApiError> {
     Ok(Json(
         baseline::star_history(s.db(), parse_id(&id, "user id")?).await?,
@@ -60,7 +57,7 @@ pub async fn star_history(
     responses((status = 200, body = Social), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn social(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Social>, ApiError> {
     Ok(Json(
         baseline::social(s.db(), parse_id(&id, "user id")?).await?,

@@ -2,18 +2,14 @@
 //! see `extract::ActingUser`). Every write is visible to every later read:
 //! the service updates cached aggregates in place.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    Json,
-};
+use axum::{extract::State, http::StatusCode, Json};
 use gistfans_data::{NewPost, Post};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::{
     error::{ApiError, ErrorBody},
-    extract::{parse_id, ActingUser, ApiJson},
+    extract::{parse_id, ActingUser, ApiJson, ApiPath},
     state::AppState,
 };
 
@@ -22,10 +18,13 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct NewPostBody {
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub title: String,
     /// 1 to 40 characters, e.g. `rust`.
+    #[schema(min_length = 1, max_length = 40)]
     pub language: String,
     /// The snippet, 1 byte to 64 KiB.
+    #[schema(min_length = 1, max_length = 65536)]
     pub content: String,
 }
 
@@ -69,7 +68,7 @@ pub async fn create_post(
 pub async fn star(
     State(s): State<AppState>,
     ActingUser(user): ActingUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     s.service
         .set_star(user, parse_id(&id, "post id")?, true)
@@ -84,7 +83,7 @@ pub async fn star(
 pub async fn unstar(
     State(s): State<AppState>,
     ActingUser(user): ActingUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     s.service
         .set_star(user, parse_id(&id, "post id")?, false)
@@ -99,7 +98,7 @@ pub async fn unstar(
 pub async fn follow(
     State(s): State<AppState>,
     ActingUser(user): ActingUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     s.service
         .set_follow(user, parse_id(&id, "user id")?, true)
@@ -114,7 +113,7 @@ pub async fn follow(
 pub async fn unfollow(
     State(s): State<AppState>,
     ActingUser(user): ActingUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     s.service
         .set_follow(user, parse_id(&id, "user id")?, false)
