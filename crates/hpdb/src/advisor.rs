@@ -1,6 +1,7 @@
 //! The advisor: rules that turn a [`Status`] into recommendations and alerts.
 //!
-//! Hand-written because the rules are the seed's own. Each piece of advice
+//! Plain rules over the status figures, each with its threshold in
+//! [`AdvisorConfig`]. Each piece of advice
 //! carries the figure that triggered it and the threshold it crossed, so an
 //! operator can see how far off things are. Recommendations say what to
 //! change; alerts say something is wrong now.
@@ -92,18 +93,36 @@ const LIMIT_REFUSAL_ALERT_SECS: f64 = 60.0;
 /// Applies every rule to `s`.
 pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
     let mut out = Vec::new();
-    let mut push = |kind, severity, observed: f64, threshold: f64, message: String| {
-        out.push(Advice {
-            kind,
-            severity,
-            message,
-            observed,
-            threshold,
-        });
-    };
+    cache_rules(s, t, &mut out);
+    latency_rules(s, t, &mut out);
+    queue_rules(s, t, &mut out);
+    database_rules(s, &mut out);
+    leak_rule(s, &mut out);
+    out
+}
+
+/// One piece of advice, its figures before its message as the rules name them.
+fn advice(
+    kind: AdviceKind,
+    severity: Severity,
+    observed: f64,
+    threshold: f64,
+    message: String,
+) -> Advice {
+    Advice {
+        kind,
+        severity,
+        message,
+        observed,
+        threshold,
+    }
+}
+
+/// Hit rate below target (a recommendation) or far below it (an alert).
+fn cache_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
     let lookups = s.cache_hits + s.cache_misses;
     if lookups >= t.min_lookups && s.cache_hit_rate < t.min_hit_rate {
-        push(
+        out.push(advice(
             AdviceKind::IncreaseCacheTtl,
             Severity::Recommendation,
             s.cache_hit_rate,
@@ -112,10 +131,10 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
                 "cache hit rate is {:.1}% (target {:.0}%): lengthen the cache TTL or the cache size",
                 s.cache_hit_rate, t.min_hit_rate
             ),
-        );
+        ));
     }
     if lookups >= t.min_lookups && s.cache_hit_rate < t.alert_hit_rate {
-        push(
+        out.push(advice(
             AdviceKind::LowCacheEfficiency,
             Severity::Warning,
             s.cache_hit_rate,
@@ -124,10 +143,14 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
                 "cache efficiency is low: {:.1}% hits (alert below {:.0}%); check that keys are stable and TTLs are not too short",
                 s.cache_hit_rate, t.alert_hit_rate
             ),
-        );
+        ));
     }
+}
+
+/// Mean response above target; p99 above the alert threshold.
+fn latency_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
     if s.latency_ms.count > 0 && s.average_response_time > t.max_average_response_ms {
-        push(
+        out.push(advice(
             AdviceKind::OptimizeQueries,
             Severity::Recommendation,
             s.average_response_time,
@@ -136,10 +159,10 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
                 "average response time is {:.1} ms (target {:.0} ms): optimise the slowest queries (indexes, fewer round trips)",
                 s.average_response_time, t.max_average_response_ms
             ),
-        );
+        ));
     }
     if s.latency_ms.count > 0 && s.latency_ms.p99 > t.slow_p99_ms {
-        push(
+        out.push(advice(
             AdviceKind::SlowResponses,
             Severity::Warning,
             s.latency_ms.p99,
@@ -148,10 +171,14 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
                 "slow responses: p99 is {:.1} ms (alert above {:.0} ms)",
                 s.latency_ms.p99, t.slow_p99_ms
             ),
-        );
+        ));
     }
+}
+
+/// Queries waiting for a connection; every connection busy.
+fn queue_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
     if s.pending_requests > t.max_pending {
-        push(
+        out.push(advice(
             AdviceKind::IncreasePoolSize,
             Severity::Recommendation,
             s.pending_requests as f64,
@@ -160,10 +187,10 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
                 "{} queries are waiting for a connection (target at most {}): raise DB_POOL_MAX if the database has headroom",
                 s.pending_requests, t.max_pending
             ),
-        );
+        ));
     }
     if s.pending_requests > 0 && s.active_connections >= s.max_connections {
-        push(
+        out.push(advice(
             AdviceKind::PoolExhausted,
             Severity::Critical,
             s.active_connections as f64,
@@ -172,19 +199,24 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
                 "connection pool exhausted: all {} connections busy and {} queries waiting; raise DB_POOL_MAX if the database has headroom, or look for slow queries and suspected leaks holding connections",
                 s.max_connections, s.pending_requests
             ),
-        );
+        ));
     }
+}
+
+/// The circuit open; the pool larger than the database allows; recent
+/// refusals for being full.
+fn database_rules(s: &Status, out: &mut Vec<Advice>) {
     if s.circuit != CircuitState::Closed {
-        push(
+        out.push(advice(
             AdviceKind::CircuitOpen,
             Severity::Critical,
             s.circuit_opens as f64,
             0.0,
             "database unreachable: the circuit breaker is open; callers fail fast or get stale cache entries".into(),
-        );
+        ));
     }
     if let Some(budget) = s.connection_budget.filter(|b| s.max_connections > *b) {
-        push(
+        out.push(advice(
             AdviceKind::PoolExceedsDatabaseLimit,
             Severity::Warning,
             s.max_connections as f64,
@@ -193,13 +225,13 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
                 "the pool may open {} connections but the database can give it only {budget}: lower DB_POOL_MAX or raise the database's max_connections",
                 s.max_connections
             ),
-        );
+        ));
     }
     if let Some(ago) = s
         .seconds_since_limit_refusal
         .filter(|ago| *ago <= LIMIT_REFUSAL_ALERT_SECS)
     {
-        push(
+        out.push(advice(
             AdviceKind::DatabaseConnectionLimit,
             Severity::Critical,
             s.connection_limit_refusals as f64,
@@ -208,10 +240,14 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
                 "the database refused a connection {ago:.0} s ago because it is at its connection limit ({} refusals in all): other clients of the database may be locked out too; lower DB_POOL_MAX here or in other services",
                 s.connection_limit_refusals
             ),
-        );
+        ));
     }
+}
+
+/// Connections held past the leak threshold.
+fn leak_rule(s: &Status, out: &mut Vec<Advice>) {
     if !s.suspected_leaks.is_empty() {
-        push(
+        out.push(advice(
             AdviceKind::ConnectionLeak,
             Severity::Warning,
             s.suspected_leaks.len() as f64,
@@ -225,9 +261,8 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        );
+        ));
     }
-    out
 }
 
 #[cfg(test)]

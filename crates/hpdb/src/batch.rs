@@ -27,7 +27,6 @@ use tokio::{
 use crate::{
     error::{Error, TimeoutPhase},
     manager::Manager,
-    metrics::inc,
     options::Priority,
 };
 
@@ -150,7 +149,7 @@ where
     /// The rows for `keys`, in order, loaded in as few batches as fit.
     pub async fn load_many(&self, keys: &[K]) -> Result<Vec<Option<Arc<V>>>, Error> {
         let l = &self.inner;
-        l.manager.inner.breaker.admit()?;
+        l.manager.check_circuit()?;
         let started = Instant::now();
         let deadline = started + l.manager.config().query_timeout;
         let receivers: Vec<_> = keys
@@ -209,8 +208,7 @@ where
         let deadline = started + l.manager.config().query_timeout;
         // Keys requested in the same instant join before we ask for a slot.
         tokio::task::yield_now().await;
-        let gate = l.manager.inner.gate.clone();
-        let acquire = gate.acquire(l.priority);
+        let acquire = l.manager.wait_for_slot(l.priority);
         tokio::pin!(acquire);
         let permit = tokio::select! {
             p = &mut acquire => Some(p),
@@ -234,17 +232,16 @@ where
                 elapsed: started.elapsed(),
             }),
             Some(permit) => {
-                let metrics = &l.manager.inner.metrics;
-                inc(&metrics.c.batches);
-                metrics
-                    .c
-                    .batched_keys
-                    .fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let fetch = &l.fetch;
                 l.manager
-                    .run_admitted(permit, &l.name, started, started, deadline, move |conn| {
-                        fetch(conn, keys)
-                    })
+                    .run_batch(
+                        permit,
+                        &l.name,
+                        keys.len(),
+                        started,
+                        deadline,
+                        move |conn| fetch(conn, keys),
+                    )
                     .await
                     .map(|rows| Arc::new(rows.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()))
             }

@@ -7,7 +7,7 @@
 //! ours, while sqlx keeps doing what it does well: opening, pinging,
 //! recycling and reaping connections.
 //!
-//! Around that gate sit the seed's other parts, each in its own module:
+//! Around that gate sit the other parts, each in its own module:
 //!
 //! | part | module | what it guarantees |
 //! | --- | --- | --- |
@@ -18,8 +18,8 @@
 //! | single-flight | `single_flight` | N concurrent callers of one key, one execution; errors shared, never cached |
 //! | health | [`Manager::health_check`], `breaker` | broken connections replaced, pool refilled, fail fast while the database is down, stale-if-error |
 //! | leak detection | `leak` | connections held past a threshold reported with their query key |
-//! | status | [`Status`] | the seed's six fields plus percentiles, wait histogram, counters |
-//! | advice | [`advise`] | the seed's recommendations and alerts, each with its figure and threshold |
+//! | status | [`Status`] | six headline figures (connections, queue, queries, hit rate, mean response time) plus percentiles, wait histogram, counters |
+//! | advice | [`advise`] | recommendations (cache TTL, slow queries, pool size) and alerts (low hit rate, slow responses, exhausted pool, open circuit, leaks, connection limits), each with its figure and threshold |
 //!
 //! ## Consistency
 //! - Strong: once `invalidate(key)` or `invalidate_tag(tag)` has returned, no

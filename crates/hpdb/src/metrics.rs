@@ -212,8 +212,10 @@ fn le_as_json<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     }
 }
 
-/// A snapshot of the manager: the seed's six fields first, under the seed's
-/// camelCase names, then everything an operator needs to act on them.
+/// A snapshot of the manager: six headline figures first (connections
+/// active and idle, queries queued and run, cache hit rate, mean response
+/// time), then everything an operator needs to act on them. Serialized with
+/// camelCase names.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {

@@ -1,4 +1,6 @@
-//! Per-query options: the seed's `{ useCache, priority, timeout }` and more.
+//! Per-query options: cache use, priority and deadline, plus the finer
+//! controls (TTL, invalidation tags, coalescing, stale-if-error, refresh).
+//! The defaults suit a cached read at normal priority.
 
 use std::{sync::Arc, time::Duration};
 

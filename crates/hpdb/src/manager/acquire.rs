@@ -1,0 +1,257 @@
+//! Admission and a connection: the gate's slot, then a connection from
+//! sqlx's pool, then the caller's closure on it under the deadline.
+//!
+//! Invariants:
+//! - A connection is taken only with a slot of the gate held, and goes back
+//!   to the pool before the slot is handed on.
+//! - Every wait ends at the caller's deadline, with the phase it was in
+//!   (queued, acquire, execute).
+//! - At most `max_concurrent_opens` connections are being opened at once;
+//!   an open whose caller has gone finishes in its own task and its
+//!   connection lands idle in the pool (sqlx #3132).
+//! - A failure to connect, or a connection lost mid-query, counts against
+//!   the circuit breaker; a query's own error (bad SQL, a constraint) does not.
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::{pool::PoolConnection, ConnectOptions, Connection, Database, Pool};
+use tokio::{
+    task::JoinHandle,
+    time::{sleep, timeout_at, Instant},
+};
+
+use super::{timeout_error, Manager, QueryFn};
+use crate::{
+    admission::Permit,
+    error::{is_connection_error, is_connection_limit_error, Error, TimeoutPhase},
+    metrics::inc,
+    options::Priority,
+};
+
+impl<DB: Database> Manager<DB> {
+    /// Waits for admission, then runs `query` on a connection.
+    pub(super) async fn admit_and_run<T, F: QueryFn<DB, T>>(
+        &self,
+        key: &Arc<str>,
+        priority: Priority,
+        started: Instant,
+        deadline: Instant,
+        query: F,
+    ) -> Result<T, Error> {
+        let queued_at = Instant::now();
+        let permit = timeout_at(deadline, self.inner.gate.acquire(priority))
+            .await
+            .map_err(|_| timeout_error(key, TimeoutPhase::Queued, started))?;
+        self.run_admitted(permit, key, queued_at, started, deadline, query)
+            .await
+    }
+
+    /// Fails at once while the circuit is open (for the batch loader, which
+    /// checks before it queues its keys).
+    pub(crate) fn check_circuit(&self) -> Result<(), Error> {
+        self.inner.breaker.admit()
+    }
+
+    /// Waits in the gate's queue for a slot at `priority`, without a
+    /// deadline (for the batch loader, which races it against its window).
+    pub(crate) async fn wait_for_slot(&self, priority: Priority) -> Permit {
+        self.inner.gate.acquire(priority).await
+    }
+
+    /// Runs one keyed batch of `keys` keys with its slot already held, and
+    /// counts it (for the batch loader). The wait is measured from `started`.
+    pub(crate) async fn run_batch<T, F: QueryFn<DB, T>>(
+        &self,
+        permit: Permit,
+        name: &Arc<str>,
+        keys: usize,
+        started: Instant,
+        deadline: Instant,
+        query: F,
+    ) -> Result<T, Error> {
+        let c = &self.inner.metrics.c;
+        inc(&c.batches);
+        c.batched_keys
+            .fetch_add(keys as u64, std::sync::atomic::Ordering::Relaxed);
+        self.run_admitted(permit, name, started, started, deadline, query)
+            .await
+    }
+
+    /// Runs `query` with an admission permit already held.
+    async fn run_admitted<T, F: QueryFn<DB, T>>(
+        &self,
+        permit: Permit,
+        key: &Arc<str>,
+        queued_at: Instant,
+        started: Instant,
+        deadline: Instant,
+        query: F,
+    ) -> Result<T, Error> {
+        let inner = &self.inner;
+        let mut conn = self.acquire_connection(key, started, deadline).await?;
+        inner.metrics.record_wait(queued_at.elapsed());
+        let _held = inner.leaks.hold(key);
+        inc(&inner.metrics.c.db_queries);
+        let result = match timeout_at(deadline, query(&mut *conn)).await {
+            // On drop, sqlx pings the connection before reusing it, which
+            // drains the interrupted query; the connection's slot in sqlx's
+            // pool stays taken until then, so the database never sees more
+            // than the pool's bound.
+            Err(_) => Err(timeout_error(key, TimeoutPhase::Execute, started)),
+            Ok(Err(e)) => {
+                if is_connection_error(&e) {
+                    self.connection_failed();
+                    conn.close_on_drop();
+                } else {
+                    inner.breaker.on_success();
+                }
+                Err(Error::Query {
+                    key: key.clone(),
+                    source: Arc::new(e),
+                })
+            }
+            Ok(Ok(v)) => {
+                inner.breaker.on_success();
+                Ok(v)
+            }
+        };
+        // The connection goes back before the slot is handed on.
+        drop(conn);
+        drop(permit);
+        result
+    }
+
+    /// Gets a connection from sqlx for an admitted caller.
+    ///
+    /// HikariCP's lesson: when opening a connection costs far more than a
+    /// query, a caller is better served by the next connection another caller
+    /// returns than by waiting for its own new one. So at most
+    /// `max_concurrent_opens` connections are being opened at a time, and an
+    /// admitted caller takes whichever comes first: an idle connection (polled
+    /// every millisecond while none is free) or the one it started opening.
+    /// An open that loses the race still completes in its own task and its
+    /// connection lands idle in the pool, never thrown away half-open
+    /// (sqlx #3132).
+    async fn acquire_connection(
+        &self,
+        key: &Arc<str>,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<PoolConnection<DB>, Error> {
+        let inner = &self.inner;
+        let mut opening: Option<JoinHandle<Result<PoolConnection<DB>, sqlx::Error>>> = None;
+        loop {
+            if let Some(conn) = inner.pool.try_acquire() {
+                return Ok(conn);
+            }
+            if opening.is_none() {
+                if let Ok(open_permit) = inner.opens.clone().try_acquire_owned() {
+                    let pool = inner.pool.clone();
+                    opening = Some(tokio::spawn(async move {
+                        let _open_permit = open_permit;
+                        open_connection(&pool).await
+                    }));
+                }
+            }
+            let poll = sleep(Duration::from_millis(1));
+            let opened = match opening.as_mut() {
+                Some(handle) => tokio::select! {
+                    r = handle => Some(r),
+                    _ = poll => None,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(timeout_error(key, TimeoutPhase::Acquire, started));
+                    }
+                },
+                None => tokio::select! {
+                    _ = poll => None,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(timeout_error(key, TimeoutPhase::Acquire, started));
+                    }
+                },
+            };
+            match opened {
+                None => continue,
+                Some(Ok(Ok(conn))) => return Ok(conn),
+                Some(Err(join)) => {
+                    return Err(Error::Connect {
+                        key: key.clone(),
+                        source: Arc::new(sqlx::Error::Io(std::io::Error::other(join.to_string()))),
+                    })
+                }
+                Some(Ok(Err(e))) => return Err(self.open_failed(key, started, e)),
+            }
+        }
+    }
+
+    /// Records a failed open (a refusal for being full, a breaker failure
+    /// unless the pool was closed) and says it as the caller's error.
+    fn open_failed(&self, key: &Arc<str>, started: Instant, e: sqlx::Error) -> Error {
+        if is_connection_limit_error(&e) {
+            self.inner.metrics.limit_refused();
+            tracing::error!(error = %e, "the database refused a connection: it is at its connection limit");
+        }
+        if !matches!(e, sqlx::Error::PoolClosed) {
+            self.connection_failed();
+        }
+        match e {
+            sqlx::Error::PoolTimedOut => timeout_error(key, TimeoutPhase::Acquire, started),
+            sqlx::Error::PoolClosed => Error::Closed,
+            e => Error::Connect {
+                key: key.clone(),
+                source: Arc::new(e),
+            },
+        }
+    }
+
+    /// Tells the breaker a connection failed; counts the circuit opening.
+    pub(super) fn connection_failed(&self) {
+        if self.inner.breaker.on_failure() {
+            inc(&self.inner.metrics.c.circuit_opens);
+        }
+    }
+}
+
+/// How long a connection may take to open before a direct attempt checks
+/// whether the database refuses connections. A connect on a local network
+/// takes a few milliseconds; this is long enough that a healthy database is
+/// rarely probed, short enough that an outage is known within a second.
+const REFUSAL_PROBE_AFTER: Duration = Duration::from_millis(100);
+
+/// Opens a connection through sqlx's pool, failing fast when the database
+/// refuses connections.
+///
+/// sqlx retries a refused connect with backoff until its acquire timeout (it
+/// assumes the server is starting up), so the caller would wait the whole
+/// timeout to learn that the database is down, and the circuit breaker
+/// would hear nothing until then. If the pool's open has not finished after
+/// [`REFUSAL_PROBE_AFTER`], one direct connection attempt outside the pool
+/// tells refused from slow: its error ends the open at once; its success
+/// means the database is up but slow, and the pool's open goes on.
+pub(super) async fn open_connection<DB: Database>(
+    pool: &Pool<DB>,
+) -> Result<PoolConnection<DB>, sqlx::Error> {
+    let open = pool.acquire();
+    tokio::pin!(open);
+    tokio::select! {
+        r = &mut open => return r,
+        _ = sleep(REFUSAL_PROBE_AFTER) => {}
+    }
+    let options = pool.connect_options();
+    let probe = options.connect();
+    tokio::select! {
+        r = &mut open => r,
+        probed = probe => match probed {
+            Ok(conn) => {
+                // Closed politely, off the caller's path.
+                tokio::spawn(async move {
+                    let _ = conn.close().await;
+                });
+                open.await
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a direct connection attempt failed: ending the open");
+                Err(e)
+            }
+        },
+    }
+}

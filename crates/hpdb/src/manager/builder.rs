@@ -1,0 +1,158 @@
+//! From configuration to a running [`Manager`]: validation, the sqlx pool
+//! options, the shared state, the background tasks, and (unless built lazily)
+//! the minimum connections opened before the manager is handed out.
+
+use std::sync::{atomic::AtomicU32, Arc};
+
+use sqlx::{pool::PoolOptions, Connection, Database};
+use tokio::time::Instant;
+
+use super::{Inner, Manager};
+use crate::{
+    admission::Gate,
+    breaker::CircuitBreaker,
+    cache::{CacheLayer, MemoryCache},
+    config::{ConfigError, ManagerConfig},
+    invalidation::InvalidationLog,
+    leak::LeakDetector,
+    metrics::Metrics,
+    single_flight::SingleFlight,
+};
+
+/// Failure to start a manager.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration was rejected.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The minimum connections could not be opened.
+    #[error("could not open the minimum {min} connections: {source}")]
+    Connect {
+        /// The configured minimum.
+        min: u32,
+        /// The underlying sqlx error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// A caller's adjustment of the sqlx pool options.
+type CustomizePool<DB> = Box<dyn FnOnce(PoolOptions<DB>) -> PoolOptions<DB> + Send>;
+
+/// Builds a [`Manager`]; see [`Manager::builder`].
+#[must_use]
+pub struct ManagerBuilder<DB: Database> {
+    config: ManagerConfig,
+    customize: Option<CustomizePool<DB>>,
+    background: bool,
+}
+
+impl<DB: Database> Manager<DB> {
+    /// Starts building a manager with `config`.
+    pub fn builder(config: ManagerConfig) -> ManagerBuilder<DB> {
+        ManagerBuilder {
+            config,
+            customize: None,
+            background: true,
+        }
+    }
+
+    /// Connects to `url` with `config`.
+    pub async fn connect(url: &str, config: ManagerConfig) -> Result<Self, BuildError> {
+        Self::builder(config).connect(url).await
+    }
+}
+
+impl<DB: Database> ManagerBuilder<DB> {
+    /// Adjusts the sqlx pool options after the manager has applied its
+    /// configuration (for `after_connect` hooks and the like).
+    pub fn pool_options(
+        mut self,
+        f: impl FnOnce(PoolOptions<DB>) -> PoolOptions<DB> + Send + 'static,
+    ) -> Self {
+        self.customize = Some(Box::new(f));
+        self
+    }
+
+    /// Whether to start the health, leak and sweep tasks (default true).
+    /// Tests that drive them by hand turn this off.
+    pub fn background_tasks(mut self, on: bool) -> Self {
+        self.background = on;
+        self
+    }
+
+    /// Connects to `url` and opens the minimum connections.
+    pub async fn connect(self, url: &str) -> Result<Manager<DB>, BuildError> {
+        let opts = url
+            .parse::<<DB::Connection as Connection>::Options>()
+            .map_err(|source| BuildError::Connect {
+                min: self.config.pool.min_connections,
+                source,
+            })?;
+        self.connect_with(opts).await
+    }
+
+    /// Connects with explicit connect options and opens the minimum connections.
+    pub async fn connect_with(
+        self,
+        opts: <DB::Connection as Connection>::Options,
+    ) -> Result<Manager<DB>, BuildError> {
+        let min = self.config.pool.min_connections;
+        let manager = self.build_lazy(opts)?;
+        manager
+            .warm_up()
+            .await
+            .map_err(|source| BuildError::Connect { min, source })?;
+        Ok(manager)
+    }
+
+    /// Builds without connecting: connections open on first use. Useful when
+    /// the database may be down at start-up (the circuit breaker takes over).
+    pub fn build_lazy(
+        self,
+        opts: <DB::Connection as Connection>::Options,
+    ) -> Result<Manager<DB>, BuildError> {
+        let config = self.config;
+        config.validate()?;
+        let p = &config.pool;
+        let mut pool_options = PoolOptions::<DB>::new()
+            .min_connections(p.min_connections)
+            .max_connections(p.ceiling())
+            .idle_timeout(Some(p.idle_timeout))
+            .acquire_timeout(p.acquire_timeout)
+            .max_lifetime(p.max_lifetime)
+            // The health monitor pings idle connections; sqlx pings every
+            // connection on release already, so a ping per acquire would only
+            // add a round trip to every query.
+            .test_before_acquire(false);
+        if let Some(f) = self.customize {
+            pool_options = f(pool_options);
+        }
+        let pool = pool_options.connect_lazy_with(opts);
+        let cache: Arc<dyn CacheLayer> = Arc::new(MemoryCache::new(&config.cache));
+        let inner = Arc::new(Inner {
+            gate: Gate::new(p.max_connections as usize, config.admission.aging_step),
+            opens: Arc::new(tokio::sync::Semaphore::new(
+                p.max_concurrent_opens.max(1) as usize
+            )),
+            min_connections: AtomicU32::new(p.min_connections),
+            connection_budget: AtomicU32::new(u32::MAX),
+            log: InvalidationLog::new(config.query_timeout),
+            flights: SingleFlight::default(),
+            breaker: CircuitBreaker::new(config.health.failure_threshold, config.health.cooldown),
+            leaks: LeakDetector::new(config.leak.threshold),
+            metrics: Metrics::new(),
+            started: Instant::now(),
+            tasks: parking_lot::Mutex::new(Vec::new()),
+            pool,
+            cache,
+            config,
+        });
+        let manager = Manager { inner };
+        if self.background {
+            manager.spawn_background_tasks();
+        }
+        Ok(manager)
+    }
+}

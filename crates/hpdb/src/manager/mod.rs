@@ -1,0 +1,250 @@
+//! The manager: one handle in front of a sqlx pool.
+//!
+//! One call, [`Manager::execute_query`], runs a caller's sqlx code on a pooled
+//! connection, passing through each mechanism in turn:
+//!
+//! ```text
+//! cache lookup ─hit─▶ return
+//!     │miss (a stale entry is kept aside for stale-if-error)
+//! circuit breaker ─open─▶ stale entry, or CircuitOpen
+//!     │
+//! single-flight ─follower─▶ wait for the leader's outcome
+//!     │leader
+//! priority gate (queued) ─▶ sqlx pool (acquire) ─▶ closure (execute)
+//!     │
+//! store in cache (unless invalidated meanwhile) ─▶ hand outcome to followers
+//! ```
+//!
+//! The pool is sqlx's, wrapped rather than replaced: the gate admits at most
+//! `max_connections` holders, so sqlx's own queue never forms and every
+//! ordering decision is ours (see the admission module). sqlx keeps doing
+//! what it does well: opening, recycling, idle reaping and min maintenance.
+//!
+//! This file holds the handle, its shared state and the small facade
+//! (configuration, cache invalidation and in-place updates, resizing). Each
+//! other concern has a file of its own:
+//!
+//! | file | one job |
+//! | --- | --- |
+//! | `builder` | [`ManagerBuilder`]: configuration to a running manager |
+//! | `pipeline` | `execute_query`: the path above, step by step |
+//! | `acquire` | admission, a connection, running the closure on it |
+//! | `health` | health checks, probes and the background tasks |
+//! | `status` | the [`Status`](crate::Status) snapshot and the advice drawn from it |
+
+mod acquire;
+mod builder;
+mod health;
+mod pipeline;
+mod status;
+
+use std::{
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use sqlx::{Database, Pool};
+use tokio::{task::JoinHandle, time::Instant};
+
+pub use builder::{BuildError, ManagerBuilder};
+pub use health::HealthReport;
+
+use crate::{
+    admission::Gate,
+    breaker::CircuitBreaker,
+    cache::CacheLayer,
+    config::{ConfigError, ManagerConfig},
+    error::{Error, TimeoutPhase},
+    invalidation::InvalidationLog,
+    leak::LeakDetector,
+    metrics::Metrics,
+    options::{QueryOptions, Source},
+    single_flight::SingleFlight,
+};
+
+/// A query closure: gets a connection, runs the caller's sqlx code on it.
+///
+/// Written as a boxed future because the future borrows the connection and
+/// must be `Send`; the call site looks like
+/// `|conn| Box::pin(async move { sqlx::query_as(..).fetch_all(conn).await })`.
+pub trait QueryFn<DB: Database, T>:
+    for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send
+{
+}
+
+impl<DB: Database, T, F> QueryFn<DB, T> for F where
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send
+{
+}
+
+/// A result and where it came from.
+#[derive(Debug)]
+pub struct QueryResult<T> {
+    /// The result, shared with other callers of the same key.
+    pub value: Arc<T>,
+    /// Database, cache, a joined execution, or a stale cache entry.
+    pub source: Source,
+}
+
+/// What every clone of a manager shares. Fields are private to the
+/// `manager` module; the rest of the crate goes through `Manager`'s methods.
+struct Inner<DB: Database> {
+    pool: Pool<DB>,
+    config: ManagerConfig,
+    gate: Arc<Gate>,
+    /// Bounds connections being opened at once (see `acquire_connection`).
+    opens: Arc<tokio::sync::Semaphore>,
+    min_connections: AtomicU32,
+    /// Connections the database can give this pool (`u32::MAX`: unknown).
+    connection_budget: AtomicU32,
+    cache: Arc<dyn CacheLayer>,
+    log: InvalidationLog,
+    flights: SingleFlight,
+    breaker: CircuitBreaker,
+    leaks: Arc<LeakDetector>,
+    metrics: Metrics,
+    started: Instant,
+    tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl<DB: Database> Drop for Inner<DB> {
+    fn drop(&mut self) {
+        for t in self.tasks.get_mut().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// The connection manager. Cheap to clone; clones share everything.
+pub struct Manager<DB: Database> {
+    inner: Arc<Inner<DB>>,
+}
+
+impl<DB: Database> Clone for Manager<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<DB: Database> Manager<DB> {
+    /// The underlying sqlx pool, for code that must bypass the manager
+    /// (migrations, the benchmark's baseline). Connections taken from it are
+    /// not admitted by priority and not counted.
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.inner.pool
+    }
+
+    /// The configuration the manager runs with.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
+    /// Drops the cached result under `key`, and makes sure a query for it
+    /// that is already running cannot store or share its older result.
+    pub async fn invalidate(&self, key: &str) {
+        self.inner.log.invalidate_key(key);
+        self.inner.cache.invalidate(key).await;
+    }
+
+    /// Drops every cached result tagged `tag`, with the same guarantee.
+    pub async fn invalidate_tag(&self, tag: &str) {
+        self.inner.log.invalidate_tag(tag);
+        self.inner.cache.invalidate_tag(tag).await;
+    }
+
+    /// Drops every cached result.
+    pub async fn clear_cache(&self) {
+        self.inner.log.invalidate_all();
+        self.inner.cache.clear().await;
+    }
+
+    /// Reads the cached value under `key`, if fresh and current, without
+    /// touching the database or the hit counters.
+    pub async fn peek_cached<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
+        self.peek_cached_with_ttl(key).await.map(|(value, _)| value)
+    }
+
+    /// Like [`peek_cached`](Self::peek_cached), with the time the entry has
+    /// left before it expires. An update in place stores its result with
+    /// that remaining time, never a fresh TTL, so that the TTL stays a bound
+    /// on how long any cached value can drift from the database.
+    pub async fn peek_cached_with_ttl<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+    ) -> Option<(Arc<T>, Duration)> {
+        let entry = self.inner.cache.get(key).await?;
+        let left = entry.ttl.checked_sub(entry.stored_at.elapsed())?;
+        if left.is_zero() || !self.inner.log.is_current(key, &entry.tags, entry.seq) {
+            return None;
+        }
+        Some((entry.value.downcast::<T>().ok()?, left))
+    }
+
+    /// Replaces the cached value under `key` (for updates in place), with
+    /// the tags and TTL of `options` (the default TTL if it names none).
+    pub async fn put_cached<T: Serialize + Send + Sync + 'static>(
+        &self,
+        key: impl Into<Arc<str>>,
+        options: &QueryOptions,
+        value: Arc<T>,
+    ) {
+        let key = key.into();
+        let tags: Arc<[Arc<str>]> = options.tags.clone().into();
+        let since = self.inner.log.snapshot();
+        self.store(&key, options, &tags, since, value).await;
+    }
+
+    /// Tells the manager how many connections the database can give this
+    /// pool (its connection limit less what other clients need). The
+    /// advisor alerts while the pool's maximum exceeds it. The manager
+    /// cannot know this by itself: it depends on the database and on every
+    /// other client of it.
+    pub fn set_connection_budget(&self, budget: u32) {
+        self.inner
+            .connection_budget
+            .store(budget, Ordering::Relaxed);
+    }
+
+    /// Changes the number of connections the gate admits at once. Must stay
+    /// within `[min_connections, ceiling]`.
+    pub fn resize(&self, max_connections: u32) -> Result<(), ConfigError> {
+        let ceiling = self.inner.config.pool.ceiling();
+        let min = self.inner.min_connections.load(Ordering::Relaxed);
+        if max_connections == 0 || max_connections > ceiling || max_connections < min {
+            return Err(ConfigError(format!(
+                "pool size {max_connections} is outside [{min}, {ceiling}] (min_connections, \
+                 max_connections_ceiling); raise the ceiling to allow more"
+            )));
+        }
+        self.inner.gate.set_limit(max_connections as usize);
+        tracing::info!(max_connections, "pool resized");
+        Ok(())
+    }
+
+    /// Clears the counters and histograms (not the cache).
+    pub fn reset_metrics(&self) {
+        self.inner.metrics.reset();
+        self.inner.leaks.reset();
+    }
+
+    /// Closes the pool: waits for connections to come back, then closes them.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+}
+
+/// The timeout error for `key` in `phase`, with the time since `started`.
+fn timeout_error(key: &Arc<str>, phase: TimeoutPhase, started: Instant) -> Error {
+    Error::Timeout {
+        key: key.clone(),
+        phase,
+        elapsed: started.elapsed(),
+    }
+}

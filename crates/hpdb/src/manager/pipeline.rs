@@ -1,0 +1,349 @@
+//! The path of one query through [`Manager::execute_query`]: cache lookup,
+//! circuit breaker (with stale-if-error), single-flight, then admission and
+//! execution (in `acquire`), then storing and sharing the outcome.
+//!
+//! Invariants:
+//! - A cached or shared result is served only if no invalidation of its key
+//!   or tags has passed since it was fetched; a result fetched before an
+//!   invalidation is neither stored nor shared after it.
+//! - Errors are shared with the flight's followers, never cached.
+//! - A stale entry is served only when the error says the database is
+//!   unavailable, and only if the caller asked for stale-if-error.
+
+use std::{any::Any, sync::Arc};
+
+use serde::Serialize;
+use sqlx::Database;
+use tokio::{
+    sync::watch,
+    time::{timeout_at, Instant},
+};
+use tracing::Instrument;
+
+use super::{timeout_error, Manager, QueryFn, QueryResult};
+use crate::{
+    cache::{json_size, CacheEntry},
+    error::{Error, TimeoutPhase},
+    invalidation::Seq,
+    metrics::inc,
+    options::{QueryOptions, Source},
+    single_flight::{self, LeaderGuard, Outcome, Role},
+};
+
+/// One call of `execute_query`, as the steps after the breaker need it.
+struct Call {
+    key: Arc<str>,
+    options: QueryOptions,
+    tags: Arc<[Arc<str>]>,
+    started: Instant,
+    deadline: Instant,
+}
+
+/// What the cache had for a call.
+enum Lookup<T> {
+    /// A fresh, current entry.
+    Hit(Arc<T>),
+    /// Nothing fresh; an expired entry kept aside for stale-if-error.
+    Miss(Option<CacheEntry>),
+}
+
+impl<DB: Database> Manager<DB> {
+    /// Runs `query` under `key`, with caching, coalescing, priority admission
+    /// and a deadline as `options` say. Returns the result shared as `Arc<T>`.
+    ///
+    /// Cancel-safe: dropping the future leaves the queue, returns any
+    /// connection, and lets followers of this call take over.
+    pub async fn execute_query<T, F>(
+        &self,
+        key: impl Into<Arc<str>>,
+        options: QueryOptions,
+        query: F,
+    ) -> Result<Arc<T>, Error>
+    where
+        T: Serialize + Send + Sync + 'static,
+        F: QueryFn<DB, T>,
+    {
+        Ok(self.execute_query_traced(key, options, query).await?.value)
+    }
+
+    /// Like [`execute_query`](Self::execute_query), and says where the result
+    /// came from (database, cache, a joined execution, or stale cache).
+    pub async fn execute_query_traced<T, F>(
+        &self,
+        key: impl Into<Arc<str>>,
+        options: QueryOptions,
+        query: F,
+    ) -> Result<QueryResult<T>, Error>
+    where
+        T: Serialize + Send + Sync + 'static,
+        F: QueryFn<DB, T>,
+    {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let key: Arc<str> = key.into();
+        inc(&inner.metrics.c.requests);
+        let budget = options.timeout.unwrap_or(inner.config.query_timeout);
+        if budget > inner.config.query_timeout {
+            inner.log.note_deadline(budget);
+        }
+        let deadline = started + budget;
+        let span = tracing::debug_span!(
+            "hpdb.query",
+            key_class = key_class(&key),
+            priority = options.priority.0,
+            source = tracing::field::Empty,
+        );
+        let result = self
+            .run(key, options, query, started, deadline)
+            .instrument(span.clone())
+            .await;
+        inner.metrics.record_latency(started.elapsed());
+        match &result {
+            Ok(r) => {
+                span.record("source", tracing::field::debug(r.source));
+            }
+            Err(e) => {
+                inc(&inner.metrics.c.errors);
+                if e.is_timeout() {
+                    inc(&inner.metrics.c.timeouts);
+                }
+            }
+        }
+        result
+    }
+
+    /// The steps of one call, in order.
+    async fn run<T, F>(
+        &self,
+        key: Arc<str>,
+        options: QueryOptions,
+        query: F,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<QueryResult<T>, Error>
+    where
+        T: Serialize + Send + Sync + 'static,
+        F: QueryFn<DB, T>,
+    {
+        let mut stale = match self.lookup::<T>(&key, &options).await? {
+            Lookup::Hit(value) => {
+                return Ok(QueryResult {
+                    value,
+                    source: Source::Cache,
+                })
+            }
+            Lookup::Miss(stale) => stale,
+        };
+        if let Err(open) = self.inner.breaker.admit() {
+            return self.serve_stale(&key, open, stale);
+        }
+        let call = Call {
+            tags: options.tags.clone().into(),
+            key,
+            options,
+            started,
+            deadline,
+        };
+        loop {
+            let since = self.inner.log.snapshot();
+            let leader = match self.role(&call, since) {
+                Some(Role::Follower(rx)) => match self.follow(&call, rx, &mut stale).await {
+                    // The leader was cancelled: try again, perhaps as leader.
+                    None => continue,
+                    Some(result) => return result,
+                },
+                Some(Role::Leader(guard)) => Some(guard),
+                None => None,
+            };
+            return self.lead(&call, since, leader, query, stale).await;
+        }
+    }
+
+    /// Step 1: a fresh, current cache entry, or an expired one kept aside
+    /// for stale-if-error. Counts the hit or miss.
+    async fn lookup<T: Send + Sync + 'static>(
+        &self,
+        key: &Arc<str>,
+        options: &QueryOptions,
+    ) -> Result<Lookup<T>, Error> {
+        let inner = &self.inner;
+        if !options.use_cache || options.refresh {
+            return Ok(Lookup::Miss(None));
+        }
+        let mut stale = None;
+        if let Some(entry) = inner.cache.get(key).await {
+            if inner.log.is_current(key, &entry.tags, entry.seq) {
+                if entry.is_fresh() {
+                    inc(&inner.metrics.c.cache_hits);
+                    return Ok(Lookup::Hit(downcast::<T>(key, entry.value)?));
+                }
+                if options.stale_if_error {
+                    stale = Some(entry);
+                }
+            }
+        }
+        inc(&inner.metrics.c.cache_misses);
+        Ok(Lookup::Miss(stale))
+    }
+
+    /// Step 2 (and the end of any failed call): the stale entry if the
+    /// database is unavailable and there is one, else the error.
+    fn serve_stale<T: Send + Sync + 'static>(
+        &self,
+        key: &Arc<str>,
+        err: Error,
+        stale: Option<CacheEntry>,
+    ) -> Result<QueryResult<T>, Error> {
+        match stale {
+            Some(entry) if err.is_unavailable() => {
+                inc(&self.inner.metrics.c.stale_served);
+                tracing::warn!(key = %key, error = %err, "database unavailable: serving a stale cache entry");
+                Ok(QueryResult {
+                    value: downcast::<T>(key, entry.value)?,
+                    source: Source::Stale,
+                })
+            }
+            _ => Err(err),
+        }
+    }
+
+    /// Step 3: this call's part in the single flight of its key (`None`
+    /// when the caller asked not to coalesce). A flight that an
+    /// invalidation has passed since it started cannot be joined.
+    fn role(&self, call: &Call, since: Seq) -> Option<Role<'_>> {
+        if !call.options.coalesce {
+            return None;
+        }
+        let log = &self.inner.log;
+        Some(self.inner.flights.join_or_lead(&call.key, since, |f| {
+            log.is_current(&call.key, &call.tags, f.started)
+        }))
+    }
+
+    /// Step 3, as a follower: the leader's outcome, or `None` if the leader
+    /// was cancelled (the caller tries again).
+    async fn follow<T: Send + Sync + 'static>(
+        &self,
+        call: &Call,
+        rx: watch::Receiver<Option<Outcome>>,
+        stale: &mut Option<CacheEntry>,
+    ) -> Option<Result<QueryResult<T>, Error>> {
+        inc(&self.inner.metrics.c.joins);
+        let result = match timeout_at(call.deadline, single_flight::wait(rx)).await {
+            Err(_) => Err(timeout_error(&call.key, TimeoutPhase::Joined, call.started)),
+            Ok(None) => return None,
+            Ok(Some(Ok(value))) => downcast::<T>(&call.key, value).map(|value| QueryResult {
+                value,
+                source: Source::Joined,
+            }),
+            Ok(Some(Err(e))) => self.serve_stale(&call.key, e, stale.take()),
+        };
+        Some(result)
+    }
+
+    /// Steps 4 to 7, as the leader (or alone): admission, a connection, the
+    /// query; then the result stored (unless invalidated meanwhile) and the
+    /// outcome handed to the followers.
+    async fn lead<T, F>(
+        &self,
+        call: &Call,
+        since: Seq,
+        leader: Option<LeaderGuard<'_>>,
+        query: F,
+        stale: Option<CacheEntry>,
+    ) -> Result<QueryResult<T>, Error>
+    where
+        T: Serialize + Send + Sync + 'static,
+        F: QueryFn<DB, T>,
+    {
+        let outcome = self
+            .admit_and_run(
+                &call.key,
+                call.options.priority,
+                call.started,
+                call.deadline,
+                query,
+            )
+            .await;
+        match outcome {
+            Ok(value) => {
+                let value = Arc::new(value);
+                if call.options.use_cache {
+                    self.store(&call.key, &call.options, &call.tags, since, value.clone())
+                        .await;
+                }
+                if let Some(guard) = leader {
+                    guard.finish(Ok(value.clone() as Arc<dyn Any + Send + Sync>));
+                }
+                Ok(QueryResult {
+                    value,
+                    source: Source::Database,
+                })
+            }
+            Err(e) => {
+                if let Some(guard) = leader {
+                    guard.finish(Err(e.clone()));
+                }
+                self.serve_stale(&call.key, e, stale)
+            }
+        }
+    }
+
+    /// Stores `value` under `key`, unless an invalidation has passed `since`
+    /// (the result may predate a write) or it does not serialize (its size
+    /// is unknown).
+    pub(super) async fn store<T: Serialize + Send + Sync + 'static>(
+        &self,
+        key: &Arc<str>,
+        options: &QueryOptions,
+        tags: &Arc<[Arc<str>]>,
+        since: Seq,
+        value: Arc<T>,
+    ) {
+        let inner = &self.inner;
+        // Invalidated while we were fetching: this result may predate the write.
+        if !inner.log.is_current(key, tags, since) {
+            return;
+        }
+        let size = match json_size(&*value) {
+            Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "result not cached: it does not serialize");
+                return;
+            }
+        };
+        let ttl = options
+            .ttl
+            .unwrap_or(inner.config.cache.ttl)
+            .min(inner.config.cache.max_ttl);
+        let entry = CacheEntry {
+            value,
+            size,
+            tags: tags.clone(),
+            seq: since,
+            stored_at: std::time::Instant::now(),
+            ttl,
+        };
+        inner.cache.insert(key.clone(), entry).await;
+        // An invalidation between the check above and the insert would
+        // otherwise leave a condemned entry in the cache after its stamp
+        // expires: look again, and drop what was stored if so.
+        if !inner.log.is_current(key, tags, since) {
+            inner.cache.invalidate(key).await;
+        }
+    }
+}
+
+/// The part of a key before its first `:`, for low-cardinality span fields.
+fn key_class(key: &str) -> &str {
+    key.split(':').next().unwrap_or(key)
+}
+
+fn downcast<T: Send + Sync + 'static>(
+    key: &Arc<str>,
+    value: Arc<dyn Any + Send + Sync>,
+) -> Result<Arc<T>, Error> {
+    value
+        .downcast::<T>()
+        .map_err(|_| Error::KeyTypeMismatch { key: key.clone() })
+}
