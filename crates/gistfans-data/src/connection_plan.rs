@@ -88,16 +88,17 @@ fn plan_connections(
     let free = (usable - others).max(0);
     let budget = u32::try_from((free - i64::from(baseline_max)).max(0)).ok();
     let planned = i64::from(manager_max) + i64::from(baseline_max);
+    let pool_max = hpdb::env::POOL_MAX.name;
     let verdict = if i64::from(manager_max) > usable {
         PlanVerdict::Impossible(format!(
-            "DB_POOL_MAX is {manager_max}, but PostgreSQL accepts at most {usable} ordinary connections \
-             (max_connections {limit} less {reserved} reserved): lower DB_POOL_MAX or raise max_connections"
+            "{pool_max} is {manager_max}, but PostgreSQL accepts at most {usable} ordinary connections \
+             (max_connections {limit} less {reserved} reserved): lower {pool_max} or raise max_connections"
         ))
     } else if planned > free {
         PlanVerdict::Tight(format!(
             "this server may open {planned} connections (pool {manager_max} + baseline {baseline_max}) \
              but PostgreSQL has {free} free ({usable} usable, {others} held by other clients): \
-             under load, other clients may be refused; lower DB_POOL_MAX or raise max_connections"
+             under load, other clients may be refused; lower {pool_max} or raise max_connections"
         ))
     } else {
         PlanVerdict::Fits

@@ -1,17 +1,32 @@
-//! The command line: `serve` (the default), `migrate`, `seed`.
+//! The command line: `serve` (the default), `migrate`, `seed`, `bench`.
 //!
-//! Every knob has a flag and an environment variable (the seed's names where
-//! the seed has one) and the seed's default.
+//! Every knob has a flag and an environment variable. The server's own
+//! variables (`DATABASE_URL`, `BIND_ADDR`, …) are declared here, with
+//! defaults from [`server::defaults`]; the connection manager's variables
+//! are read by hpdb alone (`ManagerConfig::from_env`, listed in
+//! `hpdb::env::ENV_VARS`) and overridden by the flags of [`manager_flags`]. `serve` turns its arguments into a
+//! [`ServerConfig`] and hands it to [`server::serve`]; this module depends
+//! on `server`, never the other way round.
 
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use hpdb::{CachePolicy, ManagerConfig};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::server::{self, defaults, ServerConfig};
+
+pub mod manager_flags;
+
+pub use manager_flags::PoolArgs;
+
+/// Said after the options of `serve`.
+const SERVE_AFTER_HELP: &str = "The database options are also read from environment \
+variables (named in each option's help) by the hpdb library; see the README's Configuration \
+table. A flag overrides its variable. Durations are in milliseconds.";
 
 /// The GistFans server and tools.
 #[derive(Debug, Parser)]
-#[command(name = "gistfans", version, about)]
+#[command(name = "gistfans", version, about, after_help = SERVE_AFTER_HELP)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
@@ -25,7 +40,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (creating, migrating and seeding an embedded SQLite database on first start).
-    Serve(ServeArgs),
+    #[command(after_help = SERVE_AFTER_HELP)]
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations.
     Migrate(DbArgs),
     /// Fill an empty database with deterministic demo data.
@@ -41,7 +57,7 @@ pub struct DbArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "sqlite://data/gistfans.db",
+        default_value = defaults::DATABASE_URL,
         global = true
     )]
     pub database_url: String,
@@ -50,88 +66,14 @@ pub struct DbArgs {
     pub direct_url: Option<String>,
 }
 
-/// Connection manager knobs (durations in milliseconds, as in the seed).
-#[derive(Debug, Clone, Args)]
-pub struct PoolArgs {
-    /// Connections kept open.
-    #[arg(long, env = "DB_POOL_MIN", default_value_t = 2)]
-    pub pool_min: u32,
-    /// Most connections open.
-    #[arg(long, env = "DB_POOL_MAX", default_value_t = 10)]
-    pub pool_max: u32,
-    /// Idle connections above the minimum close after this long (ms).
-    #[arg(long, env = "DB_POOL_TIMEOUT", default_value_t = 30_000)]
-    pub pool_idle_timeout_ms: u64,
-    /// Longest wait for a connection once admitted (ms).
-    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value_t = 10_000)]
-    pub acquire_timeout_ms: u64,
-    /// Deadline of one database call, queueing included (ms).
-    #[arg(long, env = "DB_QUERY_TIMEOUT", default_value_t = 15_000)]
-    pub query_timeout_ms: u64,
-    /// Most keys per batch.
-    #[arg(long, env = "DB_BATCH_SIZE", default_value_t = 50)]
-    pub batch_size: usize,
-    /// Longest a batch gathers keys (ms).
-    #[arg(long, env = "DB_BATCH_WINDOW", default_value_t = 100)]
-    pub batch_window_ms: u64,
-    /// Most cached results.
-    #[arg(long, env = "DB_CACHE_SIZE", default_value_t = 1000)]
-    pub cache_size: u64,
-    /// Most cached bytes.
-    #[arg(long, env = "DB_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
-    pub cache_max_bytes: u64,
-    /// Cache TTL (ms).
-    #[arg(long, env = "DB_CACHE_TTL", default_value_t = 300_000)]
-    pub cache_ttl_ms: u64,
-    /// Cache eviction policy: `lru` or `tinylfu`.
-    #[arg(long, env = "DB_CACHE_POLICY", default_value = "tinylfu", value_parser = parse_policy)]
-    pub cache_policy: CachePolicy,
-    /// Health check interval (ms).
-    #[arg(long, env = "DB_HEALTH_INTERVAL", default_value_t = 30_000)]
-    pub health_interval_ms: u64,
-    /// A connection held longer than this is reported as a leak (ms).
-    #[arg(long, env = "DB_LEAK_THRESHOLD", default_value_t = 10_000)]
-    pub leak_threshold_ms: u64,
-}
-
-fn parse_policy(s: &str) -> Result<CachePolicy, String> {
-    s.parse()
-}
-
-impl PoolArgs {
-    /// The manager configuration these flags describe, validated.
-    pub fn manager_config(&self) -> anyhow::Result<ManagerConfig> {
-        let ms = Duration::from_millis;
-        let mut c = ManagerConfig::new();
-        c.pool.min_connections = self.pool_min;
-        c.pool.max_connections = self.pool_max;
-        c.pool.idle_timeout = ms(self.pool_idle_timeout_ms);
-        c.pool.acquire_timeout = ms(self.acquire_timeout_ms);
-        c.query_timeout = ms(self.query_timeout_ms);
-        c.batch.max_batch_size = self.batch_size;
-        c.batch.window = ms(self.batch_window_ms);
-        c.cache.max_entries = self.cache_size;
-        c.cache.max_bytes = self.cache_max_bytes;
-        c.cache.ttl = ms(self.cache_ttl_ms);
-        c.cache.policy = self.cache_policy;
-        c.health.interval = ms(self.health_interval_ms);
-        c.leak.threshold = ms(self.leak_threshold_ms);
-        c.validate()?;
-        Ok(c)
-    }
-}
-
 /// `gistfans serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Database location.
     #[command(flatten)]
     pub db: DbArgs,
-    /// Manager knobs.
-    #[command(flatten)]
-    pub pool: PoolArgs,
     /// Address to listen on.
-    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
+    #[arg(long, env = "BIND_ADDR", default_value = defaults::BIND)]
     pub bind: SocketAddr,
     /// Token for the admin routes (`Authorization: Bearer …`); admin routes answer 403 without it.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
@@ -140,38 +82,57 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// Longest a request may take (ms).
-    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 20_000)]
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = defaults::REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
     /// Longest wait for a request's headers; also how long an idle
     /// keep-alive connection stays open (ms).
-    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value_t = 10_000)]
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value_t = defaults::HEADER_READ_TIMEOUT_MS)]
     pub header_read_timeout_ms: u64,
     /// Longest a response write may make no progress before the client is
     /// dropped (ms).
-    #[arg(long, env = "WRITE_TIMEOUT", default_value_t = 10_000)]
+    #[arg(long, env = "WRITE_TIMEOUT", default_value_t = defaults::WRITE_TIMEOUT_MS)]
     pub write_timeout_ms: u64,
     /// Most client connections open at once; 0 derives the cap from the
     /// process's file-descriptor limit (at most 10,000).
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Profiles of the most-followed users to warm at start-up.
-    #[arg(long, env = "WARM_USERS", default_value_t = 200)]
+    #[arg(long, env = "WARM_USERS", default_value_t = defaults::WARM_USERS)]
     pub warm_users: i64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     pub log_json: bool,
+    /// Manager knobs (last: they open their own help section).
+    #[command(flatten)]
+    pub pool: PoolArgs,
 }
 
 impl ServeArgs {
-    /// The connection layer's deadlines and bounds.
-    pub fn connection_limits(&self) -> crate::listener::ConnectionLimits {
-        crate::listener::ConnectionLimits {
-            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
-            write_timeout: Duration::from_millis(self.write_timeout_ms),
-            max_connections: crate::listener::connection_cap(self.max_connections),
-            max_headers: crate::request_limits::MAX_HEADERS * 2,
-            drain_timeout: Duration::from_millis(self.request_timeout_ms) + Duration::from_secs(1),
-        }
+    /// The server's configuration: these flags and variables, and the
+    /// manager's configuration (hpdb's variables under the flags).
+    pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
+        let ms = Duration::from_millis;
+        let request_timeout = ms(self.request_timeout_ms);
+        Ok(ServerConfig {
+            database_url: self.db.database_url.clone(),
+            direct_url: self.db.direct_url.clone(),
+            manager: self
+                .pool
+                .manager_config()
+                .context("invalid database configuration")?,
+            bind: self.bind,
+            admin_token: self.admin_token.clone(),
+            redis_url: self.redis_url.clone(),
+            request_timeout,
+            limits: server::client_limits(
+                ms(self.header_read_timeout_ms),
+                ms(self.write_timeout_ms),
+                self.max_connections,
+                request_timeout,
+            ),
+            warm_users: self.warm_users,
+            preloading: true,
+        })
     }
 }
 
@@ -223,18 +184,31 @@ fn init_logging(json: bool) {
     }
 }
 
+/// The command line's definition, each database option's help naming its
+/// environment variable and default (from hpdb's table).
+pub fn command() -> clap::Command {
+    Cli::command()
+        .mut_args(manager_flags::annotate)
+        .mut_subcommand("serve", |serve| serve.mut_args(manager_flags::annotate))
+}
+
+/// Parses the command line (exits with clap's message on bad flags).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_json);
+    server::serve(args.server_config()?).await
+}
+
 /// Parses the command line and runs it.
 pub async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse();
     match cli.command {
-        None => {
-            init_logging(cli.serve.log_json);
-            crate::server::serve(cli.serve).await
-        }
-        Some(Command::Serve(args)) => {
-            init_logging(args.log_json);
-            crate::server::serve(args).await
-        }
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::Migrate(db)) => {
             init_logging(false);
             gistfans_data::migrate(&db.database_url, db.direct_url.as_deref())
@@ -260,5 +234,117 @@ pub async fn run() -> anyhow::Result<()> {
             tracing::info!(?report, seconds = started.elapsed().as_secs_f64(), "seeded");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows of the README's Configuration table, split into cells.
+    fn readme_rows() -> Vec<Vec<String>> {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("## Configuration")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("the README has a Configuration section");
+        section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+            .collect()
+    }
+
+    /// One row per environment variable, with its flag and the code's default.
+    #[test]
+    fn the_readme_table_matches_the_code() {
+        let rows = readme_rows();
+        let row = |var: &str| {
+            let cell = format!("`{var}`");
+            let found: Vec<_> = rows.iter().filter(|r| r[1] == cell).collect();
+            assert_eq!(found.len(), 1, "README rows for {var}");
+            found[0].clone()
+        };
+        let mut expected = 0;
+        let serve = Cli::command();
+        let serve = serve.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let Some(var) = arg.get_env() else { continue };
+            let r = row(&var.to_string_lossy());
+            assert_eq!(r[2], format!("`--{}`", arg.get_long().unwrap()), "{r:?}");
+            let default = match arg.get_default_values().first() {
+                _ if !arg.get_action().takes_values() => "off".to_string(),
+                None => "unset".to_string(),
+                Some(d) => d.to_string_lossy().into_owned(),
+            };
+            assert_eq!(r[4].trim_matches('`'), default, "{r:?}");
+            expected += 1;
+        }
+        let defaults = hpdb::ManagerConfig::default();
+        for (flag, var) in manager_flags::flags() {
+            let r = row(var.name);
+            assert_eq!(r[2], format!("`--{flag}`"), "{r:?}");
+            assert_eq!(r[4].trim_matches('`'), var.value(&defaults), "{r:?}");
+            expected += 1;
+        }
+        assert_eq!(
+            rows.len(),
+            expected,
+            "a README row for a variable that does not exist"
+        );
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        command().debug_assert();
+        let mut cli = command();
+        let help = cli
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(help.contains("--pool-max <N>"), "{help}");
+        assert!(help.contains("[env: BIND_ADDR="), "{help}");
+    }
+
+    /// Every flag `gistfans bench` passes to its `gistfans serve` child exists.
+    #[test]
+    fn the_bench_servers_command_line_parses() {
+        let Some(Command::Bench(bench)) =
+            Cli::try_parse_from(["gistfans", "bench"]).unwrap().command
+        else {
+            panic!("not bench")
+        };
+        let argv =
+            std::iter::once("gistfans".to_string()).chain(crate::bench::serve_args(&bench, 4321));
+        let Some(Command::Serve(serve)) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not serve")
+        };
+        assert_eq!(serve.bind.port(), 4321);
+        assert_eq!(serve.warm_users, 0);
+        assert_eq!(serve.pool.pool_max, Some(bench.pool_max));
+        assert_eq!(serve.pool.cache_size, Some(bench.cache_size));
+        assert_eq!(serve.pool.cache_policy, Some(hpdb::CachePolicy::TinyLfu));
+    }
+
+    #[test]
+    fn serve_builds_the_server_config_from_flags() {
+        let cli = Cli::try_parse_from([
+            "gistfans",
+            "serve",
+            "--bind=127.0.0.1:0",
+            "--query-timeout-ms=1234",
+            "--request-timeout-ms=5000",
+        ])
+        .unwrap();
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("not serve")
+        };
+        let c = args.server_config().unwrap();
+        assert_eq!(c.manager.query_timeout, Duration::from_millis(1234));
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.drain_timeout, Duration::from_secs(6));
+        assert!(c.preloading);
     }
 }

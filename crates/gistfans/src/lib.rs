@@ -2,8 +2,8 @@
 //!
 //! A thin axum layer over `gistfans-data`: routes, the one `ApiError`,
 //! extractors, metrics, OpenAPI, and the CLI (`serve`, `migrate`, `seed`).
-//! `routes::router(state, timeout)` builds the app without a socket, so
-//! tests can drive it.
+//! `server::Server::build` builds the whole server from a plain
+//! `server::ServerConfig`, for `gistfans serve` and the tests alike.
 
 #![forbid(unsafe_code)]
 

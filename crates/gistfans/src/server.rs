@@ -1,13 +1,193 @@
-//! `gistfans serve`: prepare the database, start the service, serve until
-//! SIGTERM or Ctrl-C, let in-flight requests finish, close the pools.
+//! The composition root: a [`ServerConfig`] (plain data) becomes a
+//! [`Server`] — database prepared, pools connected, service, router, bound
+//! socket — in one place, [`Server::build`]. `gistfans serve` and the API
+//! tests both start the server this way; `gistfans bench` starts
+//! `gistfans serve` as a child process.
+//!
+//! Nothing here parses flags or reads the environment: `cli` turns flags
+//! and variables into a `ServerConfig`, and hpdb reads its own variables
+//! (`ManagerConfig::from_env`).
 
-use std::time::Duration;
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use gistfans_data::{seed, Backend, DataAggregationService, Db};
+use hpdb::ManagerConfig;
 use tokio::net::TcpListener;
 
-use crate::{cli::ServeArgs, routes, state::AppState};
+use crate::{
+    listener::{self, ConnectionLimits},
+    routes,
+    state::AppState,
+};
+
+/// The server's defaults, shared by [`ServerConfig::new`] and the CLI's help.
+pub mod defaults {
+    /// The embedded SQLite database, created and seeded on first start.
+    pub const DATABASE_URL: &str = "sqlite://data/gistfans.db";
+    /// Loopback only.
+    pub const BIND: &str = "127.0.0.1:3000";
+    /// Longest a request may take (ms).
+    pub const REQUEST_TIMEOUT_MS: u64 = 20_000;
+    /// Longest wait for a request head; also the keep-alive idle timeout (ms).
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    /// Longest a response write may make no progress (ms).
+    pub const WRITE_TIMEOUT_MS: u64 = 10_000;
+    /// Client connections open at once; 0 derives the cap from the
+    /// file-descriptor limit (at most 10,000).
+    pub const MAX_CONNECTIONS: usize = 0;
+    /// Profiles of the most-followed users warmed at start-up.
+    pub const WARM_USERS: i64 = 200;
+}
+
+/// Everything the server is built from.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `sqlite://path` or `postgres://…`.
+    pub database_url: String,
+    /// Direct PostgreSQL URL for migrations (bypassing a pooler).
+    pub direct_url: Option<String>,
+    /// The connection manager's knobs.
+    pub manager: ManagerConfig,
+    /// Address to listen on (port 0: any free port, see [`Server::local_addr`]).
+    pub bind: SocketAddr,
+    /// Token of the admin routes; they answer 403 without one.
+    pub admin_token: Option<String>,
+    /// Redis for a shared cache (not built yet: only warned about).
+    pub redis_url: Option<String>,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// The connection layer's deadlines and bounds; `max_connections` 0 is
+    /// derived from the file-descriptor limit when the server is built.
+    pub limits: ConnectionLimits,
+    /// Profiles of the most-followed users warmed at start-up (0: none).
+    pub warm_users: i64,
+    /// Whether reading a profile preloads the profiles it links to (off
+    /// only in tests that count queries or need a profile to stay uncached).
+    pub preloading: bool,
+}
+
+impl ServerConfig {
+    /// The defaults ([`defaults`], `ManagerConfig::default()`) over `database_url`.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        let ms = Duration::from_millis;
+        let request_timeout = ms(defaults::REQUEST_TIMEOUT_MS);
+        Self {
+            database_url: database_url.into(),
+            direct_url: None,
+            manager: ManagerConfig::default(),
+            bind: defaults::BIND.parse().expect("the default address parses"),
+            admin_token: None,
+            redis_url: None,
+            request_timeout,
+            limits: client_limits(
+                ms(defaults::HEADER_READ_TIMEOUT_MS),
+                ms(defaults::WRITE_TIMEOUT_MS),
+                defaults::MAX_CONNECTIONS,
+                request_timeout,
+            ),
+            warm_users: defaults::WARM_USERS,
+            preloading: true,
+        }
+    }
+}
+
+/// The connection layer's limits for these settings: hyper's header bound
+/// sits behind the router's own JSON 431, and a graceful shutdown waits for
+/// a request's whole timeout and a second more.
+pub fn client_limits(
+    header_read_timeout: Duration,
+    write_timeout: Duration,
+    max_connections: usize,
+    request_timeout: Duration,
+) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout,
+        write_timeout,
+        max_connections,
+        max_headers: crate::request_limits::MAX_HEADERS * 2,
+        drain_timeout: request_timeout + Duration::from_secs(1),
+    }
+}
+
+/// A built server: database connected, socket bound, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    app: axum::Router,
+    db: Db,
+    limits: ConnectionLimits,
+}
+
+impl Server {
+    /// Builds everything from `config`: validates it, migrates (and on the
+    /// embedded SQLite default seeds on first start), connects the pools,
+    /// starts warming the hottest profiles, builds the router, binds.
+    pub async fn build(config: ServerConfig) -> anyhow::Result<Server> {
+        config
+            .manager
+            .validate()
+            .context("invalid database configuration")?;
+        prepare_database(&config.database_url, config.direct_url.as_deref()).await?;
+        if config.redis_url.is_some() {
+            tracing::warn!("REDIS_URL is set, but the shared Redis cache is not built yet: this instance caches in process only");
+        }
+        let db = Db::connect(&config.database_url, config.manager).await?;
+        let service = DataAggregationService::new(db.clone()).with_preloading(config.preloading);
+        spawn_warming(service.clone(), config.warm_users);
+        if config.admin_token.is_none() {
+            tracing::info!("admin routes disabled (set ADMIN_TOKEN to enable them)");
+        }
+        let app = routes::router(
+            AppState::new(service, config.admin_token),
+            config.request_timeout,
+        );
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let mut limits = config.limits;
+        limits.max_connections = listener::connection_cap(limits.max_connections);
+        Ok(Server {
+            listener,
+            app,
+            db,
+            limits,
+        })
+    }
+
+    /// The bound address (the real port when the configuration said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The database the server uses.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Serves until `shutdown` completes, lets in-flight requests finish
+    /// (at most the drain timeout), then closes the pools.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tracing::info!(addr = %self.local_addr(), backend = ?self.db.backend(), max_connections = self.limits.max_connections, "listening");
+        listener::serve(self.listener, self.app, self.limits, shutdown).await;
+        tracing::info!("shutting down: closing database connections");
+        self.db.close().await;
+    }
+}
+
+/// Warms the `n` hottest profiles in the background (nothing if `n <= 0`).
+fn spawn_warming(service: DataAggregationService, n: i64) {
+    if n <= 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        match service.warm_hottest(n).await {
+            Ok(n) => tracing::info!(users = n, "warmed the hottest profiles"),
+            Err(e) => tracing::warn!(error = %e, "warming failed"),
+        }
+    });
+}
 
 /// Migrates, and on the embedded SQLite default seeds the demo data on first start.
 pub async fn prepare_database(url: &str, direct_url: Option<&str>) -> anyhow::Result<()> {
@@ -32,48 +212,14 @@ pub async fn prepare_database(url: &str, direct_url: Option<&str>) -> anyhow::Re
     Ok(())
 }
 
-/// Runs the server until a shutdown signal.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args
-        .pool
-        .manager_config()
-        .context("invalid pool configuration")?;
-    prepare_database(&args.db.database_url, args.db.direct_url.as_deref()).await?;
-    if args.redis_url.is_some() {
-        tracing::warn!("REDIS_URL is set, but the shared Redis cache is not built yet: this instance caches in process only");
-    }
-    let db = Db::connect(&args.db.database_url, config).await?;
-    let service = DataAggregationService::new(db.clone());
-    let warm = service.clone();
-    let warm_users = args.warm_users;
-    tokio::spawn(async move {
-        if warm_users <= 0 {
-            return;
-        }
-        match warm.warm_hottest(warm_users).await {
-            Ok(n) => tracing::info!(users = n, "warmed the hottest profiles"),
-            Err(e) => tracing::warn!(error = %e, "warming failed"),
-        }
-    });
-    if args.admin_token.is_none() {
-        tracing::info!("admin routes disabled (set ADMIN_TOKEN to enable them)");
-    }
-    let limits = args.connection_limits();
-    let app = routes::router(
-        AppState::new(service, args.admin_token),
-        Duration::from_millis(args.request_timeout_ms),
-    );
-    let listener = TcpListener::bind(args.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.bind))?;
-    tracing::info!(addr = %listener.local_addr()?, backend = ?db.backend(), max_connections = limits.max_connections, "listening");
-    crate::listener::serve(listener, app, limits, shutdown_signal()).await;
-    tracing::info!("shutting down: closing database connections");
-    db.close().await;
+/// Builds the server from `config` and serves until SIGTERM or Ctrl-C.
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    Server::build(config).await?.run(shutdown_signal()).await;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

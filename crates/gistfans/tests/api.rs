@@ -173,7 +173,12 @@ async fn admin_needs_the_token(backend: Backend) {
     assert_error(s, &v, StatusCode::FORBIDDEN);
     assert!(v["message"].as_str().unwrap().contains("ADMIN_TOKEN"));
 
-    let app = spawn_app(backend, Some(TOKEN)).await;
+    // Preloading off: this test counts queries (`totalQueries` after a reset).
+    let app = spawn_app_with(backend, |c| {
+        c.admin_token = Some(TOKEN.into());
+        c.preloading = false;
+    })
+    .await;
     let url = format!("{}/api/admin/connection-pool-monitor", app.base);
     let r = app.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -510,7 +515,11 @@ async fn postgres_outage_answers_503_and_recovers() {
     config.health.cooldown = Duration::from_millis(200);
     config.health.interval = Duration::from_millis(200);
     let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port(), pg.name);
-    let app = serve(&url, config, None).await;
+    let mut server = test_config(&url);
+    server.manager = config;
+    // User 2 must stay uncached: preloading could cache it as a followee of user 1.
+    server.preloading = false;
+    let app = start(server).await;
     app.profile(1).await; // cached from here on
 
     proxy.down();

@@ -99,7 +99,9 @@ async fn postgres_outage_under_load() {
     let config = hpdb::ManagerConfig::new();
     let acquire_timeout = config.pool.acquire_timeout;
     let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port(), pg.name);
-    let app = serve(&url, config, None).await;
+    let mut server = test_config(&url);
+    server.manager = config;
+    let app = start(server).await;
     for user in 1..=10 {
         app.profile(user).await; // users 1-10 cached, 11-20 not
     }

@@ -131,7 +131,7 @@ async fn the_connection_cap_holds_new_clients_until_one_closes() {
         header_read_timeout: Duration::from_secs(30),
         ..test_limits()
     };
-    let app = spawn_app_with(Backend::Sqlite, None, limits).await;
+    let app = spawn_app_with(Backend::Sqlite, |c| c.limits = limits).await;
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(TcpStream::connect(addr(&app)).await.unwrap());

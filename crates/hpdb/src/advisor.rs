@@ -10,6 +10,9 @@ use serde::Serialize;
 
 use crate::{breaker::CircuitState, config::AdvisorConfig, metrics::Status};
 
+/// The knob most advice is about, named as the environment names it.
+const POOL_MAX: &str = crate::env::POOL_MAX.name;
+
 /// What a piece of advice is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -184,7 +187,7 @@ fn queue_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
             s.pending_requests as f64,
             t.max_pending as f64,
             format!(
-                "{} queries are waiting for a connection (target at most {}): raise DB_POOL_MAX if the database has headroom",
+                "{} queries are waiting for a connection (target at most {}): raise {POOL_MAX} if the database has headroom",
                 s.pending_requests, t.max_pending
             ),
         ));
@@ -196,7 +199,7 @@ fn queue_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
             s.active_connections as f64,
             s.max_connections as f64,
             format!(
-                "connection pool exhausted: all {} connections busy and {} queries waiting; raise DB_POOL_MAX if the database has headroom, or look for slow queries and suspected leaks holding connections",
+                "connection pool exhausted: all {} connections busy and {} queries waiting; raise {POOL_MAX} if the database has headroom, or look for slow queries and suspected leaks holding connections",
                 s.max_connections, s.pending_requests
             ),
         ));
@@ -222,7 +225,7 @@ fn database_rules(s: &Status, out: &mut Vec<Advice>) {
             s.max_connections as f64,
             budget as f64,
             format!(
-                "the pool may open {} connections but the database can give it only {budget}: lower DB_POOL_MAX or raise the database's max_connections",
+                "the pool may open {} connections but the database can give it only {budget}: lower {POOL_MAX} or raise the database's max_connections",
                 s.max_connections
             ),
         ));
@@ -237,7 +240,7 @@ fn database_rules(s: &Status, out: &mut Vec<Advice>) {
             s.connection_limit_refusals as f64,
             0.0,
             format!(
-                "the database refused a connection {ago:.0} s ago because it is at its connection limit ({} refusals in all): other clients of the database may be locked out too; lower DB_POOL_MAX here or in other services",
+                "the database refused a connection {ago:.0} s ago because it is at its connection limit ({} refusals in all): other clients of the database may be locked out too; lower {POOL_MAX} here or in other services",
                 s.connection_limit_refusals
             ),
         ));

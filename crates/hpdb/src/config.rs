@@ -1,35 +1,53 @@
 //! Every knob of the manager, with the seed's defaults.
 //!
-//! [`ManagerConfig`] is a plain struct: construct it with `Default` and change
-//! what you need, or fill it from the environment with
-//! [`ManagerConfig::from_env`]. [`ManagerConfig::validate`] rejects bad
-//! combinations at start-up with a message that names the offending knob.
+//! [`ManagerConfig`] is a plain struct: `ManagerConfig::default()` is the
+//! documented defaults below (and valid); change what you need, or fill it
+//! from the environment with [`ManagerConfig::from_env`].
+//! [`ManagerConfig::validate`] rejects bad combinations at start-up with a
+//! message that names the offending knob by its variable and field.
 //!
-//! Environment variables (all durations in milliseconds, as in the seed):
+//! Environment variables ([`env`]; this module is the only place they are
+//! read). Durations in milliseconds, as in the seed:
 //!
 //! | variable | field | default |
 //! | --- | --- | --- |
 //! | `DB_POOL_MIN` | `pool.min_connections` | 2 |
 //! | `DB_POOL_MAX` | `pool.max_connections` | 10 |
+//! | `DB_POOL_CEILING` | `pool.max_connections_ceiling` (0 = `DB_POOL_MAX`) | 0 |
 //! | `DB_POOL_TIMEOUT` | `pool.idle_timeout` | 30000 |
 //! | `DB_ACQUIRE_TIMEOUT` | `pool.acquire_timeout` | 10000 |
-//! | `DB_QUERY_TIMEOUT` | `query_timeout` | 30000 |
+//! | `DB_POOL_OPENS` | `pool.max_concurrent_opens` | 2 |
+//! | `DB_POOL_LIFETIME` | `pool.max_lifetime` (0 = never) | 1800000 |
+//! | `DB_QUERY_TIMEOUT` | `query_timeout` | 15000 |
 //! | `DB_AGING_STEP` | `admission.aging_step` | 1000 |
 //! | `DB_BATCH_SIZE` | `batch.max_batch_size` | 50 |
 //! | `DB_BATCH_WINDOW` | `batch.window` | 100 |
 //! | `DB_CACHE_SIZE` | `cache.max_entries` | 1000 |
 //! | `DB_CACHE_MAX_BYTES` | `cache.max_bytes` | 67108864 |
 //! | `DB_CACHE_TTL` | `cache.ttl` | 300000 |
+//! | `DB_CACHE_MAX_TTL` | `cache.max_ttl` | 3600000 |
 //! | `DB_CACHE_POLICY` | `cache.policy` (`lru` or `tinylfu`) | `tinylfu` |
 //! | `DB_CACHE_STALE_GRACE` | `cache.stale_grace` | 60000 |
+//! | `DB_CACHE_SWEEP_INTERVAL` | `cache.sweep_interval` | 60000 |
 //! | `DB_HEALTH_INTERVAL` | `health.interval` | 30000 |
+//! | `DB_HEALTH_PING_TIMEOUT` | `health.ping_timeout` | 5000 |
 //! | `DB_CIRCUIT_THRESHOLD` | `health.failure_threshold` | 5 |
 //! | `DB_CIRCUIT_COOLDOWN` | `health.cooldown` | 500 |
 //! | `DB_LEAK_THRESHOLD` | `leak.threshold` | 10000 |
+//! | `DB_ADVISOR_MIN_HIT_RATE` | `advisor.min_hit_rate` (%) | 70 |
+//! | `DB_ADVISOR_ALERT_HIT_RATE` | `advisor.alert_hit_rate` (%) | 40 |
+//! | `DB_ADVISOR_MIN_LOOKUPS` | `advisor.min_lookups` | 100 |
+//! | `DB_ADVISOR_MAX_AVERAGE_MS` | `advisor.max_average_response_ms` | 500 |
+//! | `DB_ADVISOR_SLOW_P99_MS` | `advisor.slow_p99_ms` | 1000 |
+//! | `DB_ADVISOR_MAX_PENDING` | `advisor.max_pending` | 10 |
 
 use std::{str::FromStr, time::Duration};
 
 use serde::Serialize;
+
+pub mod env;
+
+use env::EnvVar;
 
 /// Pool sizing and timeouts.
 #[derive(Debug, Clone, Serialize)]
@@ -254,11 +272,13 @@ impl Default for AdvisorConfig {
 }
 
 /// The whole configuration of a [`Manager`](crate::Manager).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ManagerConfig {
     /// Pool sizing and timeouts.
     pub pool: PoolConfig,
-    /// Default deadline of a whole `execute_query` call (default 30 s).
+    /// Default deadline of a whole `execute_query` call, queueing included
+    /// (default 15 s: below a typical HTTP request timeout, so a caller
+    /// hears the database's verdict before its own client gives up).
     pub query_timeout: Duration,
     /// Priority admission.
     pub admission: AdmissionConfig,
@@ -279,218 +299,90 @@ pub struct ManagerConfig {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-impl ManagerConfig {
-    /// The seed's defaults, with the default query timeout.
-    pub fn new() -> Self {
+impl Default for ManagerConfig {
+    fn default() -> Self {
         Self {
-            query_timeout: Duration::from_secs(30),
-            ..Default::default()
+            pool: PoolConfig::default(),
+            query_timeout: Duration::from_secs(15),
+            admission: AdmissionConfig::default(),
+            batch: BatchConfig::default(),
+            cache: CacheConfig::default(),
+            health: HealthConfig::default(),
+            leak: LeakConfig::default(),
+            advisor: AdvisorConfig::default(),
         }
-    }
-
-    /// Reads the `DB_*` environment variables over the defaults, then validates.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Like [`from_env`](Self::from_env), reading variables through `lookup`.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut c = Self::new();
-        let num = |name: &str| -> Result<Option<u64>, ConfigError> {
-            match lookup(name) {
-                None => Ok(None),
-                Some(raw) => raw.trim().parse::<u64>().map(Some).map_err(|_| {
-                    ConfigError(format!("{name}=`{raw}` is not a non-negative whole number"))
-                }),
-            }
-        };
-        let ms = |name: &str| num(name).map(|v| v.map(Duration::from_millis));
-        let u32_of = |name: &str| -> Result<Option<u32>, ConfigError> {
-            num(name)?
-                .map(|v| {
-                    u32::try_from(v).map_err(|_| ConfigError(format!("{name}={v} is too large")))
-                })
-                .transpose()
-        };
-
-        if let Some(v) = u32_of("DB_POOL_MIN")? {
-            c.pool.min_connections = v;
-        }
-        if let Some(v) = u32_of("DB_POOL_MAX")? {
-            c.pool.max_connections = v;
-        }
-        if let Some(v) = ms("DB_POOL_TIMEOUT")? {
-            c.pool.idle_timeout = v;
-        }
-        if let Some(v) = ms("DB_ACQUIRE_TIMEOUT")? {
-            c.pool.acquire_timeout = v;
-        }
-        if let Some(v) = ms("DB_QUERY_TIMEOUT")? {
-            c.query_timeout = v;
-        }
-        if let Some(v) = ms("DB_AGING_STEP")? {
-            c.admission.aging_step = v;
-        }
-        if let Some(v) = num("DB_BATCH_SIZE")? {
-            c.batch.max_batch_size = v as usize;
-        }
-        if let Some(v) = ms("DB_BATCH_WINDOW")? {
-            c.batch.window = v;
-        }
-        if let Some(v) = num("DB_CACHE_SIZE")? {
-            c.cache.max_entries = v;
-        }
-        if let Some(v) = num("DB_CACHE_MAX_BYTES")? {
-            c.cache.max_bytes = v;
-        }
-        if let Some(v) = ms("DB_CACHE_TTL")? {
-            c.cache.ttl = v;
-        }
-        if let Some(v) = ms("DB_CACHE_STALE_GRACE")? {
-            c.cache.stale_grace = v;
-        }
-        if let Some(raw) = lookup("DB_CACHE_POLICY") {
-            c.cache.policy = raw
-                .parse()
-                .map_err(|e: String| ConfigError(format!("DB_CACHE_POLICY: {e}")))?;
-        }
-        if let Some(v) = ms("DB_HEALTH_INTERVAL")? {
-            c.health.interval = v;
-        }
-        if let Some(v) = u32_of("DB_CIRCUIT_THRESHOLD")? {
-            c.health.failure_threshold = v;
-        }
-        if let Some(v) = ms("DB_CIRCUIT_COOLDOWN")? {
-            c.health.cooldown = v;
-        }
-        if let Some(v) = ms("DB_LEAK_THRESHOLD")? {
-            c.leak.threshold = v;
-        }
-        c.validate()?;
-        Ok(c)
-    }
-
-    /// Rejects combinations the manager cannot run with.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |msg: String| Err(ConfigError(msg));
-        let p = &self.pool;
-        if p.max_connections == 0 {
-            return bad("DB_POOL_MAX (pool.max_connections) must be at least 1".into());
-        }
-        if p.min_connections > p.max_connections {
-            return bad(format!(
-                "DB_POOL_MIN ({}) must not exceed DB_POOL_MAX ({})",
-                p.min_connections, p.max_connections
-            ));
-        }
-        if p.acquire_timeout.is_zero() {
-            return bad("DB_ACQUIRE_TIMEOUT (pool.acquire_timeout) must be above zero".into());
-        }
-        if self.query_timeout.is_zero() {
-            return bad("DB_QUERY_TIMEOUT (query_timeout) must be above zero".into());
-        }
-        if self.batch.max_batch_size == 0 {
-            return bad("DB_BATCH_SIZE (batch.max_batch_size) must be at least 1".into());
-        }
-        if self.cache.max_entries == 0 {
-            return bad("DB_CACHE_SIZE (cache.max_entries) must be at least 1".into());
-        }
-        if self.cache.max_bytes < self.cache.max_entries {
-            return bad(format!(
-                "DB_CACHE_MAX_BYTES ({}) must be at least DB_CACHE_SIZE ({})",
-                self.cache.max_bytes, self.cache.max_entries
-            ));
-        }
-        if self.cache.ttl > self.cache.max_ttl {
-            return bad("DB_CACHE_TTL (cache.ttl) must not exceed cache.max_ttl".into());
-        }
-        if self.health.interval.is_zero() || self.cache.sweep_interval.is_zero() {
-            return bad("DB_HEALTH_INTERVAL and cache.sweep_interval must be above zero".into());
-        }
-        if self.health.failure_threshold == 0 {
-            return bad(
-                "DB_CIRCUIT_THRESHOLD (health.failure_threshold) must be at least 1".into(),
-            );
-        }
-        if self.leak.threshold.is_zero() {
-            return bad("DB_LEAK_THRESHOLD (leak.threshold) must be above zero".into());
-        }
-        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn from(vars: &[(&str, &str)]) -> Result<ManagerConfig, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        ManagerConfig::from_lookup(|k| map.get(k).cloned())
+impl ManagerConfig {
+    /// The defaults; the same as `ManagerConfig::default()`.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    #[test]
-    fn defaults_are_the_seeds_numbers() {
-        let c = from(&[]).unwrap();
-        assert_eq!(c.pool.min_connections, 2);
-        assert_eq!(c.pool.max_connections, 10);
-        assert_eq!(c.pool.idle_timeout, Duration::from_secs(30));
-        assert_eq!(c.pool.acquire_timeout, Duration::from_secs(10));
-        assert_eq!(c.batch.max_batch_size, 50);
-        assert_eq!(c.batch.window, Duration::from_millis(100));
-        assert_eq!(c.cache.max_entries, 1000);
-        assert_eq!(c.cache.ttl, Duration::from_secs(300));
-        assert_eq!(c.health.interval, Duration::from_secs(30));
-        assert_eq!(
-            c.cache.policy,
-            CachePolicy::TinyLfu,
-            "chosen by measurement"
-        );
-    }
-
-    #[test]
-    fn environment_overrides_defaults() {
-        let c = from(&[
-            ("DB_POOL_MIN", "1"),
-            ("DB_POOL_MAX", "20"),
-            ("DB_POOL_TIMEOUT", "5000"),
-            ("DB_CACHE_POLICY", "LRU"),
-        ])
-        .unwrap();
-        assert_eq!(c.pool.min_connections, 1);
-        assert_eq!(c.pool.max_connections, 20);
-        assert_eq!(c.pool.idle_timeout, Duration::from_secs(5));
-        assert_eq!(c.cache.policy, CachePolicy::Lru);
-    }
-
-    #[test]
-    fn min_above_max_is_rejected_naming_both_variables() {
-        let err = from(&[("DB_POOL_MIN", "11")]).unwrap_err();
-        assert!(
-            err.0.contains("DB_POOL_MIN") && err.0.contains("DB_POOL_MAX"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn zero_max_is_rejected() {
-        let err = from(&[("DB_POOL_MIN", "0"), ("DB_POOL_MAX", "0")]).unwrap_err();
-        assert!(err.0.contains("DB_POOL_MAX"), "{err}");
-    }
-
-    #[test]
-    fn unparsable_numbers_name_the_variable() {
-        let err = from(&[("DB_POOL_TIMEOUT", "30s")]).unwrap_err();
-        assert!(
-            err.0.contains("DB_POOL_TIMEOUT") && err.0.contains("30s"),
-            "{err}"
-        );
-        let err = from(&[("DB_POOL_MAX", "-1")]).unwrap_err();
-        assert!(err.0.contains("DB_POOL_MAX"), "{err}");
-        let err = from(&[("DB_CACHE_POLICY", "fifo")]).unwrap_err();
-        assert!(err.0.contains("DB_CACHE_POLICY"), "{err}");
+    /// Rejects combinations the manager cannot run with; the message names
+    /// each knob by its variable and field, e.g. `DB_POOL_MAX (pool.max_connections)`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let knob = EnvVar::label;
+        let bad = |msg: String| Err(ConfigError(msg));
+        let above_zero = [
+            ("pool.acquire_timeout", self.pool.acquire_timeout),
+            ("query_timeout", self.query_timeout),
+            ("cache.sweep_interval", self.cache.sweep_interval),
+            ("health.interval", self.health.interval),
+            ("health.ping_timeout", self.health.ping_timeout),
+            ("health.cooldown", self.health.cooldown),
+            ("leak.threshold", self.leak.threshold),
+        ];
+        if let Some((field, _)) = above_zero.iter().find(|(_, d)| d.is_zero()) {
+            return bad(format!("{} must be above zero", knob(field)));
+        }
+        let at_least_one = [
+            ("pool.max_connections", u64::from(self.pool.max_connections)),
+            ("batch.max_batch_size", self.batch.max_batch_size as u64),
+            ("cache.max_entries", self.cache.max_entries),
+            (
+                "health.failure_threshold",
+                u64::from(self.health.failure_threshold),
+            ),
+        ];
+        if let Some((field, _)) = at_least_one.iter().find(|(_, n)| *n == 0) {
+            return bad(format!("{} must be at least 1", knob(field)));
+        }
+        let p = &self.pool;
+        if p.min_connections > p.max_connections {
+            return bad(format!(
+                "{} = {} must not exceed {} = {}",
+                knob("pool.min_connections"),
+                p.min_connections,
+                knob("pool.max_connections"),
+                p.max_connections
+            ));
+        }
+        if self.cache.max_bytes < self.cache.max_entries {
+            return bad(format!(
+                "{} = {} must be at least {} = {}",
+                knob("cache.max_bytes"),
+                self.cache.max_bytes,
+                knob("cache.max_entries"),
+                self.cache.max_entries
+            ));
+        }
+        if self.cache.ttl > self.cache.max_ttl {
+            return bad(format!(
+                "{} must not exceed {}",
+                knob("cache.ttl"),
+                knob("cache.max_ttl")
+            ));
+        }
+        for (field, rate) in [
+            ("advisor.min_hit_rate", self.advisor.min_hit_rate),
+            ("advisor.alert_hit_rate", self.advisor.alert_hit_rate),
+        ] {
+            if !(0.0..=100.0).contains(&rate) {
+                return bad(format!("{} must be a percentage (0 to 100)", knob(field)));
+            }
+        }
+        Ok(())
     }
 }

@@ -64,6 +64,7 @@ pub use advisor::{advise, Advice, AdviceKind, Severity};
 pub use batch::{BatchFn, BatchLoader};
 pub use breaker::CircuitState;
 pub use cache::{CacheEntry, CacheLayer, CacheStats, MemoryCache};
+pub use config::env;
 pub use config::{
     AdmissionConfig, AdvisorConfig, BatchConfig, CacheConfig, CachePolicy, ConfigError,
     HealthConfig, LeakConfig, ManagerConfig, PoolConfig,

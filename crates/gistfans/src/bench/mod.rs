@@ -32,16 +32,14 @@ mod workload;
 
 pub use measures::Mode;
 pub use report::ModeReport;
+#[cfg(test)]
+pub(crate) use server::serve_args;
 
 /// `gistfans bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Database for the server this command starts (ignored with --url).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://data/gistfans.db"
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = crate::server::defaults::DATABASE_URL)]
     pub database_url: String,
     /// Target an already running server instead of starting one.
     #[arg(long)]

@@ -38,6 +38,22 @@ fn client() -> reqwest::Client {
         .expect("an HTTP client without TLS always builds")
 }
 
+/// The command line of the server under test: `gistfans serve` with the
+/// bench's settings as flags (flags override whatever the environment says).
+pub(crate) fn serve_args(args: &BenchArgs, port: u16) -> Vec<String> {
+    [
+        "serve".to_string(),
+        format!("--bind=127.0.0.1:{port}"),
+        format!("--pool-max={}", args.pool_max),
+        format!("--cache-policy={}", args.cache_policy),
+        format!("--cache-size={}", args.cache_size),
+        // No start-up warming: it would overlap the first measurement;
+        // each mode has its own (excluded) warm-up instead.
+        "--warm-users=0".to_string(),
+    ]
+    .into()
+}
+
 impl Target {
     /// A server someone else runs.
     pub fn external(url: &str, token: Option<String>) -> Target {
@@ -64,17 +80,12 @@ impl Target {
             log.display()
         );
         let child = Command::new(exe)
-            .arg("serve")
+            .args(serve_args(args, port))
+            // Secrets (a URL may hold a password) in the environment, not on
+            // the command line, where `ps` shows them.
             .env("DATABASE_URL", &args.database_url)
-            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("ADMIN_TOKEN", &token)
-            .env("DB_POOL_MAX", args.pool_max.to_string())
-            .env("DB_CACHE_POLICY", &args.cache_policy)
-            .env("DB_CACHE_SIZE", args.cache_size.to_string())
             .env("RUST_LOG", "warn")
-            // No start-up warming: it would overlap the first measurement;
-            // each mode has its own (excluded) warm-up instead.
-            .env("WARM_USERS", "0")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)
             .stderr(std::fs::File::create(&log)?)

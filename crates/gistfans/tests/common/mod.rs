@@ -1,12 +1,16 @@
-//! Shared by the server's integration tests: a real server on port 0, through
-//! the server's own connection layer, over a fresh, seeded database.
+//! Shared by the server's integration tests: a real server on port 0, built
+//! by `gistfans::server::Server::build` as `gistfans serve` builds it, over
+//! a fresh, seeded database.
 
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use gistfans::listener::ConnectionLimits;
-use gistfans_data::{seed::SeedConfig, DataAggregationService, Db};
+use gistfans::{
+    listener::ConnectionLimits,
+    server::{Server, ServerConfig},
+};
+use gistfans_data::{seed::SeedConfig, Db};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -33,16 +37,15 @@ pub enum Backend {
 
 pub const TOKEN: &str = "s3cret-token";
 
+/// A server over a fresh database seeded with the small demo data, as the
+/// product builds it, with the test settings of [`test_config`].
 pub async fn spawn_app(backend: Backend, admin_token: Option<&str>) -> App {
-    spawn_app_with(backend, admin_token, test_limits()).await
+    let token = admin_token.map(String::from);
+    spawn_app_with(backend, |c| c.admin_token = token).await
 }
 
-/// [`spawn_app`] with the given connection limits.
-pub async fn spawn_app_with(
-    backend: Backend,
-    admin_token: Option<&str>,
-    limits: ConnectionLimits,
-) -> App {
+/// [`spawn_app`], with `configure` applied to the server's configuration.
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut ServerConfig)) -> App {
     let (url, pg, dir) = match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(testkit::unique("gf_api"));
@@ -62,7 +65,9 @@ pub async fn spawn_app_with(
     gistfans_data::seed::seed(&url, &SeedConfig::small(), false)
         .await
         .unwrap();
-    let mut app = serve_with(&url, hpdb::ManagerConfig::new(), admin_token, limits).await;
+    let mut config = test_config(&url);
+    configure(&mut config);
+    let mut app = start(config).await;
     app._pg = pg;
     app._dir = dir;
     app
@@ -80,31 +85,25 @@ pub fn test_limits() -> ConnectionLimits {
     }
 }
 
-/// Serves the app on port 0 over a migrated, seeded database at `url`.
-pub async fn serve(url: &str, config: hpdb::ManagerConfig, admin_token: Option<&str>) -> App {
-    serve_with(url, config, admin_token, test_limits()).await
+/// The product's configuration over `url`, on a free loopback port, with
+/// [`test_limits`], a 10 s request timeout and no start-up warming (it
+/// would run queries behind the tests' backs). Preloading stays on.
+pub fn test_config(url: &str) -> ServerConfig {
+    let mut c = ServerConfig::new(url);
+    c.bind = "127.0.0.1:0".parse().unwrap();
+    c.request_timeout = Duration::from_secs(10);
+    c.limits = test_limits();
+    c.warm_users = 0;
+    c
 }
 
-/// [`serve`] with the given connection limits, through the server's own
-/// connection layer.
-pub async fn serve_with(
-    url: &str,
-    config: hpdb::ManagerConfig,
-    admin_token: Option<&str>,
-    limits: ConnectionLimits,
-) -> App {
-    let db = Db::connect(url, config).await.unwrap();
-    let service = DataAggregationService::new(db.clone()).with_preloading(false);
-    let state = gistfans::state::AppState::new(service, admin_token.map(String::from));
-    let app = gistfans::routes::router(state, Duration::from_secs(10));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(gistfans::listener::serve(
-        listener,
-        app,
-        limits,
-        std::future::pending(),
-    ));
+/// Builds the server from `config` (over a migrated, seeded database) with
+/// `Server::build`, as `gistfans serve` does, and serves it until the test ends.
+pub async fn start(config: ServerConfig) -> App {
+    let server = Server::build(config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let db = server.db().clone();
+    tokio::spawn(server.run(std::future::pending()));
     App {
         base,
         http: reqwest::Client::new(),

@@ -1,0 +1,421 @@
+//! The `DB_*` environment variables: the one place they are named, parsed
+//! and read.
+//!
+//! [`ENV_VARS`] lists every variable with the [`ManagerConfig`] field it
+//! sets; [`ManagerConfig::from_env`] reads them over the defaults. A program
+//! that also takes flags (the `gistfans` CLI) applies its flags to the
+//! result and finds each variable's name and default here, by field, to
+//! show in its help.
+//!
+//! Units: durations in milliseconds (as in the seed), counts as whole
+//! numbers, the advisor's figures as decimals. `DB_POOL_LIFETIME=0` means
+//! connections are never recycled for age; `DB_POOL_CEILING=0` means the
+//! ceiling is `DB_POOL_MAX`.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use super::{CachePolicy, ConfigError, ManagerConfig};
+
+/// One environment variable and the field of [`ManagerConfig`] it sets.
+#[derive(Clone, Copy)]
+pub struct EnvVar {
+    /// The variable, e.g. `DB_POOL_MIN`.
+    pub name: &'static str,
+    /// The field it sets, as a path from [`ManagerConfig`], e.g.
+    /// `pool.min_connections`.
+    pub field: &'static str,
+    set: fn(&mut ManagerConfig, &str) -> Result<(), String>,
+    get: fn(&ManagerConfig) -> String,
+}
+
+impl fmt::Debug for EnvVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvVar")
+            .field("name", &self.name)
+            .field("field", &self.field)
+            .finish()
+    }
+}
+
+impl EnvVar {
+    /// Sets the field from the variable's text; the error names the variable.
+    /// Does not validate the whole configuration.
+    pub fn apply(&self, config: &mut ManagerConfig, raw: &str) -> Result<(), ConfigError> {
+        (self.set)(config, raw.trim())
+            .map_err(|reason| ConfigError(format!("{}=`{raw}`: {reason}", self.name)))
+    }
+
+    /// The field's value in `config`, written as the variable would be
+    /// (`ManagerConfig::default()` gives the documented default).
+    pub fn value(&self, config: &ManagerConfig) -> String {
+        (self.get)(config)
+    }
+
+    /// The variable that sets `field` (a path such as `pool.max_connections`).
+    pub fn by_field(field: &str) -> Option<&'static EnvVar> {
+        ENV_VARS.iter().find(|v| v.field == field)
+    }
+
+    /// `DB_POOL_MAX (pool.max_connections)`: how error messages name a knob.
+    pub(crate) fn label(field: &str) -> String {
+        match Self::by_field(field) {
+            Some(v) => format!("{} ({field})", v.name),
+            None => field.to_string(),
+        }
+    }
+}
+
+/// How a variable's text becomes a field's value, and back.
+trait EnvValue: Sized {
+    fn parse(raw: &str) -> Result<Self, String>;
+    fn show(&self) -> String;
+}
+
+fn whole(raw: &str) -> Result<u64, String> {
+    raw.parse::<u64>()
+        .map_err(|_| "is not a non-negative whole number".to_string())
+}
+
+impl EnvValue for u64 {
+    fn parse(raw: &str) -> Result<Self, String> {
+        whole(raw)
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl EnvValue for u32 {
+    fn parse(raw: &str) -> Result<Self, String> {
+        u32::try_from(whole(raw)?).map_err(|_| "is too large".to_string())
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl EnvValue for usize {
+    fn parse(raw: &str) -> Result<Self, String> {
+        usize::try_from(whole(raw)?).map_err(|_| "is too large".to_string())
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Milliseconds.
+impl EnvValue for Duration {
+    fn parse(raw: &str) -> Result<Self, String> {
+        whole(raw)
+            .map(Duration::from_millis)
+            .map_err(|e| format!("{e} of milliseconds"))
+    }
+    fn show(&self) -> String {
+        self.as_millis().to_string()
+    }
+}
+
+/// Milliseconds; 0 = none.
+impl EnvValue for Option<Duration> {
+    fn parse(raw: &str) -> Result<Self, String> {
+        Duration::parse(raw).map(|d| (!d.is_zero()).then_some(d))
+    }
+    fn show(&self) -> String {
+        self.unwrap_or_default().show()
+    }
+}
+
+/// 0 = none.
+impl EnvValue for Option<u32> {
+    fn parse(raw: &str) -> Result<Self, String> {
+        u32::parse(raw).map(|v| (v > 0).then_some(v))
+    }
+    fn show(&self) -> String {
+        self.unwrap_or_default().show()
+    }
+}
+
+impl EnvValue for f64 {
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+            _ => Err("is not a non-negative number".to_string()),
+        }
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl EnvValue for CachePolicy {
+    fn parse(raw: &str) -> Result<Self, String> {
+        CachePolicy::from_str(raw)
+    }
+    fn show(&self) -> String {
+        match self {
+            CachePolicy::Lru => "lru",
+            CachePolicy::TinyLfu => "tinylfu",
+        }
+        .to_string()
+    }
+}
+
+/// Declares each variable once: its constant, its name, its field.
+macro_rules! env_vars {
+    ($($(#[$doc:meta])* $konst:ident = $name:literal => $($path:ident).+;)*) => {
+        $(
+            $(#[$doc])*
+            pub const $konst: EnvVar = EnvVar {
+                name: $name,
+                field: stringify!($($path).+),
+                set: |c, raw| {
+                    c.$($path).+ = EnvValue::parse(raw)?;
+                    Ok(())
+                },
+                get: |c| c.$($path).+.show(),
+            };
+        )*
+        /// Every `DB_*` variable, in the README's order.
+        pub const ENV_VARS: &[EnvVar] = &[$($konst),*];
+    };
+}
+
+env_vars! {
+    /// Connections opened at start-up and kept open.
+    POOL_MIN = "DB_POOL_MIN" => pool.min_connections;
+    /// Most connections open.
+    POOL_MAX = "DB_POOL_MAX" => pool.max_connections;
+    /// Highest size a run-time resize may set (0 = `DB_POOL_MAX`).
+    POOL_CEILING = "DB_POOL_CEILING" => pool.max_connections_ceiling;
+    /// Idle connections above the minimum close after this long (ms).
+    POOL_TIMEOUT = "DB_POOL_TIMEOUT" => pool.idle_timeout;
+    /// Longest wait for a connection once admitted (ms).
+    ACQUIRE_TIMEOUT = "DB_ACQUIRE_TIMEOUT" => pool.acquire_timeout;
+    /// Most connections being opened at the same time.
+    POOL_OPENS = "DB_POOL_OPENS" => pool.max_concurrent_opens;
+    /// Connections are recycled after this age (ms; 0 = never).
+    POOL_LIFETIME = "DB_POOL_LIFETIME" => pool.max_lifetime;
+    /// Deadline of a whole query, queueing included (ms).
+    QUERY_TIMEOUT = "DB_QUERY_TIMEOUT" => query_timeout;
+    /// Waiting worth one priority level (ms).
+    AGING_STEP = "DB_AGING_STEP" => admission.aging_step;
+    /// Most keys in one batch.
+    BATCH_SIZE = "DB_BATCH_SIZE" => batch.max_batch_size;
+    /// Longest a batch gathers keys while it waits for a connection (ms).
+    BATCH_WINDOW = "DB_BATCH_WINDOW" => batch.window;
+    /// Most cached results.
+    CACHE_SIZE = "DB_CACHE_SIZE" => cache.max_entries;
+    /// Most cached bytes (JSON size).
+    CACHE_MAX_BYTES = "DB_CACHE_MAX_BYTES" => cache.max_bytes;
+    /// Default time to live of a cached result (ms).
+    CACHE_TTL = "DB_CACHE_TTL" => cache.ttl;
+    /// Longest time to live a query may ask for (ms).
+    CACHE_MAX_TTL = "DB_CACHE_MAX_TTL" => cache.max_ttl;
+    /// Eviction policy: `lru` or `tinylfu`.
+    CACHE_POLICY = "DB_CACHE_POLICY" => cache.policy;
+    /// How long an expired result may still be served while the database is down (ms).
+    CACHE_STALE_GRACE = "DB_CACHE_STALE_GRACE" => cache.stale_grace;
+    /// How often expired results are swept out (ms).
+    CACHE_SWEEP_INTERVAL = "DB_CACHE_SWEEP_INTERVAL" => cache.sweep_interval;
+    /// How often idle connections are pinged and the pool refilled (ms).
+    HEALTH_INTERVAL = "DB_HEALTH_INTERVAL" => health.interval;
+    /// Longest a ping may take (ms).
+    HEALTH_PING_TIMEOUT = "DB_HEALTH_PING_TIMEOUT" => health.ping_timeout;
+    /// Consecutive connection failures that open the circuit.
+    CIRCUIT_THRESHOLD = "DB_CIRCUIT_THRESHOLD" => health.failure_threshold;
+    /// How long the circuit stays open before a probe (ms).
+    CIRCUIT_COOLDOWN = "DB_CIRCUIT_COOLDOWN" => health.cooldown;
+    /// A connection held longer than this is reported as a leak (ms).
+    LEAK_THRESHOLD = "DB_LEAK_THRESHOLD" => leak.threshold;
+    /// Below this cache hit rate (%) a longer TTL is recommended.
+    ADVISOR_MIN_HIT_RATE = "DB_ADVISOR_MIN_HIT_RATE" => advisor.min_hit_rate;
+    /// Below this cache hit rate (%) the low-efficiency alert fires.
+    ADVISOR_ALERT_HIT_RATE = "DB_ADVISOR_ALERT_HIT_RATE" => advisor.alert_hit_rate;
+    /// Cache lookups needed before cache advice is given.
+    ADVISOR_MIN_LOOKUPS = "DB_ADVISOR_MIN_LOOKUPS" => advisor.min_lookups;
+    /// Above this average response time (ms) query optimisation is recommended.
+    ADVISOR_MAX_AVERAGE_MS = "DB_ADVISOR_MAX_AVERAGE_MS" => advisor.max_average_response_ms;
+    /// Above this p99 (ms) the slow-response alert fires.
+    ADVISOR_SLOW_P99_MS = "DB_ADVISOR_SLOW_P99_MS" => advisor.slow_p99_ms;
+    /// More queued requests than this recommend a larger pool.
+    ADVISOR_MAX_PENDING = "DB_ADVISOR_MAX_PENDING" => advisor.max_pending;
+}
+
+impl ManagerConfig {
+    /// The defaults, overridden by the `DB_*` variables that are set
+    /// ([`ENV_VARS`]), validated. Errors name the variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut c = Self::default();
+        for var in ENV_VARS {
+            if let Some(raw) = lookup(var.name) {
+                var.apply(&mut c, &raw)?;
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<ManagerConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ManagerConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_seeds_numbers() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.pool.min_connections, 2);
+        assert_eq!(c.pool.max_connections, 10);
+        assert_eq!(c.pool.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.pool.acquire_timeout, Duration::from_secs(10));
+        assert_eq!(c.query_timeout, Duration::from_secs(15));
+        assert_eq!(c.batch.max_batch_size, 50);
+        assert_eq!(c.batch.window, Duration::from_millis(100));
+        assert_eq!(c.cache.max_entries, 1000);
+        assert_eq!(c.cache.ttl, Duration::from_secs(300));
+        assert_eq!(c.health.interval, Duration::from_secs(30));
+        assert_eq!(
+            c.cache.policy,
+            CachePolicy::TinyLfu,
+            "chosen by measurement"
+        );
+        let defaults = ManagerConfig::default();
+        for var in ENV_VARS {
+            assert_eq!(var.value(&c), var.value(&defaults), "{}", var.name);
+        }
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let c = from(&[
+            ("DB_POOL_MIN", "1"),
+            ("DB_POOL_MAX", "20"),
+            ("DB_POOL_TIMEOUT", "5000"),
+            ("DB_CACHE_POLICY", "LRU"),
+            ("DB_POOL_LIFETIME", "0"),
+            ("DB_POOL_CEILING", "40"),
+            ("DB_ADVISOR_MIN_HIT_RATE", "55.5"),
+        ])
+        .unwrap();
+        assert_eq!(c.pool.min_connections, 1);
+        assert_eq!(c.pool.max_connections, 20);
+        assert_eq!(c.pool.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.cache.policy, CachePolicy::Lru);
+        assert_eq!(c.pool.max_lifetime, None, "0 = never recycled");
+        assert_eq!(c.pool.max_connections_ceiling, Some(40));
+        assert_eq!(c.advisor.min_hit_rate, 55.5);
+    }
+
+    /// Each variable sets its own field: setting it to its default's
+    /// neighbour changes exactly what `value` reads back.
+    #[test]
+    fn every_variable_sets_its_field_and_reads_back() {
+        let defaults = ManagerConfig::default();
+        let mut names = std::collections::HashSet::new();
+        let mut fields = std::collections::HashSet::new();
+        for var in ENV_VARS {
+            assert!(var.name.starts_with("DB_"), "{}", var.name);
+            assert!(names.insert(var.name), "{} twice", var.name);
+            assert!(fields.insert(var.field), "{} twice", var.field);
+            assert!(!var.field.contains(' '), "{:?}", var.field);
+            let raw = neighbour(&var.value(&defaults));
+            let c = from(&[(var.name, &raw)]).unwrap();
+            assert_eq!(var.value(&c), raw, "{}", var.name);
+            let changed: Vec<_> = ENV_VARS
+                .iter()
+                .filter(|o| o.value(&c) != o.value(&defaults))
+                .map(|o| o.name)
+                .collect();
+            assert_eq!(changed, [var.name]);
+            assert_eq!(EnvVar::by_field(var.field).unwrap().name, var.name);
+        }
+    }
+
+    /// A valid value next to `default`.
+    pub(crate) fn neighbour(default: &str) -> String {
+        match default {
+            "tinylfu" => "lru".into(),
+            "lru" => "tinylfu".into(),
+            n => (n.parse::<u64>().unwrap() + 1).to_string(),
+        }
+    }
+
+    #[test]
+    fn min_above_max_is_rejected_naming_both_variables() {
+        let err = from(&[("DB_POOL_MIN", "11")]).unwrap_err();
+        assert!(
+            err.0.contains("DB_POOL_MIN") && err.0.contains("DB_POOL_MAX"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_max_is_rejected() {
+        let err = from(&[("DB_POOL_MIN", "0"), ("DB_POOL_MAX", "0")]).unwrap_err();
+        assert!(err.0.contains("DB_POOL_MAX"), "{err}");
+    }
+
+    #[test]
+    fn zero_cooldown_and_ping_timeout_are_rejected() {
+        let err = from(&[("DB_CIRCUIT_COOLDOWN", "0")]).unwrap_err();
+        assert!(err.0.contains("DB_CIRCUIT_COOLDOWN"), "{err}");
+        let err = from(&[("DB_HEALTH_PING_TIMEOUT", "0")]).unwrap_err();
+        assert!(err.0.contains("DB_HEALTH_PING_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn unparsable_values_name_the_variable() {
+        let err = from(&[("DB_POOL_TIMEOUT", "30s")]).unwrap_err();
+        assert!(
+            err.0.contains("DB_POOL_TIMEOUT") && err.0.contains("30s"),
+            "{err}"
+        );
+        for (name, raw) in [
+            ("DB_POOL_MAX", "-1"),
+            ("DB_POOL_MAX", "4294967296"),
+            ("DB_CACHE_POLICY", "fifo"),
+            ("DB_CIRCUIT_THRESHOLD", ""),
+            ("DB_ADVISOR_SLOW_P99_MS", "NaN"),
+            ("DB_ADVISOR_MIN_HIT_RATE", "-3"),
+        ] {
+            let err = from(&[(name, raw)]).unwrap_err();
+            assert!(err.0.contains(name), "{name}: {err}");
+        }
+    }
+
+    /// The module documentation's table lists every variable with its field
+    /// and default, and nothing else.
+    #[test]
+    fn the_documented_table_matches_the_code() {
+        let source = include_str!("../config.rs");
+        let rows: Vec<&str> = source
+            .lines()
+            .filter(|l| l.starts_with("//! | `DB_"))
+            .collect();
+        assert_eq!(rows.len(), ENV_VARS.len(), "{rows:#?}");
+        let defaults = ManagerConfig::default();
+        for var in ENV_VARS {
+            let row = rows
+                .iter()
+                .find(|r| r.starts_with(&format!("//! | `{}` |", var.name)))
+                .unwrap_or_else(|| panic!("{} is not documented", var.name));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert!(cells[2].starts_with(&format!("`{}`", var.field)), "{row}");
+            let default = cells[3].trim_matches('`').replace('_', "");
+            assert_eq!(default, var.value(&defaults), "{row}");
+        }
+    }
+}
