@@ -1,4 +1,4 @@
-//! Every knob of the manager, with the seed's defaults.
+//! Every knob of the manager, with its default.
 //!
 //! [`ManagerConfig`] is a plain struct: `ManagerConfig::default()` is the
 //! documented defaults below (and valid); change what you need, or fill it
@@ -7,7 +7,7 @@
 //! message that names the offending knob by its variable and field.
 //!
 //! Environment variables ([`env`]; this module is the only place they are
-//! read). Durations in milliseconds, as in the seed:
+//! read). Durations in milliseconds:
 //!
 //! | variable | field | default |
 //! | --- | --- | --- |
@@ -143,7 +143,7 @@ impl Default for BatchConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CachePolicy {
-    /// Least recently used, as the seed describes.
+    /// Least recently used.
     Lru,
     /// Window TinyLFU: admits a new entry only if it is likely to be used
     /// more often than the one it would evict; better on skewed workloads.
@@ -180,8 +180,9 @@ pub struct CacheConfig {
     pub stale_grace: Duration,
     /// How often expired entries are swept out (default 60 s).
     pub sweep_interval: Duration,
-    /// Eviction policy (default TinyLFU: on GistFans' Zipf workload it beat
-    /// the seed's LRU by 1.3 to 3 points of hit rate; see BENCHMARKS.md).
+    /// Eviction policy (default TinyLFU: it keeps frequently used entries
+    /// over merely recent ones, which wins on skewed, Zipf-like workloads;
+    /// LRU is the choice for workloads that scan).
     pub policy: CachePolicy,
 }
 
