@@ -76,9 +76,12 @@ pub struct SeedReport {
     pub follows: usize,
 }
 
+/// A post row: id, author, title, language, content, created at.
+type PostRow = (i64, i64, String, String, String, i64);
+
 struct Data {
     users: Vec<(i64, String, String, String, i64)>,
-    posts: Vec<(i64, i64, String, String, String, i64)>,
+    posts: Vec<PostRow>,
     stars: Vec<(i64, i64, i64)>,
     follows: Vec<(i64, i64, i64)>,
 }
@@ -173,13 +176,33 @@ fn generate(cfg: &SeedConfig, now: i64) -> Result<Data, DataError> {
         })
         .collect();
 
+    let stars = gen_stars(cfg, &mut rng, &popular, &by_author, &posts, now);
+    let follows = gen_follows(cfg, &mut rng, &popular, now);
+    Ok(Data {
+        users,
+        posts,
+        stars,
+        follows,
+    })
+}
+
+/// Stars: a Zipf-popular author's post, starred by anyone but its author,
+/// at most once per (user, post).
+fn gen_stars(
+    cfg: &SeedConfig,
+    rng: &mut StdRng,
+    popular: &Zipf<f64>,
+    by_author: &[Vec<usize>],
+    posts: &[PostRow],
+    now: i64,
+) -> Vec<(i64, i64, i64)> {
     let mut seen = HashSet::with_capacity(cfg.stars as usize);
     let mut stars = Vec::with_capacity(cfg.stars as usize);
     let mut attempts = 0;
     while (stars.len() as i64) < cfg.stars && !posts.is_empty() && attempts < cfg.stars * 4 {
         attempts += 1;
-        let author = popular.sample(&mut rng) as usize;
-        let Some(&post_ix) = by_author[author].choose(&mut rng) else {
+        let author = popular.sample(rng) as usize;
+        let Some(&post_ix) = by_author[author].choose(rng) else {
             continue;
         };
         let user = rng.gen_range(1..=cfg.users);
@@ -190,24 +213,30 @@ fn generate(cfg: &SeedConfig, now: i64) -> Result<Data, DataError> {
         stars.push((user, *post_id, rng.gen_range(*posted..=now)));
     }
 
+    stars
+}
+
+/// Follows: a Zipf-popular followee, followed by anyone else, at most once
+/// per pair.
+fn gen_follows(
+    cfg: &SeedConfig,
+    rng: &mut StdRng,
+    popular: &Zipf<f64>,
+    now: i64,
+) -> Vec<(i64, i64, i64)> {
     let mut seen = HashSet::with_capacity(cfg.follows as usize);
     let mut follows = Vec::with_capacity(cfg.follows as usize);
     let mut attempts = 0;
     while (follows.len() as i64) < cfg.follows && cfg.users > 1 && attempts < cfg.follows * 4 {
         attempts += 1;
-        let followee = popular.sample(&mut rng) as i64;
+        let followee = popular.sample(rng) as i64;
         let follower = rng.gen_range(1..=cfg.users);
         if follower == followee || !seen.insert((follower, followee)) {
             continue;
         }
         follows.push((follower, followee, now - rng.gen_range(0..YEAR)));
     }
-    Ok(Data {
-        users,
-        posts,
-        stars,
-        follows,
-    })
+    follows
 }
 
 fn progress(total: u64, show: bool) -> ProgressBar {
