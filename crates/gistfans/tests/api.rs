@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gistfans_data::seed::SeedConfig;
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
 
@@ -414,15 +413,7 @@ async fn operator_routes_work(backend: Backend) {
     assert_eq!(s, StatusCode::OK, "{v}");
     app.profile(1).await;
     app.get("/api/users/1/stats").await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     let sample = regex_lite_line();
     for line in text
         .lines()
@@ -500,14 +491,7 @@ fn regex_lite_line() -> impl Fn(&str) -> bool {
 /// everything works again once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_answers_503_and_recovers() {
-    let pg = testkit::pg::TestDatabase::create().await;
-    gistfans_data::migrate(&pg.url, None).await.unwrap();
-    gistfans_data::seed::seed(&pg.url, &SeedConfig::small(), false)
-        .await
-        .unwrap();
-    let proxy = testkit::Proxy::start(&testkit::pg::host_port())
-        .await
-        .unwrap();
+    let (pg, proxy) = seeded_postgres_behind_proxy().await;
     let mut config = hpdb::ManagerConfig::new();
     config.pool.acquire_timeout = Duration::from_millis(500);
     config.query_timeout = Duration::from_secs(2);

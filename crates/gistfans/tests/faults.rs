@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::*;
-use gistfans_data::{seed::SeedConfig, AggregateOptions, DataAggregationService};
+use gistfans_data::{AggregateOptions, DataAggregationService};
 use reqwest::StatusCode;
 
 /// One request of the load: which user, how long, what status, when.
@@ -88,14 +88,7 @@ async fn time_until(within: Duration, check: impl Fn() -> bool) -> Option<Durati
 /// within 1 s of the database's return.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_under_load() {
-    let pg = testkit::pg::TestDatabase::create().await;
-    gistfans_data::migrate(&pg.url, None).await.unwrap();
-    gistfans_data::seed::seed(&pg.url, &SeedConfig::small(), false)
-        .await
-        .unwrap();
-    let proxy = testkit::Proxy::start(&testkit::pg::host_port())
-        .await
-        .unwrap();
+    let (pg, proxy) = seeded_postgres_behind_proxy().await;
     let config = hpdb::ManagerConfig::new();
     let acquire_timeout = config.pool.acquire_timeout;
     let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port(), pg.name);

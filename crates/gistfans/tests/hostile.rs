@@ -52,15 +52,7 @@ async fn made_up_methods_share_one_metric_label() {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], "method_not_allowed", "{body}");
     }
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         !metrics.contains("M1XX"),
         "a client's method became a label"

@@ -144,6 +144,18 @@ impl App {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn profile(&self, id: i64) -> Value {
         let (s, v) = self
             .get(&format!("/api/user/stats-optimized?userId={id}"))
@@ -159,4 +171,18 @@ pub fn assert_error(status: StatusCode, body: &Value, expect: StatusCode) {
         body["error"].is_string() && body["message"].as_str().is_some_and(|m| !m.is_empty()),
         "error body: {body}"
     );
+}
+
+/// A fresh PostgreSQL database with the small demo data, and a fault proxy
+/// in front of it (connect through `proxy.port()`).
+pub async fn seeded_postgres_behind_proxy() -> (testkit::pg::TestDatabase, testkit::Proxy) {
+    let pg = testkit::pg::TestDatabase::create().await;
+    gistfans_data::migrate(&pg.url, None).await.unwrap();
+    gistfans_data::seed::seed(&pg.url, &SeedConfig::small(), false)
+        .await
+        .unwrap();
+    let proxy = testkit::Proxy::start(&testkit::pg::host_port())
+        .await
+        .unwrap();
+    (pg, proxy)
 }
