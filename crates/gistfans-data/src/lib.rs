@@ -18,10 +18,12 @@ pub mod incremental;
 pub mod model;
 pub mod seed;
 mod service;
+mod users;
 pub mod writes;
 
 pub use db::{migrate, sqlite_options, Backend, Db};
 pub use error::DataError;
 pub use model::{Include, Post, UserAggregate};
 pub use service::{AggregateOptions, DataAggregationService, RenderedAggregate, Served};
+pub use users::{UserCard, UserDirectory, MAX_IDS};
 pub use writes::NewPost;

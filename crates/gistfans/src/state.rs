@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use gistfans_data::{DataAggregationService, Db};
+use gistfans_data::{DataAggregationService, Db, UserDirectory};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Shared application state.
@@ -10,6 +10,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub struct AppState {
     /// The aggregation service (and through it the database).
     pub service: DataAggregationService,
+    /// User cards by id (cached, batched).
+    pub users: UserDirectory,
     /// `ADMIN_TOKEN`; admin routes answer 403 while it is unset.
     pub admin_token: Option<Arc<str>>,
     /// Renders `/metrics`.
@@ -20,6 +22,7 @@ impl AppState {
     /// State over `service`.
     pub fn new(service: DataAggregationService, admin_token: Option<String>) -> Self {
         Self {
+            users: UserDirectory::new(service.db().clone()),
             service,
             admin_token: admin_token.filter(|t| !t.is_empty()).map(Arc::from),
             metrics: crate::telemetry::prometheus(),

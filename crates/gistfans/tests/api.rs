@@ -461,7 +461,7 @@ async fn operator_routes_work(backend: Backend) {
             );
         }
     }
-    assert_eq!(operations, 17, "every route is documented");
+    assert_eq!(operations, 18, "every route is documented");
     let _ = &app.db;
 }
 
@@ -551,6 +551,61 @@ async fn postgres_outage_answers_503_and_recovers() {
     drop(pg);
 }
 
+/// `GET /api/users?ids=…`: cards in the order asked, unknown ids listed,
+/// every uncached card of one request loaded by ONE batch query (counted by
+/// the manager and, on PostgreSQL, by pg_stat_statements), cached after.
+async fn user_cards_load_in_one_batch(backend: Backend) {
+    let app = spawn_app(backend, None).await;
+    let (s, v) = app.get("/api/users?ids=2,1,424242,2").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let ids: Vec<i64> = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![2, 1]);
+    assert_eq!(v["missing"], json!([424242]));
+    assert_eq!(
+        v["users"][1]["username"],
+        app.profile(1).await["profile"]["username"]
+    );
+
+    let batch_statements = || async {
+        match &app._pg {
+            Some(pg) => Some(pg.statement_calls("= ANY($1)").await),
+            None => None,
+        }
+    };
+    let (before, statements_before) = (app.db.status(), batch_statements().await);
+    let list: Vec<String> = (10..60).map(|i| i.to_string()).collect();
+    let (s, v) = app.get(&format!("/api/users?ids={}", list.join(","))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["users"].as_array().unwrap().len(), 50);
+    let after = app.db.status();
+    assert_eq!(after.batches - before.batches, 1, "one batch for 50 cards");
+    assert_eq!(after.batched_keys - before.batched_keys, 50);
+    if let (Some(b), Some(a)) = (statements_before, batch_statements().await) {
+        assert_eq!(a - b, 1, "PostgreSQL ran one query for 50 cards");
+    }
+    let (s, _) = app.get(&format!("/api/users?ids={}", list.join(","))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        app.db.status().batches,
+        after.batches,
+        "cached the second time"
+    );
+    for bad in [
+        "/api/users",
+        "/api/users?ids=",
+        "/api/users?ids=1,x",
+        "/api/users?ids=0",
+    ] {
+        let (s, v) = app.get(bad).await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST);
+    }
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -571,4 +626,5 @@ both_backends!(
     admin_needs_the_token,
     bad_input_gets_a_clear_4xx,
     operator_routes_work,
+    user_cards_load_in_one_batch,
 );

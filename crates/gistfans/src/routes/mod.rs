@@ -20,6 +20,7 @@ pub mod admin;
 pub mod baseline;
 pub mod ops;
 pub mod profile;
+pub mod users;
 pub mod writes;
 
 /// Largest request body accepted (a post's content is at most 64 KiB).
@@ -56,6 +57,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(profile::stats_optimized))
+        .routes(routes!(users::cards))
         .routes(routes!(baseline::stats))
         .routes(routes!(baseline::posts))
         .routes(routes!(baseline::star_history))
