@@ -9,7 +9,7 @@
 
 use std::{str::FromStr, time::Duration};
 
-use hpdb::{Manager, ManagerConfig};
+use hpdb::{Control, Manager, ManagerConfig};
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -27,6 +27,8 @@ pub enum Db {
         manager: Manager<Sqlite>,
         /// The baseline path.
         baseline: SqlitePool,
+        /// The manager, without its database type.
+        control: Control,
     },
     /// The production backend.
     Postgres {
@@ -34,6 +36,8 @@ pub enum Db {
         manager: Manager<Postgres>,
         /// The baseline path.
         baseline: PgPool,
+        /// The manager, without its database type.
+        control: Control,
     },
 }
 
@@ -124,7 +128,12 @@ impl Db {
                     .idle_timeout(idle)
                     .acquire_timeout(acquire)
                     .connect_lazy_with(opts);
-                Ok(Db::Sqlite { manager, baseline })
+                let control = manager.control();
+                Ok(Db::Sqlite {
+                    manager,
+                    baseline,
+                    control,
+                })
             }
             Backend::Postgres => {
                 let opts = pg_options(url)?;
@@ -139,7 +148,12 @@ impl Db {
                     .idle_timeout(idle)
                     .acquire_timeout(acquire)
                     .connect_lazy_with(opts.application_name("gistfans_baseline"));
-                Ok(Db::Postgres { manager, baseline })
+                let control = manager.control();
+                Ok(Db::Postgres {
+                    manager,
+                    baseline,
+                    control,
+                })
             }
         }
     }
@@ -152,14 +166,34 @@ impl Db {
         }
     }
 
+    /// The manager, for everything that runs no query: status, advice,
+    /// configuration, the cache, resizing, metrics, health checks.
+    pub fn control(&self) -> &Control {
+        match self {
+            Db::Sqlite { control, .. } | Db::Postgres { control, .. } => control,
+        }
+    }
+
     /// The status of the manager.
     pub fn status(&self) -> hpdb::Status {
-        on_manager!(self, m => m.status())
+        self.control().status()
     }
 
     /// Queries queued for a connection in the manager now (cheap).
     pub fn pending_requests(&self) -> usize {
-        on_manager!(self, m => m.pending_requests())
+        self.control().pending_requests()
+    }
+
+    /// Whether the database answers a trivial query now, through the
+    /// manager at critical priority, within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), hpdb::Error> {
+        let opts = hpdb::QueryOptions::uncached()
+            .priority(hpdb::Priority::CRITICAL)
+            .timeout(timeout);
+        on_manager!(self, m => m.execute_query("readyz", opts, |conn| Box::pin(async move {
+            sqlx::query_scalar::<_, i64>("SELECT CAST(1 AS BIGINT)").fetch_one(conn).await
+        })).await)?;
+        Ok(())
     }
 
     /// Closes both pools.

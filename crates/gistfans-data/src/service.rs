@@ -236,7 +236,12 @@ impl DataAggregationService {
             let this = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let cached = on_manager!(&this.db, m => m.peek_cached::<Cached>(&key(id, Include::ALL)).await.is_some());
+                let cached = this
+                    .db
+                    .control()
+                    .peek_cached::<Cached>(&key(id, Include::ALL))
+                    .await
+                    .is_some();
                 if !cached {
                     if let Err(e) = this.load(id, AggregateOptions::warming()).await {
                         tracing::debug!(user_id = id, error = %e, "preload failed");
@@ -287,7 +292,7 @@ impl DataAggregationService {
         let mut out = Vec::with_capacity(8);
         for inc in Include::all_combinations() {
             let k = key(user_id, inc);
-            let v = on_manager!(&self.db, m => m.peek_cached_with_ttl::<Cached>(&k).await);
+            let v = self.db.control().peek_cached_with_ttl::<Cached>(&k).await;
             out.push((k, v));
         }
         out
@@ -303,7 +308,7 @@ impl DataAggregationService {
         update: impl Fn(&mut UserAggregate) -> bool,
     ) {
         for (k, cached) in before {
-            on_manager!(&self.db, m => m.invalidate(&k).await);
+            self.db.control().invalidate(&k).await;
             let Some((cached, ttl_left)) = cached else {
                 continue;
             };
@@ -314,7 +319,7 @@ impl DataAggregationService {
             if update(&mut data) {
                 let opts = QueryOptions::default().tag(tag(user_id)).ttl(ttl_left);
                 let value: Arc<Cached> = Arc::new(Some(Arc::new(RenderedAggregate::new(data))));
-                on_manager!(&self.db, m => m.put_cached(k.clone(), &opts, value).await);
+                self.db.control().put_cached(k.clone(), &opts, value).await;
             }
         }
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Sqlite};
 use utoipa::ToSchema;
 
-use crate::{error::DataError, on_manager, Db};
+use crate::{error::DataError, Db};
 
 /// Most ids one call may ask for.
 pub const MAX_IDS: usize = 100;
@@ -112,7 +112,11 @@ impl UserDirectory {
         let mut found: HashMap<i64, Arc<UserCard>> = HashMap::with_capacity(ids.len());
         let mut misses = Vec::new();
         for &id in ids {
-            let cached = on_manager!(&self.db, m => m.peek_cached::<UserCard>(&card_key(id)).await);
+            let cached = self
+                .db
+                .control()
+                .peek_cached::<UserCard>(&card_key(id))
+                .await;
             match cached {
                 Some(card) => {
                     found.insert(id, card);
@@ -128,7 +132,10 @@ impl UserDirectory {
             for (id, card) in misses.iter().zip(loaded) {
                 if let Some(card) = card {
                     let opts = QueryOptions::default().tag(format!("user:{id}"));
-                    on_manager!(&self.db, m => m.put_cached(card_key(*id), &opts, card.clone()).await);
+                    self.db
+                        .control()
+                        .put_cached(card_key(*id), &opts, card.clone())
+                        .await;
                     found.insert(*id, card);
                 }
             }

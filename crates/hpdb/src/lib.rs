@@ -52,6 +52,7 @@ mod batch;
 mod breaker;
 mod cache;
 mod config;
+mod control;
 mod error;
 mod invalidation;
 mod leak;
@@ -69,6 +70,7 @@ pub use config::{
     AdmissionConfig, AdvisorConfig, BatchConfig, CacheConfig, CachePolicy, ConfigError,
     HealthConfig, LeakConfig, ManagerConfig, PoolConfig,
 };
+pub use control::Control;
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;
 pub use manager::{BuildError, HealthReport, Manager, ManagerBuilder, QueryFn, QueryResult};

@@ -9,7 +9,6 @@ use axum::{
     http::{header, request::Parts},
     Json,
 };
-use gistfans_data::on_manager;
 use hpdb::{Advice, HealthReport, ManagerConfig, Status};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -121,8 +120,8 @@ pub async fn monitor(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<Json<MonitorReport>, ApiError> {
-    let (status, advice, config) =
-        on_manager!(state.db(), m => (m.status(), m.advice(), m.config().clone()));
+    let control = state.db().control();
+    let (status, advice, config) = (control.status(), control.advice(), control.config().clone());
     let (alerts, recommendations) = advice.into_iter().partition(Advice::is_alert);
     Ok(Json(MonitorReport {
         status,
@@ -141,22 +140,21 @@ pub async fn act(
     State(state): State<AppState>,
     ApiJson(action): ApiJson<AdminAction>,
 ) -> Result<Json<ActionResult>, ApiError> {
-    let db = state.db();
+    let control = state.db().control();
     let (name, health) = match action {
         AdminAction::ClearCache {} => {
-            on_manager!(db, m => m.clear_cache().await);
+            control.clear_cache().await;
             ("clearCache", None)
         }
         AdminAction::ResizePool { size } => {
-            on_manager!(db, m => m.resize(size)).map_err(|e| ApiError::invalid(e.to_string()))?;
+            control
+                .resize(size)
+                .map_err(|e| ApiError::invalid(e.to_string()))?;
             ("resizePool", None)
         }
-        AdminAction::HealthCheck {} => (
-            "healthCheck",
-            Some(on_manager!(db, m => m.health_check().await)),
-        ),
+        AdminAction::HealthCheck {} => ("healthCheck", Some(control.health_check().await)),
         AdminAction::ResetMetrics {} => {
-            on_manager!(db, m => m.reset_metrics());
+            control.reset_metrics();
             ("resetMetrics", None)
         }
     };
@@ -164,6 +162,6 @@ pub async fn act(
     Ok(Json(ActionResult {
         action: name,
         health,
-        status: db.status(),
+        status: control.status(),
     }))
 }

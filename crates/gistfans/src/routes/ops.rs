@@ -4,8 +4,6 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{extract::State, http::header, response::IntoResponse, Extension, Json};
-use gistfans_data::on_manager;
-use hpdb::{Priority, QueryOptions};
 use serde_json::{json, Value};
 
 use crate::{error::ApiError, state::AppState};
@@ -20,12 +18,7 @@ pub async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, description = "Ready"), (status = 503, description = "Database unreachable", body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let opts = QueryOptions::uncached()
-        .priority(Priority::CRITICAL)
-        .timeout(Duration::from_secs(2));
-    on_manager!(state.db(), m => m.execute_query("readyz", opts, |conn| Box::pin(async move {
-        sqlx::query_scalar::<_, i64>("SELECT CAST(1 AS BIGINT)").fetch_one(conn).await
-    })).await)?;
+    state.db().ping(Duration::from_secs(2)).await?;
     Ok(Json(
         json!({ "status": "ready", "circuit": state.db().status().circuit }),
     ))

@@ -39,6 +39,7 @@ mod pipeline;
 mod status;
 
 use std::{
+    any::Any,
     sync::{
         atomic::{AtomicU32, Ordering},
         Arc,
@@ -179,12 +180,21 @@ impl<DB: Database> Manager<DB> {
         &self,
         key: &str,
     ) -> Option<(Arc<T>, Duration)> {
+        let (value, left) = self.peek_erased(key).await?;
+        Some((value.downcast::<T>().ok()?, left))
+    }
+
+    /// The cached value under `key` as stored, with its time left.
+    pub(crate) async fn peek_erased(
+        &self,
+        key: &str,
+    ) -> Option<(Arc<dyn Any + Send + Sync>, Duration)> {
         let entry = self.inner.cache.get(key).await?;
         let left = entry.ttl.checked_sub(entry.stored_at.elapsed())?;
         if left.is_zero() || !self.inner.log.is_current(key, &entry.tags, entry.seq) {
             return None;
         }
-        Some((entry.value.downcast::<T>().ok()?, left))
+        Some((entry.value, left))
     }
 
     /// Replaces the cached value under `key` (for updates in place), with
@@ -199,6 +209,21 @@ impl<DB: Database> Manager<DB> {
         let tags: Arc<[Arc<str>]> = options.tags.clone().into();
         let since = self.inner.log.snapshot();
         self.store(&key, options, &tags, since, value).await;
+    }
+
+    /// [`put_cached`](Self::put_cached) for a value already erased, whose
+    /// size (as JSON, in bytes) the caller knows.
+    pub(crate) async fn put_erased(
+        &self,
+        key: Arc<str>,
+        options: &QueryOptions,
+        value: Arc<dyn Any + Send + Sync>,
+        size: u32,
+    ) {
+        let tags: Arc<[Arc<str>]> = options.tags.clone().into();
+        let since = self.inner.log.snapshot();
+        self.store_sized(&key, options, &tags, since, value, size)
+            .await;
     }
 
     /// Tells the manager how many connections the database can give this

@@ -300,11 +300,6 @@ impl<DB: Database> Manager<DB> {
         since: Seq,
         value: Arc<T>,
     ) {
-        let inner = &self.inner;
-        // Invalidated while we were fetching: this result may predate the write.
-        if !inner.log.is_current(key, tags, since) {
-            return;
-        }
         let size = match json_size(&*value) {
             Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
             Err(e) => {
@@ -312,6 +307,25 @@ impl<DB: Database> Manager<DB> {
                 return;
             }
         };
+        self.store_sized(key, options, tags, since, value, size)
+            .await;
+    }
+
+    /// [`store`](Self::store) for a value whose size is known.
+    pub(super) async fn store_sized(
+        &self,
+        key: &Arc<str>,
+        options: &QueryOptions,
+        tags: &Arc<[Arc<str>]>,
+        since: Seq,
+        value: Arc<dyn Any + Send + Sync>,
+        size: u32,
+    ) {
+        let inner = &self.inner;
+        // Invalidated while we were fetching: this result may predate the write.
+        if !inner.log.is_current(key, tags, since) {
+            return;
+        }
         let ttl = options
             .ttl
             .unwrap_or(inner.config.cache.ttl)

@@ -1,0 +1,257 @@
+//! [`Control`]: a handle on a manager that does not name the database type.
+//!
+//! Everything done to a manager that runs no query of the caller's (status,
+//! advice, configuration, invalidation, reading and replacing cached values,
+//! resizing, metrics, health checks, closing) is the same for every
+//! database. Code that only does those (an admin API, a cache maintainer, a
+//! metrics exporter) holds a `Control` and stays free of sqlx's type
+//! parameters; queries still go through [`Manager`].
+
+use std::{any::Any, sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use sqlx::Database;
+
+use crate::{
+    advisor::Advice,
+    cache::json_size,
+    config::{ConfigError, ManagerConfig},
+    manager::{HealthReport, Manager},
+    metrics::Status,
+    options::QueryOptions,
+};
+
+/// A type-erased handle on a [`Manager`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    manager: Arc<dyn Controls>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").finish_non_exhaustive()
+    }
+}
+
+/// What [`Control`] needs of a manager, object-safe.
+trait Controls: Send + Sync {
+    fn status(&self) -> Status;
+    fn advice(&self) -> Vec<Advice>;
+    fn config(&self) -> &ManagerConfig;
+    fn pending_requests(&self) -> usize;
+    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, ()>;
+    fn clear_cache(&self) -> BoxFuture<'_, ()>;
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Option<(Arc<dyn Any + Send + Sync>, Duration)>>;
+    fn put<'a>(
+        &'a self,
+        key: Arc<str>,
+        options: &'a QueryOptions,
+        value: Arc<dyn Any + Send + Sync>,
+        size: u32,
+    ) -> BoxFuture<'a, ()>;
+    fn resize(&self, max_connections: u32) -> Result<(), ConfigError>;
+    fn reset_metrics(&self);
+    fn set_connection_budget(&self, budget: u32);
+    fn health_check(&self) -> BoxFuture<'_, HealthReport>;
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+impl<DB: Database> Controls for Manager<DB> {
+    fn status(&self) -> Status {
+        Manager::status(self)
+    }
+    fn advice(&self) -> Vec<Advice> {
+        Manager::advice(self)
+    }
+    fn config(&self) -> &ManagerConfig {
+        Manager::config(self)
+    }
+    fn pending_requests(&self) -> usize {
+        Manager::pending_requests(self)
+    }
+    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(Manager::invalidate(self, key))
+    }
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(Manager::invalidate_tag(self, tag))
+    }
+    fn clear_cache(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Manager::clear_cache(self))
+    }
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Option<(Arc<dyn Any + Send + Sync>, Duration)>> {
+        Box::pin(self.peek_erased(key))
+    }
+    fn put<'a>(
+        &'a self,
+        key: Arc<str>,
+        options: &'a QueryOptions,
+        value: Arc<dyn Any + Send + Sync>,
+        size: u32,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(self.put_erased(key, options, value, size))
+    }
+    fn resize(&self, max_connections: u32) -> Result<(), ConfigError> {
+        Manager::resize(self, max_connections)
+    }
+    fn reset_metrics(&self) {
+        Manager::reset_metrics(self)
+    }
+    fn set_connection_budget(&self, budget: u32) {
+        Manager::set_connection_budget(self, budget)
+    }
+    fn health_check(&self) -> BoxFuture<'_, HealthReport> {
+        Box::pin(Manager::health_check(self))
+    }
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Manager::close(self))
+    }
+}
+
+impl<DB: Database> Manager<DB> {
+    /// A handle on this manager that does not name the database type.
+    pub fn control(&self) -> Control {
+        Control {
+            manager: Arc::new(self.clone()),
+        }
+    }
+}
+
+impl Control {
+    /// See [`Manager::status`].
+    pub fn status(&self) -> Status {
+        self.manager.status()
+    }
+
+    /// See [`Manager::advice`].
+    pub fn advice(&self) -> Vec<Advice> {
+        self.manager.advice()
+    }
+
+    /// See [`Manager::config`].
+    pub fn config(&self) -> &ManagerConfig {
+        self.manager.config()
+    }
+
+    /// See [`Manager::pending_requests`].
+    pub fn pending_requests(&self) -> usize {
+        self.manager.pending_requests()
+    }
+
+    /// See [`Manager::invalidate`].
+    pub async fn invalidate(&self, key: &str) {
+        self.manager.invalidate(key).await
+    }
+
+    /// See [`Manager::invalidate_tag`].
+    pub async fn invalidate_tag(&self, tag: &str) {
+        self.manager.invalidate_tag(tag).await
+    }
+
+    /// See [`Manager::clear_cache`].
+    pub async fn clear_cache(&self) {
+        self.manager.clear_cache().await
+    }
+
+    /// See [`Manager::peek_cached`].
+    pub async fn peek_cached<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
+        self.peek_cached_with_ttl(key).await.map(|(value, _)| value)
+    }
+
+    /// See [`Manager::peek_cached_with_ttl`].
+    pub async fn peek_cached_with_ttl<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+    ) -> Option<(Arc<T>, Duration)> {
+        let (value, left) = self.manager.peek(key).await?;
+        Some((value.downcast::<T>().ok()?, left))
+    }
+
+    /// See [`Manager::put_cached`].
+    pub async fn put_cached<T: Serialize + Send + Sync + 'static>(
+        &self,
+        key: impl Into<Arc<str>>,
+        options: &QueryOptions,
+        value: Arc<T>,
+    ) {
+        let key = key.into();
+        match json_size(&*value) {
+            Ok(n) => {
+                let size = u32::try_from(n).unwrap_or(u32::MAX);
+                self.manager.put(key, options, value, size).await
+            }
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "value not cached: it does not serialize")
+            }
+        }
+    }
+
+    /// See [`Manager::resize`].
+    pub fn resize(&self, max_connections: u32) -> Result<(), ConfigError> {
+        self.manager.resize(max_connections)
+    }
+
+    /// See [`Manager::reset_metrics`].
+    pub fn reset_metrics(&self) {
+        self.manager.reset_metrics()
+    }
+
+    /// See [`Manager::set_connection_budget`].
+    pub fn set_connection_budget(&self, budget: u32) {
+        self.manager.set_connection_budget(budget)
+    }
+
+    /// See [`Manager::health_check`].
+    pub async fn health_check(&self) -> HealthReport {
+        self.manager.health_check().await
+    }
+
+    /// See [`Manager::close`].
+    pub async fn close(&self) {
+        self.manager.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::{sqlite::SqliteConnectOptions, Sqlite};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_control_acts_on_the_same_manager() {
+        let m = Manager::<Sqlite>::builder(ManagerConfig::default())
+            .background_tasks(false)
+            .build_lazy(SqliteConnectOptions::from_str("sqlite::memory:").unwrap())
+            .unwrap();
+        let c = m.control();
+        let v = m
+            .execute_query("k", QueryOptions::default().tag("t"), |conn| {
+                Box::pin(sqlx::query_scalar::<_, i64>("SELECT 7").fetch_one(conn))
+            })
+            .await
+            .unwrap();
+        assert_eq!(*v, 7);
+        assert_eq!(c.peek_cached::<i64>("k").await.as_deref(), Some(&7));
+        assert!(c.peek_cached::<String>("k").await.is_none(), "wrong type");
+        c.invalidate_tag("t").await;
+        assert!(m.peek_cached::<i64>("k").await.is_none());
+        c.put_cached("k", &QueryOptions::default(), Arc::new(8i64))
+            .await;
+        assert_eq!(m.peek_cached::<i64>("k").await.as_deref(), Some(&8));
+        assert_eq!(c.status().total_queries, m.status().total_queries);
+        c.resize(5).unwrap();
+        assert_eq!(m.status().max_connections, 5);
+        c.clear_cache().await;
+        assert!(m.peek_cached::<i64>("k").await.is_none());
+    }
+}
