@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
+use rand::{rngs::StdRng, seq::IndexedRandom, RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use sqlx::{Connection, QueryBuilder};
 
@@ -131,7 +131,7 @@ const YEAR: i64 = 365 * 86_400;
 
 fn generate(cfg: &SeedConfig, now: i64) -> Result<Data, DataError> {
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let n = cfg.users.max(1) as u64;
+    let n = cfg.users.max(1) as f64;
     let zipf =
         |s: f64| Zipf::new(n, s).map_err(|e| DataError::Invalid(format!("bad skew {s}: {e}")));
     let (authors, popular) = (zipf(cfg.skew * 0.7)?, zipf(cfg.skew)?);
@@ -140,16 +140,19 @@ fn generate(cfg: &SeedConfig, now: i64) -> Result<Data, DataError> {
         .map(|id| {
             let name = format!(
                 "{} {}",
-                FIRST[rng.gen_range(0..FIRST.len())],
-                LAST[rng.gen_range(0..LAST.len())]
+                FIRST[rng.random_range(0..FIRST.len())],
+                LAST[rng.random_range(0..LAST.len())]
             );
-            let bio = format!("Writes {} snippets.", LANGS[rng.gen_range(0..LANGS.len())]);
+            let bio = format!(
+                "Writes {} snippets.",
+                LANGS[rng.random_range(0..LANGS.len())]
+            );
             (
                 id,
                 format!("user{id}"),
                 name,
                 bio,
-                now - rng.gen_range(YEAR..2 * YEAR),
+                now - rng.random_range(YEAR..2 * YEAR),
             )
         })
         .collect();
@@ -159,9 +162,9 @@ fn generate(cfg: &SeedConfig, now: i64) -> Result<Data, DataError> {
         .map(|id| {
             let author = authors.sample(&mut rng) as i64;
             by_author[author as usize].push(id as usize - 1);
-            let lang = LANGS[rng.gen_range(0..LANGS.len())];
-            let what = WHAT[rng.gen_range(0..WHAT.len())];
-            let title = format!("{} {what} in {lang}", HOW[rng.gen_range(0..HOW.len())]);
+            let lang = LANGS[rng.random_range(0..LANGS.len())];
+            let what = WHAT[rng.random_range(0..WHAT.len())];
+            let title = format!("{} {what} in {lang}", HOW[rng.random_range(0..HOW.len())]);
             let content = format!(
                 "// {title}\n// snippet #{id}\nfn main() {{\n    println!(\"{what}\");\n}}\n"
             );
@@ -171,7 +174,7 @@ fn generate(cfg: &SeedConfig, now: i64) -> Result<Data, DataError> {
                 title,
                 lang.to_string(),
                 content,
-                now - rng.gen_range(0..YEAR),
+                now - rng.random_range(0..YEAR),
             )
         })
         .collect();
@@ -205,12 +208,12 @@ fn gen_stars(
         let Some(&post_ix) = by_author[author].choose(rng) else {
             continue;
         };
-        let user = rng.gen_range(1..=cfg.users);
+        let user = rng.random_range(1..=cfg.users);
         let (post_id, _, _, _, _, posted) = &posts[post_ix];
         if user == author as i64 || !seen.insert((user, *post_id)) {
             continue;
         }
-        stars.push((user, *post_id, rng.gen_range(*posted..=now)));
+        stars.push((user, *post_id, rng.random_range(*posted..=now)));
     }
 
     stars
@@ -230,11 +233,11 @@ fn gen_follows(
     while (follows.len() as i64) < cfg.follows && cfg.users > 1 && attempts < cfg.follows * 4 {
         attempts += 1;
         let followee = popular.sample(rng) as i64;
-        let follower = rng.gen_range(1..=cfg.users);
+        let follower = rng.random_range(1..=cfg.users);
         if follower == followee || !seen.insert((follower, followee)) {
             continue;
         }
-        follows.push((follower, followee, now - rng.gen_range(0..YEAR)));
+        follows.push((follower, followee, now - rng.random_range(0..YEAR)));
     }
     follows
 }

@@ -51,8 +51,12 @@ impl Modify for CommonRules {
                 let mut has_parameters = false;
                 for p in op.parameters.iter_mut().flatten() {
                     has_parameters = true;
-                    if ID_PARAMETERS.contains(&p.name.as_str()) {
-                        constrain_id(p);
+                    // Parameters may be references to shared components
+                    // (OpenAPI 3.2); ours are all written inline.
+                    if let RefOr::T(p) = p {
+                        if ID_PARAMETERS.contains(&p.name.as_str()) {
+                            constrain_id(p);
+                        }
                     }
                 }
                 let mut codes = vec![

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use rand::{rngs::StdRng, Rng};
+use rand::{rngs::StdRng, RngExt};
 use serde_json::{json, Value};
 
 use super::{measures::Mode, probe::Tally, server::Target};
@@ -168,11 +168,11 @@ pub(super) async fn write_and_check(
     user: i64,
     n_users: i64,
 ) -> Result<WriteOutcome, String> {
-    let actor = rng.gen_range(1..=n_users);
+    let actor = rng.random_range(1..=n_users);
     let before = vu.page(user, true).await?.unwrap_or_default();
-    match rng.gen_range(0..3) {
+    match rng.random_range(0..3) {
         0 if !before.post_ids.is_empty() => {
-            let post = before.post_ids[rng.gen_range(0..before.post_ids.len())];
+            let post = before.post_ids[rng.random_range(0..before.post_ids.len())];
             let path = format!("/api/posts/{post}/star");
             put_and_check(vu, &path, actor, user, &before, |s| s.stars_received).await
         }

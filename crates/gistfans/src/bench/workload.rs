@@ -12,7 +12,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::StdRng, RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
 use super::{
@@ -97,7 +97,7 @@ pub async fn run_mode(
     let plan = Plan {
         t,
         mode,
-        zipf: Zipf::new(universe.users as u64, args.zipf)
+        zipf: Zipf::new(universe.users as f64, args.zipf)
             .map_err(|e| anyhow::anyhow!("zipf: {e}"))?,
         n_users: universe.users,
         write_ratio: if mode == Mode::Trivial {
@@ -183,7 +183,7 @@ async fn virtual_user(plan: &Plan<'_>, seed: u64) -> VuResult {
     while !s.stop.load(Ordering::Relaxed) {
         let user = plan.zipf.sample(&mut rng) as i64;
         let on = s.measuring.load(Ordering::Relaxed);
-        if rng.gen_bool(plan.write_ratio) {
+        if rng.random_bool(plan.write_ratio) {
             let outcome = write_and_check(&mut vu, &mut rng, user, plan.n_users).await;
             if on {
                 match outcome {
