@@ -190,6 +190,19 @@ impl CacheLayer for MemoryCache {
     }
 }
 
+/// The weight of a value about to be cached under `key`: its JSON size,
+/// saturated to `u32`; `None` (and a warning) if it does not serialize, in
+/// which case it is not cached.
+pub(crate) fn weigh<T: Serialize>(key: &str, value: &T) -> Option<u32> {
+    match json_size(value) {
+        Ok(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "not cached: the value does not serialize");
+            None
+        }
+    }
+}
+
 /// The JSON size of a value, measured without building the JSON.
 pub(crate) fn json_size<T: Serialize>(value: &T) -> Result<usize, serde_json::Error> {
     struct Count(usize);

@@ -15,7 +15,7 @@ use sqlx::Database;
 
 use crate::{
     advisor::Advice,
-    cache::json_size,
+    cache::weigh,
     config::{ConfigError, ManagerConfig},
     manager::{HealthReport, Manager},
     metrics::Status,
@@ -182,14 +182,8 @@ impl Control {
         value: Arc<T>,
     ) {
         let key = key.into();
-        match json_size(&*value) {
-            Ok(n) => {
-                let size = u32::try_from(n).unwrap_or(u32::MAX);
-                self.manager.put(key, options, value, size).await
-            }
-            Err(e) => {
-                tracing::warn!(key = %key, error = %e, "value not cached: it does not serialize")
-            }
+        if let Some(size) = weigh(&key, &*value) {
+            self.manager.put(key, options, value, size).await
         }
     }
 

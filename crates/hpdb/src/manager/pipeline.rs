@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use super::{timeout_error, Manager, QueryFn, QueryResult};
 use crate::{
-    cache::{json_size, CacheEntry},
+    cache::{weigh, CacheEntry},
     error::{Error, TimeoutPhase},
     invalidation::Seq,
     metrics::inc,
@@ -300,12 +300,8 @@ impl<DB: Database> Manager<DB> {
         since: Seq,
         value: Arc<T>,
     ) {
-        let size = match json_size(&*value) {
-            Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
-            Err(e) => {
-                tracing::warn!(key = %key, error = %e, "result not cached: it does not serialize");
-                return;
-            }
+        let Some(size) = weigh(key, &*value) else {
+            return;
         };
         self.store_sized(key, options, tags, since, value, size)
             .await;
