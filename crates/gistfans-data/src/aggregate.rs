@@ -9,15 +9,12 @@
 //! Parameters: $1 user id, $2 recent posts?, $3 star history?, $4 social?,
 //! $5 recent post count, $6 history start (Unix seconds), $7 sample size.
 
-use serde::Deserialize;
-use sqlx::{PgConnection, SqliteConnection};
-
 use crate::model::{
-    day_of, day_string, DayStars, Include, Profile, RecentPost, Social, Stats, UserAggregate,
-    HISTORY_DAYS, RECENT_POSTS, SAMPLE,
+    day_of, day_string, DayStars, Profile, RecentPost, Social, Stats, UserAggregate, HISTORY_DAYS,
 };
+use serde::Deserialize;
 
-const POSTGRES: &str = r#"
+pub(crate) const POSTGRES: &str = r#"
 SELECT json_build_object(
   'profile', json_build_object('id', u.id, 'username', u.username, 'displayName', u.display_name,
                                'bio', u.bio, 'createdAt', u.created_at),
@@ -66,7 +63,7 @@ SELECT json_build_object(
 FROM users u WHERE u.id = $1
 "#;
 
-const SQLITE: &str = r#"
+pub(crate) const SQLITE: &str = r#"
 SELECT json_object(
   'profile', json_object('id', u.id, 'username', u.username, 'displayName', u.display_name,
                          'bio', u.bio, 'createdAt', u.created_at),
@@ -118,41 +115,6 @@ FROM users u WHERE u.id = $1
 /// The first second of the star-history window ending on `today`.
 pub(crate) fn history_start(today: i64) -> i64 {
     (today - (HISTORY_DAYS - 1)) * 86_400
-}
-
-macro_rules! run_aggregate {
-    ($sql:expr, $conn:expr, $user:expr, $inc:expr, $today:expr) => {
-        sqlx::query_scalar::<_, String>($sql)
-            .bind($user)
-            .bind($inc.recent_posts)
-            .bind($inc.star_history)
-            .bind($inc.social)
-            .bind(RECENT_POSTS)
-            .bind(history_start($today))
-            .bind(SAMPLE)
-            .fetch_optional($conn)
-            .await
-    };
-}
-
-/// Runs the aggregate statement on PostgreSQL; `None` if the user does not exist.
-pub async fn fetch_postgres(
-    conn: &mut PgConnection,
-    user_id: i64,
-    include: Include,
-    today: i64,
-) -> Result<Option<String>, sqlx::Error> {
-    run_aggregate!(POSTGRES, conn, user_id, include, today)
-}
-
-/// Runs the aggregate statement on SQLite; `None` if the user does not exist.
-pub async fn fetch_sqlite(
-    conn: &mut SqliteConnection,
-    user_id: i64,
-    include: Include,
-    today: i64,
-) -> Result<Option<String>, sqlx::Error> {
-    run_aggregate!(SQLITE, conn, user_id, include, today)
 }
 
 #[derive(Deserialize)]

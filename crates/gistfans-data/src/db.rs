@@ -1,66 +1,34 @@
 //! Which database, and the two ways of reaching it.
 //!
-//! [`Db`] holds, for SQLite or PostgreSQL, the hpdb [`Manager`] (the
-//! optimised path) and a plain sqlx pool of the same size (the baseline: the
-//! seed's "before", one pool, no admission, no cache). Code that is the same
-//! for both dialects is written once inside [`on_manager!`] / [`on_baseline!`],
-//! which expand it for each concrete database type; sqlx's generic bounds
-//! would otherwise swamp every function.
+//! [`Db`] is chosen once, from the URL, at start-up: a [`Store`] for SQLite
+//! or PostgreSQL behind a trait object (the optimised path through the hpdb
+//! manager, and a plain sqlx pool of the same size for the baseline: one
+//! pool, no admission, no cache), and the manager's backend-free
+//! [`Control`]. Nothing outside this module and `store` names a sqlx
+//! database type.
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use hpdb::{Control, Manager, ManagerConfig};
 use sqlx::{
+    pool::PoolOptions,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    PgPool, Postgres, Sqlite, SqlitePool,
+    Database, Postgres, Sqlite,
 };
 
-use crate::error::DataError;
+use crate::{
+    error::DataError,
+    store::{SqlStore, Store},
+};
 
-/// The database, through the manager and through the plain baseline pool.
+/// The database: the store of the backend chosen at start-up, and the
+/// manager's control handle. Cheap to clone.
 #[derive(Clone)]
-pub enum Db {
-    /// The embedded default.
-    Sqlite {
-        /// The optimised path.
-        manager: Manager<Sqlite>,
-        /// The baseline path.
-        baseline: SqlitePool,
-        /// The manager, without its database type.
-        control: Control,
-    },
-    /// The production backend.
-    Postgres {
-        /// The optimised path.
-        manager: Manager<Postgres>,
-        /// The baseline path.
-        baseline: PgPool,
-        /// The manager, without its database type.
-        control: Control,
-    },
-}
-
-/// Runs `$body` with `$m` bound to the manager, for either backend.
-#[macro_export]
-macro_rules! on_manager {
-    ($db:expr, $m:ident => $body:expr) => {
-        match $db {
-            $crate::Db::Sqlite { manager: $m, .. } => $body,
-            $crate::Db::Postgres { manager: $m, .. } => $body,
-        }
-    };
-}
-
-/// Runs `$body` with `$p` bound to the baseline pool, for either backend.
-#[macro_export]
-macro_rules! on_baseline {
-    ($db:expr, $p:ident => $body:expr) => {
-        match $db {
-            $crate::Db::Sqlite { baseline: $p, .. } => $body,
-            $crate::Db::Postgres { baseline: $p, .. } => $body,
-        }
-    };
+pub struct Db {
+    backend: Backend,
+    control: Control,
+    store: Arc<dyn Store>,
 }
 
 /// The dialect.
@@ -109,97 +77,92 @@ fn pg_options(url: &str) -> Result<PgConnectOptions, DataError> {
     PgConnectOptions::from_str(url).map_err(|e| DataError::setup("bad PostgreSQL URL", e))
 }
 
+/// The baseline pool: as large as the manager's, opened lazily.
+fn baseline_options<DB: Database>(config: &ManagerConfig) -> PoolOptions<DB> {
+    PoolOptions::new()
+        .max_connections(config.pool.max_connections)
+        .min_connections(0)
+        .idle_timeout(config.pool.idle_timeout)
+        .acquire_timeout(config.pool.acquire_timeout)
+}
+
 impl Db {
     /// Connects both paths. The baseline pool opens connections lazily.
     pub async fn connect(url: &str, config: ManagerConfig) -> Result<Db, DataError> {
-        let max = config.pool.max_connections;
-        let acquire = config.pool.acquire_timeout;
-        let idle = config.pool.idle_timeout;
-        match Backend::of_url(url)? {
+        let backend = Backend::of_url(url)?;
+        let (control, store): (Control, Arc<dyn Store>) = match backend {
             Backend::Sqlite => {
                 let opts = sqlite_options(url)?;
+                let baseline = baseline_options(&config);
                 let manager = Manager::<Sqlite>::builder(config)
                     .connect_with(opts.clone())
                     .await
                     .map_err(|e| DataError::setup(format!("cannot open {url}"), e))?;
-                let baseline = SqlitePoolOptions::new()
-                    .max_connections(max)
-                    .min_connections(0)
-                    .idle_timeout(idle)
-                    .acquire_timeout(acquire)
-                    .connect_lazy_with(opts);
-                let control = manager.control();
-                Ok(Db::Sqlite {
-                    manager,
-                    baseline,
-                    control,
-                })
+                let baseline = baseline.connect_lazy_with(opts);
+                (
+                    manager.control(),
+                    Arc::new(SqlStore::new(manager, baseline)),
+                )
             }
             Backend::Postgres => {
                 let opts = pg_options(url)?;
+                let max = config.pool.max_connections;
+                let baseline = baseline_options(&config);
                 let manager = Manager::<Postgres>::builder(config)
                     .connect_with(opts.clone().application_name("gistfans"))
                     .await
                     .map_err(|e| DataError::setup("cannot connect to PostgreSQL", e))?;
                 crate::connection_plan::check(&manager, max).await?;
-                let baseline = PgPoolOptions::new()
-                    .max_connections(max)
-                    .min_connections(0)
-                    .idle_timeout(idle)
-                    .acquire_timeout(acquire)
-                    .connect_lazy_with(opts.application_name("gistfans_baseline"));
-                let control = manager.control();
-                Ok(Db::Postgres {
-                    manager,
-                    baseline,
-                    control,
-                })
+                let baseline =
+                    baseline.connect_lazy_with(opts.application_name("gistfans_baseline"));
+                (
+                    manager.control(),
+                    Arc::new(SqlStore::new(manager, baseline)),
+                )
             }
-        }
+        };
+        Ok(Db {
+            backend,
+            control,
+            store,
+        })
     }
 
     /// Which dialect.
     pub fn backend(&self) -> Backend {
-        match self {
-            Db::Sqlite { .. } => Backend::Sqlite,
-            Db::Postgres { .. } => Backend::Postgres,
-        }
+        self.backend
     }
 
     /// The manager, for everything that runs no query: status, advice,
     /// configuration, the cache, resizing, metrics, health checks.
     pub fn control(&self) -> &Control {
-        match self {
-            Db::Sqlite { control, .. } | Db::Postgres { control, .. } => control,
-        }
+        &self.control
+    }
+
+    /// The database code of the chosen backend.
+    pub(crate) fn store(&self) -> &dyn Store {
+        &*self.store
     }
 
     /// The status of the manager.
     pub fn status(&self) -> hpdb::Status {
-        self.control().status()
+        self.control.status()
     }
 
     /// Queries queued for a connection in the manager now (cheap).
     pub fn pending_requests(&self) -> usize {
-        self.control().pending_requests()
+        self.control.pending_requests()
     }
 
     /// Whether the database answers a trivial query now, through the
     /// manager at critical priority, within `timeout`.
     pub async fn ping(&self, timeout: Duration) -> Result<(), hpdb::Error> {
-        let opts = hpdb::QueryOptions::uncached()
-            .priority(hpdb::Priority::CRITICAL)
-            .timeout(timeout);
-        on_manager!(self, m => m.execute_query("readyz", opts, |conn| Box::pin(async move {
-            sqlx::query_scalar::<_, i64>("SELECT CAST(1 AS BIGINT)").fetch_one(conn).await
-        })).await)?;
-        Ok(())
+        self.store.ping(timeout).await
     }
 
     /// Closes both pools.
     pub async fn close(&self) {
-        on_manager!(self, m => m.close().await);
-        on_baseline!(self, p => p.close().await);
+        self.store.close().await
     }
 }
 

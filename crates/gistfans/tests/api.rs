@@ -573,7 +573,7 @@ async fn user_cards_load_in_one_batch(backend: Backend) {
 
     let batch_statements = || async {
         match &app._pg {
-            Some(pg) => Some(pg.statement_calls("= ANY($1)").await),
+            Some(pg) => Some(pg.statement_calls("json_array_elements_text").await),
             None => None,
         }
     };

@@ -190,14 +190,32 @@ impl CacheLayer for MemoryCache {
     }
 }
 
-/// The weight of a value about to be cached under `key`: its JSON size,
-/// saturated to `u32`; `None` (and a warning) if it does not serialize, in
-/// which case it is not cached.
-pub(crate) fn weigh<T: Serialize>(key: &str, value: &T) -> Option<u32> {
-    match json_size(value) {
+/// A value the cache can hold: it knows how many bytes it takes.
+///
+/// Every `Serialize` type is one, weighed by its JSON size (measured
+/// without building the JSON). A type that already holds its own encoding
+/// (a pre-rendered response body, say) implements this trait itself, is not
+/// `Serialize`, and so is never serialised a second time just to be weighed.
+pub trait CacheValue: Send + Sync + 'static {
+    /// The bytes this value stands for in the cache's byte bound, or why
+    /// it cannot say (it is then not cached).
+    fn cache_size(&self) -> Result<usize, String>;
+}
+
+impl<T: Serialize + Send + Sync + 'static> CacheValue for T {
+    fn cache_size(&self) -> Result<usize, String> {
+        json_size(self).map_err(|e| e.to_string())
+    }
+}
+
+/// The weight of a value about to be cached under `key`, saturated to
+/// `u32`; `None` (and a warning) if it cannot say, in which case it is not
+/// cached.
+pub(crate) fn weigh<T: CacheValue + ?Sized>(key: &str, value: &T) -> Option<u32> {
+    match value.cache_size() {
         Ok(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
         Err(e) => {
-            tracing::warn!(key, error = %e, "not cached: the value does not serialize");
+            tracing::warn!(key, error = %e, "not cached: the value cannot be weighed");
             None
         }
     }

@@ -10,12 +10,11 @@
 use std::{any::Any, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
-use serde::Serialize;
 use sqlx::Database;
 
 use crate::{
     advisor::Advice,
-    cache::weigh,
+    cache::{weigh, CacheValue},
     config::{ConfigError, ManagerConfig},
     manager::{HealthReport, Manager},
     metrics::Status,
@@ -175,7 +174,7 @@ impl Control {
     }
 
     /// See [`Manager::put_cached`].
-    pub async fn put_cached<T: Serialize + Send + Sync + 'static>(
+    pub async fn put_cached<T: CacheValue>(
         &self,
         key: impl Into<Arc<str>>,
         options: &QueryOptions,

@@ -64,7 +64,7 @@ mod single_flight;
 pub use advisor::{advise, Advice, AdviceKind, Severity};
 pub use batch::{BatchFn, BatchLoader};
 pub use breaker::CircuitState;
-pub use cache::{CacheEntry, CacheLayer, CacheStats, MemoryCache};
+pub use cache::{CacheEntry, CacheLayer, CacheStats, CacheValue, MemoryCache};
 pub use config::env;
 pub use config::{
     AdmissionConfig, AdvisorConfig, BatchConfig, CacheConfig, CachePolicy, ConfigError,

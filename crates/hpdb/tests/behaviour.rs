@@ -492,6 +492,60 @@ macro_rules! backend_suite {
                 );
             }
 
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn finishing_runs_off_the_connection_and_its_errors_are_not_cached() {
+                let h = harness(1, 1).await;
+                let runs = Arc::new(AtomicUsize::new(0));
+                let m = h.manager.clone();
+                let r = h
+                    .manager
+                    .execute_query_then(
+                        "finished",
+                        QueryOptions::default(),
+                        count_rows(&h.table, &runs, Duration::ZERO),
+                        move |n| {
+                            // The connection has been given back (sqlx
+                            // files it as idle in a task of its own) and
+                            // the one admission slot handed on.
+                            assert_eq!(m.admitted(), 0, "the slot is still held");
+                            Ok(format!("{n} rows"))
+                        },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!((r.value.as_str(), r.source), ("100 rows", Source::Database));
+                let again = h
+                    .manager
+                    .execute_query_then(
+                        "finished",
+                        QueryOptions::default(),
+                        count_rows(&h.table, &runs, Duration::ZERO),
+                        |_| -> Result<String, sqlx::Error> {
+                            unreachable!("a hit finishes nothing")
+                        },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(again.source, Source::Cache, "the finished value was cached");
+                for _ in 0..2 {
+                    let err = h
+                        .manager
+                        .execute_query_then(
+                            "unfinished",
+                            QueryOptions::default(),
+                            count_rows(&h.table, &runs, Duration::ZERO),
+                            |_| Err::<String, _>(sqlx::Error::Protocol("cannot finish".into())),
+                        )
+                        .await;
+                    assert!(matches!(err, Err(Error::Query { .. })));
+                }
+                assert_eq!(
+                    runs.load(Ordering::SeqCst),
+                    3,
+                    "the hit ran nothing; the failed finish was not cached"
+                );
+            }
+
             fn loader(h: &Harness<DB>, runs: &Arc<AtomicUsize>) -> hpdb::BatchLoader<DB, i64, i64> {
                 let (table, runs) = (h.table.clone(), runs.clone());
                 hpdb::BatchLoader::new(&h.manager, "rows_by_id", move |conn, ids: Vec<i64>| {

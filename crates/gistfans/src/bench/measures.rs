@@ -2,13 +2,11 @@
 //! snapshots taken around it. The vocabulary shared by the workload that
 //! fills these and the report that reads them.
 
+use gistfans_data::witness::Witness;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{
-    server::{ProcSample, Target},
-    witness::Witness,
-};
+use super::server::{ProcSample, Target};
 
 /// How a page is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]

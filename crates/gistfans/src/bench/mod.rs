@@ -27,7 +27,6 @@ mod report;
 mod server;
 mod soak;
 mod vu;
-mod witness;
 mod workload;
 
 pub use measures::Mode;
@@ -109,7 +108,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             .context("starting the server to benchmark")?,
     };
     let witness = std::sync::Arc::new(
-        witness::Witness::connect(if args.url.is_some() {
+        gistfans_data::witness::Witness::connect(if args.url.is_some() {
             None
         } else {
             Some(&args.database_url)

@@ -4,6 +4,7 @@
 //! RSS is sampled every 10 s; each minute becomes a row (page loads/s, p99,
 //! errors, RSS). Growth is reported, not judged: a person reads it.
 
+use gistfans_data::witness::Witness;
 use std::{sync::Arc, time::Duration};
 
 use serde::Serialize;
@@ -13,7 +14,6 @@ use super::{
     probe::{Interval, Probe, Tally},
     report::ModeReport,
     server::Target,
-    witness::Witness,
     workload::{self, Universe},
     BenchArgs,
 };

@@ -2,6 +2,7 @@
 //! opens the next; a share of operations are writes, each followed by a
 //! read that must see it.
 
+use gistfans_data::witness::Witness;
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -21,7 +22,6 @@ use super::{
     report::ModeReport,
     server::Target,
     vu::{write_and_check, Vu, VuResult, WriteOutcome},
-    witness::Witness,
     BenchArgs,
 };
 

@@ -48,7 +48,6 @@ use std::{
 };
 
 use futures::future::BoxFuture;
-use serde::Serialize;
 use sqlx::{Database, Pool};
 use tokio::{task::JoinHandle, time::Instant};
 
@@ -58,7 +57,7 @@ pub use health::HealthReport;
 use crate::{
     admission::Gate,
     breaker::CircuitBreaker,
-    cache::CacheLayer,
+    cache::{CacheLayer, CacheValue},
     config::{ConfigError, ManagerConfig},
     error::{Error, TimeoutPhase},
     invalidation::InvalidationLog,
@@ -199,7 +198,7 @@ impl<DB: Database> Manager<DB> {
 
     /// Replaces the cached value under `key` (for updates in place), with
     /// the tags and TTL of `options` (the default TTL if it names none).
-    pub async fn put_cached<T: Serialize + Send + Sync + 'static>(
+    pub async fn put_cached<T: CacheValue>(
         &self,
         key: impl Into<Arc<str>>,
         options: &QueryOptions,

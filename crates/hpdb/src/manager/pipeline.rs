@@ -12,7 +12,6 @@
 
 use std::{any::Any, sync::Arc};
 
-use serde::Serialize;
 use sqlx::Database;
 use tokio::{
     sync::watch,
@@ -22,7 +21,7 @@ use tracing::Instrument;
 
 use super::{timeout_error, Manager, QueryFn, QueryResult};
 use crate::{
-    cache::{weigh, CacheEntry},
+    cache::{weigh, CacheEntry, CacheValue},
     error::{Error, TimeoutPhase},
     invalidation::Seq,
     metrics::inc,
@@ -60,7 +59,7 @@ impl<DB: Database> Manager<DB> {
         query: F,
     ) -> Result<Arc<T>, Error>
     where
-        T: Serialize + Send + Sync + 'static,
+        T: CacheValue,
         F: QueryFn<DB, T>,
     {
         Ok(self.execute_query_traced(key, options, query).await?.value)
@@ -75,8 +74,31 @@ impl<DB: Database> Manager<DB> {
         query: F,
     ) -> Result<QueryResult<T>, Error>
     where
-        T: Serialize + Send + Sync + 'static,
+        T: CacheValue,
         F: QueryFn<DB, T>,
+    {
+        self.execute_query_then(key, options, query, Ok).await
+    }
+
+    /// Like [`execute_query_traced`](Self::execute_query_traced), in two
+    /// steps: `query` fetches on the connection, then `finish` turns its
+    /// rows into the value to cache and share, after the connection has gone
+    /// back to the pool and the admission slot has been handed on. Work
+    /// that needs no database (parsing, rendering, hashing) belongs in
+    /// `finish`, so that it never holds a connection. An error of `finish`
+    /// is the call's error, shared with its followers and never cached.
+    pub async fn execute_query_then<R, T, F, G>(
+        &self,
+        key: impl Into<Arc<str>>,
+        options: QueryOptions,
+        query: F,
+        finish: G,
+    ) -> Result<QueryResult<T>, Error>
+    where
+        R: Send,
+        T: CacheValue,
+        F: QueryFn<DB, R>,
+        G: FnOnce(R) -> Result<T, sqlx::Error> + Send,
     {
         let inner = &self.inner;
         let started = Instant::now();
@@ -94,7 +116,7 @@ impl<DB: Database> Manager<DB> {
             source = tracing::field::Empty,
         );
         let result = self
-            .run(key, options, query, started, deadline)
+            .run(key, options, (query, finish), started, deadline)
             .instrument(span.clone())
             .await;
         inner.metrics.record_latency(started.elapsed());
@@ -112,18 +134,21 @@ impl<DB: Database> Manager<DB> {
         result
     }
 
-    /// The steps of one call, in order.
-    async fn run<T, F>(
+    /// The steps of one call, in order. `fetch` is the query and the step
+    /// that finishes its result off the connection.
+    async fn run<R, T, F, G>(
         &self,
         key: Arc<str>,
         options: QueryOptions,
-        query: F,
+        fetch: (F, G),
         started: Instant,
         deadline: Instant,
     ) -> Result<QueryResult<T>, Error>
     where
-        T: Serialize + Send + Sync + 'static,
-        F: QueryFn<DB, T>,
+        R: Send,
+        T: CacheValue,
+        F: QueryFn<DB, R>,
+        G: FnOnce(R) -> Result<T, sqlx::Error> + Send,
     {
         let mut stale = match self.lookup::<T>(&key, &options).await? {
             Lookup::Hit(value) => {
@@ -155,7 +180,7 @@ impl<DB: Database> Manager<DB> {
                 Some(Role::Leader(guard)) => Some(guard),
                 None => None,
             };
-            return self.lead(&call, since, leader, query, stale).await;
+            return self.lead(&call, since, leader, fetch, stale).await;
         }
     }
 
@@ -244,17 +269,19 @@ impl<DB: Database> Manager<DB> {
     /// Steps 4 to 7, as the leader (or alone): admission, a connection, the
     /// query; then the result stored (unless invalidated meanwhile) and the
     /// outcome handed to the followers.
-    async fn lead<T, F>(
+    async fn lead<R, T, F, G>(
         &self,
         call: &Call,
         since: Seq,
         leader: Option<LeaderGuard<'_>>,
-        query: F,
+        (query, finish): (F, G),
         stale: Option<CacheEntry>,
     ) -> Result<QueryResult<T>, Error>
     where
-        T: Serialize + Send + Sync + 'static,
-        F: QueryFn<DB, T>,
+        R: Send,
+        T: CacheValue,
+        F: QueryFn<DB, R>,
+        G: FnOnce(R) -> Result<T, sqlx::Error> + Send,
     {
         let outcome = self
             .admit_and_run(
@@ -264,7 +291,14 @@ impl<DB: Database> Manager<DB> {
                 call.deadline,
                 query,
             )
-            .await;
+            .await
+            // The connection and the slot are back: finish off them.
+            .and_then(|rows| {
+                finish(rows).map_err(|e| Error::Query {
+                    key: call.key.clone(),
+                    source: Arc::new(e),
+                })
+            });
         match outcome {
             Ok(value) => {
                 let value = Arc::new(value);
@@ -292,7 +326,7 @@ impl<DB: Database> Manager<DB> {
     /// Stores `value` under `key`, unless an invalidation has passed `since`
     /// (the result may predate a write) or it does not serialize (its size
     /// is unknown).
-    pub(super) async fn store<T: Serialize + Send + Sync + 'static>(
+    pub(super) async fn store<T: CacheValue>(
         &self,
         key: &Arc<str>,
         options: &QueryOptions,

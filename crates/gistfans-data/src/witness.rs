@@ -1,6 +1,8 @@
-//! PostgreSQL as the independent witness: statements executed
-//! (`pg_stat_statements`) and connections open (`pg_stat_activity`), for the
-//! benchmarked database only. SQLite has no such witness.
+//! PostgreSQL as the independent witness of the work done on it:
+//! statements executed (`pg_stat_statements`) and connections open
+//! (`pg_stat_activity`), for one database only, over a connection of its
+//! own. The benchmark checks its own figures against these. SQLite has no
+//! such witness.
 
 use std::{
     str::FromStr,

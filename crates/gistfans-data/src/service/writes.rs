@@ -1,0 +1,215 @@
+//! Writes and the cached aggregates they touch.
+//!
+//! Under a per-user lock (striped, taken in ascending order): read the
+//! cached aggregates, write to the database, invalidate the keys (which
+//! also stops any fetch that started before the write from storing or
+//! sharing its result), then store the aggregates updated in place. Each
+//! write and its cache step run in a task of their own ([`detached`]).
+
+use std::{sync::Arc, time::Duration};
+
+use hpdb::QueryOptions;
+use tokio::sync::OwnedMutexGuard;
+
+use super::{key, tag, DataAggregationService, LOCK_STRIPES};
+use crate::{
+    error::DataError,
+    incremental,
+    model::{Include, Post, RecentPost, UserAggregate},
+    rendered::{CachedAggregate, RenderedAggregate},
+    writes::{self, FollowChange, NewPost, StarChange},
+};
+
+/// A user's cached aggregates before a write: per key, the value and the
+/// time it had left.
+type Snapshot = Vec<(String, Option<(Arc<CachedAggregate>, Duration)>)>;
+
+impl DataAggregationService {
+    async fn lock(&self, mut users: Vec<i64>) -> Vec<OwnedMutexGuard<()>> {
+        // Stripes in ascending order: two writes locking the same two users never deadlock.
+        let mut stripes: Vec<usize> = users
+            .drain(..)
+            .map(|u| u.rem_euclid(LOCK_STRIPES as i64) as usize)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.locks[s].clone().lock_owned().await);
+        }
+        guards
+    }
+
+    /// The cached aggregates of `user_id` (every include set) with the time
+    /// each has left, read before a write.
+    async fn snapshot(&self, user_id: i64) -> Snapshot {
+        let mut out = Vec::with_capacity(8);
+        for inc in Include::all_combinations() {
+            let k = key(user_id, inc);
+            let v = self
+                .db
+                .control()
+                .peek_cached_with_ttl::<CachedAggregate>(&k)
+                .await;
+            out.push((k, v));
+        }
+        out
+    }
+
+    /// After the write: invalidate, then store the updated aggregates.
+    /// The updated aggregate keeps the time its original had left: an
+    /// update in place never extends a cached value's life.
+    async fn apply(
+        &self,
+        user_id: i64,
+        before: Snapshot,
+        update: impl Fn(&mut UserAggregate) -> bool,
+    ) {
+        for (k, cached) in before {
+            self.db.control().invalidate(&k).await;
+            let Some((cached, ttl_left)) = cached else {
+                continue;
+            };
+            let Some(rendered) = cached.0.as_ref() else {
+                continue;
+            };
+            let mut data = rendered.data.clone();
+            if update(&mut data) {
+                let opts = QueryOptions::default().tag(tag(user_id)).ttl(ttl_left);
+                let value = Arc::new(CachedAggregate(Some(Arc::new(RenderedAggregate::new(
+                    data,
+                )))));
+                self.db.control().put_cached(k.clone(), &opts, value).await;
+            }
+        }
+    }
+
+    /// Creates a post; the author's cached aggregates gain it.
+    pub async fn create_post(&self, author: i64, post: NewPost) -> Result<Post, DataError> {
+        let this = self.clone();
+        detached(async move { this.create_post_now(author, post).await }).await
+    }
+
+    /// Stars (`on`) or unstars a post; the author's and the starrer's aggregates follow.
+    pub async fn set_star(&self, user: i64, post: i64, on: bool) -> Result<StarChange, DataError> {
+        let this = self.clone();
+        detached(async move { this.set_star_now(user, post, on).await }).await
+    }
+
+    /// Follows (`on`) or unfollows; both users' aggregates follow.
+    pub async fn set_follow(
+        &self,
+        follower: i64,
+        followee: i64,
+        on: bool,
+    ) -> Result<FollowChange, DataError> {
+        let this = self.clone();
+        detached(async move { this.set_follow_now(follower, followee, on).await }).await
+    }
+
+    async fn create_post_now(&self, author: i64, post: NewPost) -> Result<Post, DataError> {
+        let _g = self.lock(vec![author]).await;
+        let before = self.snapshot(author).await;
+        let post = writes::create_post(&self.db, author, post).await?;
+        let recent = RecentPost {
+            id: post.id,
+            title: post.title.clone(),
+            language: post.language.clone(),
+            created_at: post.created_at,
+            stars: 0,
+        };
+        self.apply(author, before, |a| incremental::post_created(a, &recent))
+            .await;
+        Ok(post)
+    }
+
+    async fn set_star_now(&self, user: i64, post: i64, on: bool) -> Result<StarChange, DataError> {
+        // The author is only known after the write; lock and snapshot by
+        // looking it up first (a post's author never changes).
+        let author = self.post_author(post).await?;
+        let _g = self.lock(vec![user, author]).await;
+        let before_author = self.snapshot(author).await;
+        let before_user = if user == author {
+            Vec::new()
+        } else {
+            self.snapshot(user).await
+        };
+        let change = if on {
+            writes::star(&self.db, user, post).await?
+        } else {
+            writes::unstar(&self.db, user, post).await?
+        };
+        let delta = if on { 1 } else { -1 };
+        if user == author {
+            self.apply(author, before_author, |a| {
+                incremental::star_received(a, post, change.starred_at, delta)
+                    && incremental::star_given(a, delta)
+            })
+            .await;
+        } else {
+            self.apply(author, before_author, |a| {
+                incremental::star_received(a, post, change.starred_at, delta)
+            })
+            .await;
+            self.apply(user, before_user, |a| incremental::star_given(a, delta))
+                .await;
+        }
+        Ok(change)
+    }
+
+    async fn post_author(&self, post: i64) -> Result<i64, DataError> {
+        let author = self.db.store().post_author(post).await?;
+        (*author).ok_or(DataError::NotFound {
+            what: "post",
+            id: post,
+        })
+    }
+
+    async fn set_follow_now(
+        &self,
+        follower: i64,
+        followee: i64,
+        on: bool,
+    ) -> Result<FollowChange, DataError> {
+        if follower == followee {
+            return Err(DataError::Invalid("a user cannot follow themselves".into()));
+        }
+        let _g = self.lock(vec![follower, followee]).await;
+        let (before_follower, before_followee) =
+            (self.snapshot(follower).await, self.snapshot(followee).await);
+        let change = if on {
+            writes::follow(&self.db, follower, followee).await?
+        } else {
+            writes::unfollow(&self.db, follower, followee).await?
+        };
+        let delta = if on { 1 } else { -1 };
+        self.apply(follower, before_follower, |a| {
+            incremental::followed(a, &change.followee, change.mutual, delta)
+        })
+        .await;
+        self.apply(followee, before_followee, |a| {
+            incremental::gained_follower(a, &change.follower, change.mutual, delta)
+        })
+        .await;
+        Ok(change)
+    }
+}
+
+/// Runs a write and its cache updates to completion in a task of its own.
+///
+/// The caller's future may be dropped at any await point: the client hung
+/// up, or a timeout layer gave up on it. If the write had committed by then,
+/// dropping it before its cache step would leave every cached aggregate it
+/// touches wrong until it expires. Spawned, the write and its cache step
+/// finish together whatever happens to the caller; the caller only stops
+/// waiting for the answer.
+async fn detached<T: Send + 'static>(
+    write: impl std::future::Future<Output = Result<T, DataError>> + Send + 'static,
+) -> Result<T, DataError> {
+    match tokio::spawn(write).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels the task.
+        Err(_) => Err(DataError::Db(hpdb::Error::Closed)),
+    }
+}
