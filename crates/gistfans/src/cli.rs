@@ -323,9 +323,30 @@ mod tests {
         };
         assert_eq!(serve.bind.port(), 4321);
         assert_eq!(serve.warm_users, 0);
-        assert_eq!(serve.pool.pool_max, Some(bench.pool_max));
-        assert_eq!(serve.pool.cache_size, Some(bench.cache_size));
-        assert_eq!(serve.pool.cache_policy, Some(hpdb::CachePolicy::TinyLfu));
+        // Without flags, the server under test runs on the product's defaults.
+        assert_eq!(serve.pool.pool_max, None);
+        assert_eq!(serve.pool.cache_size, None);
+        assert_eq!(serve.pool.cache_policy, None);
+        let Some(Command::Bench(bench)) = Cli::try_parse_from([
+            "gistfans",
+            "bench",
+            "--pool-max=7",
+            "--cache-size=500",
+            "--cache-policy=lru",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not bench")
+        };
+        let argv =
+            std::iter::once("gistfans".to_string()).chain(crate::bench::serve_args(&bench, 4321));
+        let Some(Command::Serve(serve)) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not serve")
+        };
+        assert_eq!(serve.pool.pool_max, Some(7));
+        assert_eq!(serve.pool.cache_size, Some(500));
+        assert_eq!(serve.pool.cache_policy, Some(hpdb::CachePolicy::Lru));
     }
 
     #[test]

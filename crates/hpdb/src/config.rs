@@ -22,7 +22,7 @@
 //! | `DB_AGING_STEP` | `admission.aging_step` | 1000 |
 //! | `DB_BATCH_SIZE` | `batch.max_batch_size` | 50 |
 //! | `DB_BATCH_WINDOW` | `batch.window` | 100 |
-//! | `DB_CACHE_SIZE` | `cache.max_entries` | 1000 |
+//! | `DB_CACHE_SIZE` | `cache.max_entries` | 65536 |
 //! | `DB_CACHE_MAX_BYTES` | `cache.max_bytes` | 67108864 |
 //! | `DB_CACHE_TTL` | `cache.ttl` | 300000 |
 //! | `DB_CACHE_MAX_TTL` | `cache.max_ttl` | 3600000 |
@@ -166,7 +166,11 @@ impl FromStr for CachePolicy {
 /// The result cache.
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheConfig {
-    /// Most entries held (default 1000).
+    /// Most entries held (default 65,536). Each entry is charged at least
+    /// `max_bytes / max_entries` bytes (1 KiB by default), so with the
+    /// defaults the byte bound is what binds for anything of 1 KiB or more
+    /// (a profile aggregate is about 3 KB: some 20,000 of them fit), and
+    /// the entry bound only for small values.
     pub max_entries: u64,
     /// Most bytes held, measured as the JSON size of each result
     /// (default 64 MiB).
@@ -189,7 +193,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
-            max_entries: 1000,
+            max_entries: 65_536,
             max_bytes: 64 * 1024 * 1024,
             ttl: Duration::from_secs(300),
             max_ttl: Duration::from_secs(3600),

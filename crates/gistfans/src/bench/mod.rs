@@ -68,16 +68,18 @@ pub struct BenchArgs {
     /// Fraction of operations that are writes (each followed by a checking read).
     #[arg(long, default_value_t = 0.02)]
     pub write_ratio: f64,
-    /// Pool size of the server this command starts.
-    #[arg(long, default_value_t = 10)]
-    pub pool_max: u32,
-    /// Cache entries of the server this command starts. Zipf(1.1) over 10,000
-    /// users caps a 1,000-entry cache (the seed's size) near 84% hits.
-    #[arg(long, default_value_t = 10_000)]
-    pub cache_size: u64,
-    /// Cache policy of the server this command starts: lru or tinylfu.
-    #[arg(long, default_value = "tinylfu")]
-    pub cache_policy: String,
+    /// Pool size of the server this command starts (default: the product's,
+    /// `DB_POOL_MAX` or 10).
+    #[arg(long)]
+    pub pool_max: Option<u32>,
+    /// Most cache entries of the server this command starts (default: the
+    /// product's, `DB_CACHE_SIZE` or 65,536, with the 64 MiB byte bound).
+    #[arg(long)]
+    pub cache_size: Option<u64>,
+    /// Cache policy of the server this command starts, lru or tinylfu
+    /// (default: the product's, `DB_CACHE_POLICY` or tinylfu).
+    #[arg(long)]
+    pub cache_policy: Option<String>,
     /// Short run for a smoke test: 32 users, 2 s warm-up, 5 s per mode.
     #[arg(long)]
     pub quick: bool,
@@ -119,6 +121,9 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("reading the seeded data's size")?;
     announce(&args, &target, &universe);
+    if let Some(settings) = target.settings().await {
+        eprintln!("bench: server settings: {settings}");
+    }
 
     let (reports, soak) = match args.soak {
         Some(minutes) => {

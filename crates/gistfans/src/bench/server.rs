@@ -38,20 +38,27 @@ fn client() -> reqwest::Client {
         .expect("an HTTP client without TLS always builds")
 }
 
-/// The command line of the server under test: `gistfans serve` with the
-/// bench's settings as flags (flags override whatever the environment says).
+/// The command line of the server under test: `gistfans serve` as a user
+/// runs it (its defaults, or the environment's `DB_*`), with the bench's
+/// flags only where given (flags override the environment).
 pub(crate) fn serve_args(args: &BenchArgs, port: u16) -> Vec<String> {
-    [
+    let mut argv = vec![
         "serve".to_string(),
         format!("--bind=127.0.0.1:{port}"),
-        format!("--pool-max={}", args.pool_max),
-        format!("--cache-policy={}", args.cache_policy),
-        format!("--cache-size={}", args.cache_size),
         // No start-up warming: it would overlap the first measurement;
         // each mode has its own (excluded) warm-up instead.
         "--warm-users=0".to_string(),
-    ]
-    .into()
+    ];
+    if let Some(n) = args.pool_max {
+        argv.push(format!("--pool-max={n}"));
+    }
+    if let Some(n) = args.cache_size {
+        argv.push(format!("--cache-size={n}"));
+    }
+    if let Some(policy) = &args.cache_policy {
+        argv.push(format!("--cache-policy={policy}"));
+    }
+    argv
 }
 
 impl Target {
@@ -165,6 +172,31 @@ impl Target {
             .ok()?;
         let v: Value = r.json().await.ok()?;
         v.get("status").cloned()
+    }
+
+    /// The settings the server under test runs with, as its monitor reports
+    /// them (pool, cache bounds and policy, TTL), for the report's header.
+    pub async fn settings(&self) -> Option<String> {
+        let token = self.token.as_ref()?;
+        let r = self
+            .http
+            .get(format!("{}/api/admin/connection-pool-monitor", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        let c = v.get("config")?;
+        let (pool, cache) = (&c["pool"], &c["cache"]);
+        Some(format!(
+            "pool {}..{} connections, cache {} entries / {} MiB, {}, TTL {} s",
+            pool["min_connections"],
+            pool["max_connections"],
+            cache["max_entries"],
+            cache["max_bytes"].as_u64()? / (1024 * 1024),
+            cache["policy"].as_str()?,
+            cache["ttl"]["secs"],
+        ))
     }
 
     /// CPU time and RSS of the server process, from /proc.

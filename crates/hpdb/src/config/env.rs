@@ -284,7 +284,7 @@ mod tests {
         assert_eq!(c.query_timeout, Duration::from_secs(15));
         assert_eq!(c.batch.max_batch_size, 50);
         assert_eq!(c.batch.window, Duration::from_millis(100));
-        assert_eq!(c.cache.max_entries, 1000);
+        assert_eq!(c.cache.max_entries, 65_536);
         assert_eq!(c.cache.ttl, Duration::from_secs(300));
         assert_eq!(c.health.interval, Duration::from_secs(30));
         assert_eq!(
