@@ -47,7 +47,7 @@ pub enum Command {
     /// Fill an empty database with deterministic demo data.
     Seed(SeedArgs),
     /// Compare the per-component baseline with the optimised route under load.
-    Bench(crate::bench::BenchArgs),
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Where the database is.
@@ -219,7 +219,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Some(Command::Bench(args)) => {
             init_logging(false);
-            crate::bench::run(args).await
+            crate::bench::run(*args).await
         }
         Some(Command::Seed(args)) => {
             init_logging(false);
