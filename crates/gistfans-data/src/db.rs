@@ -89,16 +89,32 @@ fn baseline_options<DB: Database>(config: &ManagerConfig) -> PoolOptions<DB> {
 impl Db {
     /// Connects both paths. The baseline pool opens connections lazily.
     pub async fn connect(url: &str, config: ManagerConfig) -> Result<Db, DataError> {
+        Self::connect_with_baseline(url, None, config).await
+    }
+
+    /// Connects both paths, the baseline pool to `baseline_url` when given
+    /// (the same database behind a pooler, say); it opens connections lazily.
+    pub async fn connect_with_baseline(
+        url: &str,
+        baseline_url: Option<&str>,
+        config: ManagerConfig,
+    ) -> Result<Db, DataError> {
         let backend = Backend::of_url(url)?;
+        let baseline_url = baseline_url.unwrap_or(url);
+        if Backend::of_url(baseline_url)? != backend {
+            return Err(DataError::Invalid(
+                "the baseline's database URL names another kind of database".into(),
+            ));
+        }
         let (control, store): (Control, Arc<dyn Store>) = match backend {
             Backend::Sqlite => {
                 let opts = sqlite_options(url)?;
                 let baseline = baseline_options(&config);
                 let manager = Manager::<Sqlite>::builder(config)
-                    .connect_with(opts.clone())
+                    .connect_with(opts)
                     .await
                     .map_err(|e| DataError::setup(format!("cannot open {url}"), e))?;
-                let baseline = baseline.connect_lazy_with(opts);
+                let baseline = baseline.connect_lazy_with(sqlite_options(baseline_url)?);
                 (
                     manager.control(),
                     Arc::new(SqlStore::new(manager, baseline)),
@@ -109,12 +125,12 @@ impl Db {
                 let max = config.pool.max_connections;
                 let baseline = baseline_options(&config);
                 let manager = Manager::<Postgres>::builder(config)
-                    .connect_with(opts.clone().application_name("gistfans"))
+                    .connect_with(opts.application_name("gistfans"))
                     .await
                     .map_err(|e| DataError::setup("cannot connect to PostgreSQL", e))?;
                 crate::connection_plan::check(&manager, max).await?;
-                let baseline =
-                    baseline.connect_lazy_with(opts.application_name("gistfans_baseline"));
+                let baseline = baseline
+                    .connect_lazy_with(pg_options(baseline_url)?.application_name("gistfans_baseline"));
                 (
                     manager.control(),
                     Arc::new(SqlStore::new(manager, baseline)),

@@ -61,7 +61,7 @@ pub struct DbArgs {
         global = true
     )]
     pub database_url: String,
-    /// Direct PostgreSQL URL for migrations (bypassing a pooler such as PgBouncer).
+    /// Direct PostgreSQL URL for migrations and seeding (bypassing a pooler such as PgBouncer).
     #[arg(long, env = "DIRECT_URL", global = true)]
     pub direct_url: Option<String>,
 }
@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// Token for the admin routes (`Authorization: Bearer …`); admin routes answer 403 without it.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Database URL of the per-component (baseline) routes only (default:
+    /// DATABASE_URL); for comparing them behind a pooler with the manager.
+    #[arg(long, env = "BASELINE_DATABASE_URL")]
+    pub baseline_database_url: Option<String>,
     /// Redis for a cache shared by several instances (not built yet: see the README).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -116,6 +120,7 @@ impl ServeArgs {
         Ok(ServerConfig {
             database_url: self.db.database_url.clone(),
             direct_url: self.db.direct_url.clone(),
+            baseline_url: self.baseline_database_url.clone(),
             manager: self
                 .pool
                 .manager_config()

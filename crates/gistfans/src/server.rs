@@ -45,8 +45,10 @@ pub mod defaults {
 pub struct ServerConfig {
     /// `sqlite://path` or `postgres://…`.
     pub database_url: String,
-    /// Direct PostgreSQL URL for migrations (bypassing a pooler).
+    /// Direct PostgreSQL URL for migrations and seeding (bypassing a pooler).
     pub direct_url: Option<String>,
+    /// The baseline routes' own database URL (default: `database_url`).
+    pub baseline_url: Option<String>,
     /// The connection manager's knobs.
     pub manager: ManagerConfig,
     /// Address to listen on (port 0: any free port, see [`Server::local_addr`]).
@@ -75,6 +77,7 @@ impl ServerConfig {
         Self {
             database_url: database_url.into(),
             direct_url: None,
+            baseline_url: None,
             manager: ManagerConfig::default(),
             bind: defaults::BIND.parse().expect("the default address parses"),
             admin_token: None,
@@ -131,7 +134,12 @@ impl Server {
         if config.redis_url.is_some() {
             tracing::warn!("REDIS_URL is set, but the shared Redis cache is not built yet: this instance caches in process only");
         }
-        let db = Db::connect(&config.database_url, config.manager).await?;
+        let db = Db::connect_with_baseline(
+            &config.database_url,
+            config.baseline_url.as_deref(),
+            config.manager,
+        )
+        .await?;
         let service = DataAggregationService::new(db.clone()).with_preloading(config.preloading);
         spawn_warming(service.clone(), config.warm_users);
         if config.admin_token.is_none() {
