@@ -60,6 +60,7 @@ use crate::{
     breaker::CircuitBreaker,
     cache::CacheLayer,
     config::{ConfigError, ManagerConfig},
+    deadline::StatementDeadline,
     error::{Error, TimeoutPhase},
     invalidation::InvalidationLog,
     leak::LeakDetector,
@@ -111,6 +112,8 @@ struct Inner<DB: Database> {
     metrics: Metrics,
     started: Instant,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    /// How each query's deadline reaches the database, if it does.
+    deadline: Option<Arc<dyn StatementDeadline>>,
 }
 
 impl<DB: Database> Drop for Inner<DB> {
