@@ -159,6 +159,12 @@ pub(crate) fn is_connection_limit_error(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("53300"))
 }
 
+/// True when the server cancelled the statement (PostgreSQL's
+/// `query_canceled`, raised by `statement_timeout`).
+pub(crate) fn is_query_cancelled(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+}
+
 /// Database error codes that mean "the server cannot serve you right now".
 fn is_unavailable_db_code(code: Option<&str>) -> bool {
     matches!(

@@ -32,7 +32,11 @@ pub(crate) fn redact(url: &mut Url) {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let v = if k == "password" { HIDDEN.into() } else { v.into_owned() };
+                let v = if k == "password" {
+                    HIDDEN.into()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();

@@ -27,7 +27,9 @@ use super::{timeout_error, Manager, QueryFn};
 use crate::{
     admission::Permit,
     deadline::run_with_deadline,
-    error::{is_connection_error, is_connection_limit_error, Error, TimeoutPhase},
+    error::{
+        is_connection_error, is_connection_limit_error, is_query_cancelled, Error, TimeoutPhase,
+    },
     metrics::inc,
     options::Priority,
 };
@@ -97,13 +99,18 @@ impl<DB: Database> Manager<DB> {
         let _held = inner.leaks.hold(key);
         inc(&inner.metrics.c.db_queries);
         let left = deadline.saturating_duration_since(Instant::now());
-        let framed = run_with_deadline::<DB, T, F>(&mut *conn, inner.deadline.as_deref(), left, query);
+        let framed =
+            run_with_deadline::<DB, T, F>(&mut *conn, inner.deadline.as_deref(), left, query);
         let result = match timeout_at(deadline, framed).await {
             // On drop, sqlx pings the connection before reusing it, which
             // drains the interrupted query; the connection's slot in sqlx's
             // pool stays taken until then, so the database never sees more
             // than the pool's bound.
             Err(_) => Err(timeout_error(key, TimeoutPhase::Execute, started)),
+            // The server enforced the same deadline a moment before our timer.
+            Ok(Err(e)) if is_query_cancelled(&e) && Instant::now() >= deadline => {
+                Err(timeout_error(key, TimeoutPhase::Execute, started))
+            }
             Ok(Err(e)) => {
                 if is_connection_error(&e) {
                     self.connection_failed();

@@ -48,7 +48,10 @@ pub enum BuildError {
 }
 
 fn to_target(target: &Option<String>) -> String {
-    target.as_ref().map(|t| format!(" to {t}")).unwrap_or_default()
+    target
+        .as_ref()
+        .map(|t| format!(" to {t}"))
+        .unwrap_or_default()
 }
 
 /// A caller's adjustment of the sqlx pool options.

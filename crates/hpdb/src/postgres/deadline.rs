@@ -32,12 +32,12 @@ impl StatementDeadline for PgStatementDeadline {
         let ms = millis(left);
         match *self {
             PgStatementDeadline::Session { timeout } if left <= timeout => None,
-            PgStatementDeadline::Session { .. } => Some(
-                format!("BEGIN; SET LOCAL statement_timeout = {ms}").into(),
-            ),
-            PgStatementDeadline::PerQuery => Some(
-                format!("BEGIN; SET LOCAL statement_timeout = {ms}; DEALLOCATE ALL").into(),
-            ),
+            PgStatementDeadline::Session { .. } => {
+                Some(format!("BEGIN; SET LOCAL statement_timeout = {ms}").into())
+            }
+            PgStatementDeadline::PerQuery => {
+                Some(format!("BEGIN; SET LOCAL statement_timeout = {ms}; DEALLOCATE ALL").into())
+            }
         }
     }
 }

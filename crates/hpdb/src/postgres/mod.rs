@@ -39,9 +39,12 @@
 //!   begins with `SET LOCAL statement_timeout = <time left>` (the generic
 //!   seam is [`StatementDeadline`](crate::StatementDeadline)). Cost: two
 //!   round trips per query, `BEGIN; SET LOCAL …; DEALLOCATE ALL` (one simple
-//!   query) and `COMMIT`. Measured on this project's 2-core CI machine
-//!   through PgBouncer 1.18 on loopback, `SELECT $1` went from 0.21 ms
-//!   to 0.39 ms per query (+0.18 ms, sequential, one connection).
+//!   query) and `COMMIT`. Measured through PgBouncer 1.18 on loopback (release
+//!   build, one connection, sequential `SELECT $1::bigint`, a loaded 2-core
+//!   machine): 0.56 ms per query, against 0.18–0.36 ms for the same query
+//!   sent without the transaction (unsafe under concurrency) and 0.06 ms on
+//!   a direct connection with the statement cache on; so about +0.2–0.4 ms
+//!   per query, paid only in this mode.
 //!   Statements that cannot run in a transaction (`VACUUM`, `CREATE
 //!   INDEX CONCURRENTLY`, `CREATE DATABASE`) fail in this mode: run them
 //!   over a direct URL. A closure's own `begin()` becomes a savepoint; a
@@ -60,7 +63,10 @@
 //! transaction-mode pooler, the next transaction may run on a server
 //! connection that lacks the statement (`… does not exist`, SQLSTATE
 //! 26000) or already has one of that name from another client (`…
-//! already exists`, 42P05) (sqlx issue #67). Turning the cache off is not
+//! already exists`, 42P05) (sqlx issue #67), or, worst, has *another*
+//! client's statement of that name with the same parameter types, which
+//! runs and returns the wrong rows (seen in `tests/postgres_pooler.rs`: up
+//! to 30 wrong answers in 200 queries). Turning the cache off is not
 //! enough with sqlx 0.8.6: it still names every statement and never closes
 //! it, so the names collide all the same (sqlx issue #2473). Pooler-safe
 //! mode (`?pgbouncer=true` or `DB_STATEMENT_CACHE=0`) therefore turns the

@@ -159,7 +159,11 @@ fn take_pooler_flag(url: &mut Url) -> Result<bool, String> {
         flagged = match v.to_ascii_lowercase().as_str() {
             "true" | "1" => true,
             "false" | "0" => false,
-            other => return Err(format!("{POOLER_PARAM}=`{other}` is neither true nor false")),
+            other => {
+                return Err(format!(
+                    "{POOLER_PARAM}=`{other}` is neither true nor false"
+                ))
+            }
         };
     }
     if rest.is_empty() {
@@ -192,15 +196,15 @@ mod tests {
     fn a_direct_url_gets_the_session_deadline_and_the_cache() {
         let t = target("postgres://u:pw@db:5432/app?sslmode=disable", 100).unwrap();
         assert!(!t.behind_pooler());
-        assert_eq!(
-            t.options().get_options(),
-            Some("-c statement_timeout=1500")
-        );
+        assert_eq!(t.options().get_options(), Some("-c statement_timeout=1500"));
         assert!(matches!(
             t.statement_deadline(),
             PgStatementDeadline::Session { timeout } if timeout == Duration::from_millis(1500)
         ));
-        assert_eq!(t.redacted_url(), "postgres://u:***@db:5432/app?sslmode=disable");
+        assert_eq!(
+            t.redacted_url(),
+            "postgres://u:***@db:5432/app?sslmode=disable"
+        );
     }
 
     #[test]
@@ -218,7 +222,10 @@ mod tests {
                 .to_url_lossy()
                 .as_str()
                 .contains("statement-cache-capacity=0"));
-            assert!(matches!(t.statement_deadline(), PgStatementDeadline::PerQuery));
+            assert!(matches!(
+                t.statement_deadline(),
+                PgStatementDeadline::PerQuery
+            ));
         }
         assert!(!target("postgres://u@db/app?pgbouncer=false", 100)
             .unwrap()
@@ -235,7 +242,10 @@ mod tests {
     #[test]
     fn bad_urls_name_the_problem_without_the_password() {
         for (url, needle) in [
-            ("postgres://u:pw@db/app?pgbouncer=maybe", "pgbouncer=`maybe`"),
+            (
+                "postgres://u:pw@db/app?pgbouncer=maybe",
+                "pgbouncer=`maybe`",
+            ),
             (
                 "postgres://u:pw@db/app?statement-cache-capacity=0",
                 "DB_STATEMENT_CACHE",
