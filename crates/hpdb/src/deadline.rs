@@ -18,6 +18,9 @@
 //!   the closure succeeds and rolled back otherwise, including when the
 //!   caller gives up (sqlx rolls back a dropped transaction before the
 //!   connection is reused). A closure's own `begin()` becomes a savepoint.
+//!   A closure that swallows a statement's error and still returns `Ok`
+//!   loses its earlier writes: the database has aborted the transaction,
+//!   and the commit rolls it back.
 
 use std::{borrow::Cow, time::Duration};
 
