@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are up and ready:
 # PostgreSQL (with pg_stat_statements loaded and installed in the test
-# database) and Redis. Starts what is down; changes nothing that is fine.
-# Idempotent; safe to run before every test run.
+# database), Redis, and our own PgBouncer in transaction mode on
+# 127.0.0.1:6432 in front of that PostgreSQL. Starts what is down; changes
+# nothing that is fine. Idempotent; safe to run before every test run.
+#
+#   scripts/services.sh                  everything up
+#   scripts/services.sh stop-pgbouncer   stop our PgBouncer (by its pid file)
 set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 PGHOST_ADDR=${PGHOST_ADDR:-127.0.0.1}
 PGPORT_NUM=${PGPORT_NUM:-5432}
@@ -26,6 +31,15 @@ wait_for() { # name, command...
   echo "services: $name did not come up in 30 s" >&2
   return 1
 }
+
+# shellcheck source=scripts/pgbouncer.sh
+source "$ROOT/scripts/pgbouncer.sh"
+
+case "${1:-}" in
+  "") ;;
+  stop-pgbouncer) pgbouncer_stop; exit 0 ;;
+  *) echo "usage: $0 [stop-pgbouncer]" >&2; exit 2 ;;
+esac
 
 if ! command -v psql >/dev/null || ! command -v redis-cli >/dev/null; then
   echo "services: installing PostgreSQL and Redis clients/servers"
@@ -55,4 +69,6 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 fi
 wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
 
-echo "services: PostgreSQL ($(psql_ postgres 'SHOW server_version'), pg_stat_statements on) and Redis ($(redis-cli -h 127.0.0.1 ping)) ready"
+pgbouncer_ensure
+
+echo "services: PostgreSQL ($(psql_ postgres 'SHOW server_version'), pg_stat_statements on), Redis ($(redis-cli -h 127.0.0.1 ping)) and PgBouncer ($(pgbouncer_version), transaction mode, $PGB_ADDR:$PGB_PORT) ready"

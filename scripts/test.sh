@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, with its set-up: starts PostgreSQL (with
-# pg_stat_statements) and Redis if they are down, then runs every test of
-# every crate (unit, integration, doc). PostgreSQL tests never skip: they fail
+# pg_stat_statements), Redis and our PgBouncer (127.0.0.1:6432, transaction
+# mode) if they are down, then runs every test of every crate (unit,
+# integration, doc). PostgreSQL and PgBouncer tests never skip: they fail
 # when the server cannot be reached.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -18,6 +18,7 @@
 //! | `DB_ACQUIRE_TIMEOUT` | `pool.acquire_timeout` | 10000 |
 //! | `DB_POOL_OPENS` | `pool.max_concurrent_opens` | 2 |
 //! | `DB_POOL_LIFETIME` | `pool.max_lifetime` (0 = never) | 1800000 |
+//! | `DB_STATEMENT_CACHE` | `pool.statement_cache_capacity` (0 = off: pooler-safe mode) | 100 |
 //! | `DB_QUERY_TIMEOUT` | `query_timeout` | 15000 |
 //! | `DB_AGING_STEP` | `admission.aging_step` | 1000 |
 //! | `DB_BATCH_SIZE` | `batch.max_batch_size` | 50 |
@@ -76,6 +77,15 @@ pub struct PoolConfig {
     /// Connections are recycled after this age (default 30 min), which bounds
     /// the damage of server-side memory growth and load-balancer timeouts.
     pub max_lifetime: Option<Duration>,
+    /// Prepared statements each connection keeps (default 100, sqlx's own
+    /// default). Applied to PostgreSQL connections made through
+    /// [`postgres::PgTarget`](crate::postgres::PgTarget). 0 turns the cache
+    /// off and puts the manager in pooler-safe mode, as `?pgbouncer=true`
+    /// does: set it behind a transaction-mode pooler (PgBouncer), where a
+    /// statement prepared on one server connection is missing or taken on
+    /// the next; each query then costs two more round trips (see
+    /// [`postgres`](crate::postgres)).
+    pub statement_cache_capacity: usize,
 }
 
 impl Default for PoolConfig {
@@ -88,6 +98,7 @@ impl Default for PoolConfig {
             acquire_timeout: Duration::from_secs(10),
             max_concurrent_opens: 2,
             max_lifetime: Some(Duration::from_secs(30 * 60)),
+            statement_cache_capacity: 100,
         }
     }
 }

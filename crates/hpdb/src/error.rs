@@ -7,6 +7,10 @@
 //!
 //! `Error` is `Clone` (sqlx errors are shared behind an `Arc`) so that one
 //! failed execution can be handed to every caller that joined it.
+//!
+//! An error whose usual cause is a transaction-mode pooler the manager was
+//! not told about (prepared statements missing or taken, a start-up
+//! parameter refused) says so, and what to set.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -66,7 +70,10 @@ pub enum Error {
         retry_after: Duration,
     },
     /// A connection could not be obtained from the database.
-    #[error("could not obtain a database connection for `{key}`: {source}")]
+    #[error(
+        "could not obtain a database connection for `{key}`: {source}{}",
+        pooler_hint(.source)
+    )]
     Connect {
         /// The query key.
         key: Arc<str>,
@@ -75,7 +82,7 @@ pub enum Error {
         source: Arc<sqlx::Error>,
     },
     /// The caller's query returned an error.
-    #[error("query `{key}` failed: {source}")]
+    #[error("query `{key}` failed: {source}{}", pooler_hint(.source))]
     Query {
         /// The query key.
         key: Arc<str>,
@@ -152,6 +159,12 @@ pub(crate) fn is_connection_limit_error(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("53300"))
 }
 
+/// True when the server cancelled the statement (PostgreSQL's
+/// `query_canceled`, raised by `statement_timeout`).
+pub(crate) fn is_query_cancelled(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+}
+
 /// Database error codes that mean "the server cannot serve you right now".
 fn is_unavailable_db_code(code: Option<&str>) -> bool {
     matches!(
@@ -162,3 +175,29 @@ fn is_unavailable_db_code(code: Option<&str>) -> bool {
         | Some("14" | "10")
     )
 }
+
+/// The advice appended to an error that a transaction-mode pooler in front
+/// of PostgreSQL causes when the manager is not in pooler-safe mode:
+/// prepared statements missing (SQLSTATE 26000) or taken (42P05) on the
+/// server connection the pooler picked, a statement of the same name with
+/// other parameters, or PgBouncer refusing the start-up `options`
+/// parameter that carries a direct connection's `statement_timeout`.
+pub(crate) fn pooler_hint(err: &sqlx::Error) -> &'static str {
+    let sqlx::Error::Database(db) = err else {
+        return "";
+    };
+    let message = db.message();
+    let pooler = matches!(db.code().as_deref(), Some("26000" | "42P05"))
+        || message.contains("prepared statement")
+        || message.contains("unsupported startup parameter");
+    if pooler {
+        POOLER_HINT
+    } else {
+        ""
+    }
+}
+
+/// What [`pooler_hint`] says.
+pub(crate) const POOLER_HINT: &str = " (behind a transaction-mode pooler such as PgBouncer set \
+     ?pgbouncer=true in the URL or DB_STATEMENT_CACHE=0, and build the manager with \
+     hpdb::postgres::PgTarget)";

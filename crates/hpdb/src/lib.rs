@@ -19,6 +19,7 @@
 //! | health | [`Manager::health_check`], `breaker` | broken connections replaced, pool refilled, fail fast while the database is down, stale-if-error |
 //! | leak detection | `leak` | connections held past a threshold reported with their query key |
 //! | status | [`Status`] | six headline figures (connections, queue, queries, hit rate, mean response time) plus percentiles, wait histogram, counters |
+//! | server-side deadlines | [`StatementDeadline`], [`postgres`] | a query past its deadline stops on the server too; PostgreSQL behind a transaction-mode pooler (PgBouncer) without prepared-statement errors |
 //! | advice | [`advise`] | recommendations (cache TTL, slow queries, pool size) and alerts (low hit rate, slow responses, exhausted pool, open circuit, leaks, connection limits), each with its figure and threshold |
 //!
 //! ## Consistency
@@ -53,12 +54,15 @@ mod breaker;
 mod cache;
 mod config;
 mod control;
+mod deadline;
 mod error;
 mod invalidation;
 mod leak;
 mod manager;
 mod metrics;
 mod options;
+pub mod postgres;
+mod redact;
 mod single_flight;
 
 pub use advisor::{advise, Advice, AdviceKind, Severity};
@@ -71,8 +75,10 @@ pub use config::{
     HealthConfig, LeakConfig, ManagerConfig, PoolConfig,
 };
 pub use control::Control;
+pub use deadline::StatementDeadline;
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;
 pub use manager::{BuildError, HealthReport, Manager, ManagerBuilder, QueryFn, QueryResult};
 pub use metrics::{Bucket, Percentiles, Status, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};
+pub use redact::redacted_url;

@@ -14,6 +14,14 @@ pub fn url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
 
+/// The test database through our PgBouncer (transaction mode, started by
+/// `scripts/services.sh`): `HPDB_TEST_POOLER_URL`, else the `test`
+/// database on 127.0.0.1:6432 as `postgres`.
+pub fn pooler_url() -> String {
+    std::env::var("HPDB_TEST_POOLER_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/test".to_string())
+}
+
 /// `host:port` of the test database (for the proxy).
 pub fn host_port() -> String {
     let o = options();

@@ -10,7 +10,8 @@
 //! Units: durations in milliseconds (as in the seed), counts as whole
 //! numbers, the advisor's figures as decimals. `DB_POOL_LIFETIME=0` means
 //! connections are never recycled for age; `DB_POOL_CEILING=0` means the
-//! ceiling is `DB_POOL_MAX`.
+//! ceiling is `DB_POOL_MAX`; `DB_STATEMENT_CACHE=0` turns the prepared
+//! statement cache off (as behind a transaction-mode pooler).
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -195,6 +196,8 @@ env_vars! {
     POOL_OPENS = "DB_POOL_OPENS" => pool.max_concurrent_opens;
     /// Connections are recycled after this age (ms; 0 = never).
     POOL_LIFETIME = "DB_POOL_LIFETIME" => pool.max_lifetime;
+    /// Prepared statements cached per connection (0 = off: pooler-safe mode).
+    STATEMENT_CACHE = "DB_STATEMENT_CACHE" => pool.statement_cache_capacity;
     /// Deadline of a whole query, queueing included (ms).
     QUERY_TIMEOUT = "DB_QUERY_TIMEOUT" => query_timeout;
     /// Waiting worth one priority level (ms).
@@ -282,6 +285,7 @@ mod tests {
         assert_eq!(c.pool.idle_timeout, Duration::from_secs(30));
         assert_eq!(c.pool.acquire_timeout, Duration::from_secs(10));
         assert_eq!(c.query_timeout, Duration::from_secs(15));
+        assert_eq!(c.pool.statement_cache_capacity, 100, "sqlx's default");
         assert_eq!(c.batch.max_batch_size, 50);
         assert_eq!(c.batch.window, Duration::from_millis(100));
         assert_eq!(c.cache.max_entries, 65_536);
@@ -308,6 +312,7 @@ mod tests {
             ("DB_POOL_LIFETIME", "0"),
             ("DB_POOL_CEILING", "40"),
             ("DB_ADVISOR_MIN_HIT_RATE", "55.5"),
+            ("DB_STATEMENT_CACHE", "0"),
         ])
         .unwrap();
         assert_eq!(c.pool.min_connections, 1);
@@ -317,6 +322,7 @@ mod tests {
         assert_eq!(c.pool.max_lifetime, None, "0 = never recycled");
         assert_eq!(c.pool.max_connections_ceiling, Some(40));
         assert_eq!(c.advisor.min_hit_rate, 55.5);
+        assert_eq!(c.pool.statement_cache_capacity, 0, "0 = off");
     }
 
     /// Each variable sets its own field: setting it to its default's

@@ -11,6 +11,9 @@
 //!   connection lands idle in the pool (sqlx #3132).
 //! - A failure to connect, or a connection lost mid-query, counts against
 //!   the circuit breaker; a query's own error (bad SQL, a constraint) does not.
+//! - The closure runs inside the transaction the manager's statement
+//!   deadline asks for, if any; the time it is told is what is left once
+//!   the connection is held.
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,7 +26,10 @@ use tokio::{
 use super::{timeout_error, Manager, QueryFn};
 use crate::{
     admission::Permit,
-    error::{is_connection_error, is_connection_limit_error, Error, TimeoutPhase},
+    deadline::run_with_deadline,
+    error::{
+        is_connection_error, is_connection_limit_error, is_query_cancelled, Error, TimeoutPhase,
+    },
     metrics::inc,
     options::Priority,
 };
@@ -92,12 +98,19 @@ impl<DB: Database> Manager<DB> {
         inner.metrics.record_wait(queued_at.elapsed());
         let _held = inner.leaks.hold(key);
         inc(&inner.metrics.c.db_queries);
-        let result = match timeout_at(deadline, query(&mut *conn)).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let framed =
+            run_with_deadline::<DB, T, F>(&mut *conn, inner.deadline.as_deref(), left, query);
+        let result = match timeout_at(deadline, framed).await {
             // On drop, sqlx pings the connection before reusing it, which
             // drains the interrupted query; the connection's slot in sqlx's
             // pool stays taken until then, so the database never sees more
             // than the pool's bound.
             Err(_) => Err(timeout_error(key, TimeoutPhase::Execute, started)),
+            // The server enforced the same deadline a moment before our timer.
+            Ok(Err(e)) if is_query_cancelled(&e) && Instant::now() >= deadline => {
+                Err(timeout_error(key, TimeoutPhase::Execute, started))
+            }
             Ok(Err(e)) => {
                 if is_connection_error(&e) {
                     self.connection_failed();

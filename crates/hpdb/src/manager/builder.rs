@@ -13,9 +13,12 @@ use crate::{
     breaker::CircuitBreaker,
     cache::{CacheLayer, MemoryCache},
     config::{ConfigError, ManagerConfig},
+    deadline::StatementDeadline,
+    error::pooler_hint,
     invalidation::InvalidationLog,
     leak::LeakDetector,
     metrics::Metrics,
+    redact::redacted_url,
     single_flight::SingleFlight,
 };
 
@@ -27,14 +30,28 @@ pub enum BuildError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The minimum connections could not be opened.
-    #[error("could not open the minimum {min} connections: {source}")]
+    #[error(
+        "could not open the minimum {min} connections{}: {source}{}",
+        to_target(.target),
+        pooler_hint(.source)
+    )]
     Connect {
         /// The configured minimum.
         min: u32,
+        /// Where, as a URL with its password hidden (when the manager was
+        /// given a URL).
+        target: Option<String>,
         /// The underlying sqlx error.
         #[source]
         source: sqlx::Error,
     },
+}
+
+fn to_target(target: &Option<String>) -> String {
+    target
+        .as_ref()
+        .map(|t| format!(" to {t}"))
+        .unwrap_or_default()
 }
 
 /// A caller's adjustment of the sqlx pool options.
@@ -45,6 +62,7 @@ type CustomizePool<DB> = Box<dyn FnOnce(PoolOptions<DB>) -> PoolOptions<DB> + Se
 pub struct ManagerBuilder<DB: Database> {
     config: ManagerConfig,
     customize: Option<CustomizePool<DB>>,
+    deadline: Option<Arc<dyn StatementDeadline>>,
     background: bool,
 }
 
@@ -54,6 +72,7 @@ impl<DB: Database> Manager<DB> {
         ManagerBuilder {
             config,
             customize: None,
+            deadline: None,
             background: true,
         }
     }
@@ -75,6 +94,15 @@ impl<DB: Database> ManagerBuilder<DB> {
         self
     }
 
+    /// How each query's deadline reaches the database (default: it does
+    /// not; the caller stops waiting and the statement runs on). See
+    /// [`StatementDeadline`]; [`connect_target`](Self::connect_target) sets
+    /// PostgreSQL's.
+    pub fn statement_deadline(mut self, deadline: impl StatementDeadline) -> Self {
+        self.deadline = Some(Arc::new(deadline));
+        self
+    }
+
     /// Whether to start the health, leak and sweep tasks (default true).
     /// Tests that drive them by hand turn this off.
     pub fn background_tasks(mut self, on: bool) -> Self {
@@ -84,13 +112,15 @@ impl<DB: Database> ManagerBuilder<DB> {
 
     /// Connects to `url` and opens the minimum connections.
     pub async fn connect(self, url: &str) -> Result<Manager<DB>, BuildError> {
+        let target = redacted_url(url);
         let opts = url
             .parse::<<DB::Connection as Connection>::Options>()
             .map_err(|source| BuildError::Connect {
                 min: self.config.pool.min_connections,
+                target: Some(target.clone()),
                 source,
             })?;
-        self.connect_with(opts).await
+        self.connect_to(opts, Some(&target)).await
     }
 
     /// Connects with explicit connect options and opens the minimum connections.
@@ -98,12 +128,25 @@ impl<DB: Database> ManagerBuilder<DB> {
         self,
         opts: <DB::Connection as Connection>::Options,
     ) -> Result<Manager<DB>, BuildError> {
+        self.connect_to(opts, None).await
+    }
+
+    /// [`connect_with`](Self::connect_with), naming `target` in its error.
+    pub(crate) async fn connect_to(
+        self,
+        opts: <DB::Connection as Connection>::Options,
+        target: Option<&str>,
+    ) -> Result<Manager<DB>, BuildError> {
         let min = self.config.pool.min_connections;
         let manager = self.build_lazy(opts)?;
         manager
             .warm_up()
             .await
-            .map_err(|source| BuildError::Connect { min, source })?;
+            .map_err(|source| BuildError::Connect {
+                min,
+                target: target.map(str::to_string),
+                source,
+            })?;
         Ok(manager)
     }
 
@@ -145,6 +188,7 @@ impl<DB: Database> ManagerBuilder<DB> {
             metrics: Metrics::new(),
             started: Instant::now(),
             tasks: parking_lot::Mutex::new(Vec::new()),
+            deadline: self.deadline,
             pool,
             cache,
             config,

@@ -59,6 +59,7 @@ use crate::{
     breaker::CircuitBreaker,
     cache::{CacheLayer, CacheValue},
     config::{ConfigError, ManagerConfig},
+    deadline::StatementDeadline,
     error::{Error, TimeoutPhase},
     invalidation::InvalidationLog,
     leak::LeakDetector,
@@ -110,6 +111,8 @@ struct Inner<DB: Database> {
     metrics: Metrics,
     started: Instant,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    /// How each query's deadline reaches the database, if it does.
+    deadline: Option<Arc<dyn StatementDeadline>>,
 }
 
 impl<DB: Database> Drop for Inner<DB> {
