@@ -9,11 +9,11 @@
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
-use hpdb::{Control, Manager, ManagerConfig};
+use hpdb::{postgres::PgTarget, Control, Manager, ManagerConfig};
 use sqlx::{
     pool::PoolOptions,
-    postgres::{PgConnectOptions, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    postgres::PgConnectOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
     Database, Postgres, Sqlite,
 };
 
@@ -117,23 +117,34 @@ impl Db {
                 let baseline = baseline.connect_lazy_with(sqlite_options(baseline_url)?);
                 (
                     manager.control(),
-                    Arc::new(SqlStore::new(manager, baseline)),
+                    Arc::new(SqlStore::new(manager, baseline, false)),
                 )
             }
             Backend::Postgres => {
-                let opts = pg_options(url)?;
+                let target = PgTarget::from_url(url, &config)
+                    .map_err(|e| DataError::setup("bad DATABASE_URL", e))?
+                    .map_options(|o| o.application_name("gistfans"));
+                let baseline_target = PgTarget::from_url(baseline_url, &config)
+                    .map_err(|e| DataError::setup("bad baseline database URL", e))?
+                    .map_options(|o| o.application_name("gistfans_baseline"));
                 let max = config.pool.max_connections;
                 let baseline = baseline_options(&config);
                 let manager = Manager::<Postgres>::builder(config)
-                    .connect_with(opts.application_name("gistfans"))
+                    .connect_target(&target)
                     .await
                     .map_err(|e| DataError::setup("cannot connect to PostgreSQL", e))?;
-                crate::connection_plan::check(&manager, max).await?;
-                let baseline = baseline
-                    .connect_lazy_with(pg_options(baseline_url)?.application_name("gistfans_baseline"));
+                if target.behind_pooler() {
+                    // The pooler, not this process, decides how many server
+                    // connections PostgreSQL sees.
+                    tracing::info!(url = target.redacted_url(), "PostgreSQL behind a transaction-mode pooler: statements unnamed, deadlines per query");
+                } else {
+                    crate::connection_plan::check(&manager, max).await?;
+                }
+                let pinned = baseline_target.behind_pooler();
+                let baseline = baseline.connect_lazy_with(baseline_target.options().clone());
                 (
                     manager.control(),
-                    Arc::new(SqlStore::new(manager, baseline)),
+                    Arc::new(SqlStore::new(manager, baseline, pinned)),
                 )
             }
         };
@@ -182,37 +193,79 @@ impl Db {
     }
 }
 
-/// Applies the migrations. On PostgreSQL they run over `direct_url` when
-/// given (bypassing a transaction-mode pooler such as PgBouncer, which
-/// cannot hold the migration lock), else over `url`.
+/// The URL for work that needs a session of its own (migrations, which hold
+/// a lock across transactions; seeding, which prepares statements and bulk
+/// loads): `direct_url` when given, else `url`, unless `url` says it goes
+/// through a transaction-mode pooler (`?pgbouncer=true`), which cannot
+/// give one.
+pub fn session_url<'a>(url: &'a str, direct_url: Option<&'a str>) -> Result<&'a str, DataError> {
+    if let Some(direct) = direct_url {
+        return Ok(direct);
+    }
+    if Backend::of_url(url)? == Backend::Postgres {
+        let target = PgTarget::from_url(url, &ManagerConfig::default())
+            .map_err(|e| DataError::setup("bad DATABASE_URL", e))?;
+        if target.behind_pooler() {
+            return Err(DataError::Invalid(format!(
+                "{} goes through a transaction-mode pooler, which cannot hold a session for \
+                 migrations and seeding: set DIRECT_URL to the database itself",
+                target.redacted_url()
+            )));
+        }
+    }
+    Ok(url)
+}
+
+/// Applies the migrations, over [`session_url`].
 pub async fn migrate(url: &str, direct_url: Option<&str>) -> Result<(), DataError> {
+    // One connection, not a pool: a failure to connect then says why
+    // (refused, authentication, no such database), not "pool timed out".
+    use sqlx::{ConnectOptions, Connection};
     let fail = |e: sqlx::migrate::MigrateError| DataError::setup("migration failed", e);
     match Backend::of_url(url)? {
         Backend::Sqlite => {
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(sqlite_options(url)?)
+            let mut conn = sqlite_options(url)?
+                .connect()
                 .await
                 .map_err(|e| DataError::setup(format!("cannot open {url}"), e))?;
             sqlx::migrate!("./migrations/sqlite")
-                .run(&pool)
+                .run(&mut conn)
                 .await
                 .map_err(fail)?;
-            pool.close().await;
+            conn.close().await.ok();
         }
         Backend::Postgres => {
-            let target = direct_url.unwrap_or(url);
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_with(pg_options(target)?)
-                .await
-                .map_err(|e| DataError::setup("cannot connect to PostgreSQL for migrations", e))?;
+            let target = session_url(url, direct_url)?;
+            let mut conn = pg_options(target)?.connect().await.map_err(|e| {
+                let at = hpdb::redacted_url(target);
+                DataError::setup(format!("cannot connect to {at} for migrations"), e)
+            })?;
             sqlx::migrate!("./migrations/postgres")
-                .run(&pool)
+                .run(&mut conn)
                 .await
                 .map_err(fail)?;
-            pool.close().await;
+            conn.close().await.ok();
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_never_go_through_a_transaction_mode_pooler() {
+        let pooled = "postgres://app:s3cret@127.0.0.1:6432/gf?pgbouncer=true";
+        let direct = "postgres://app:s3cret@127.0.0.1:5432/gf";
+        assert_eq!(session_url(pooled, Some(direct)).unwrap(), direct);
+        assert_eq!(session_url(direct, None).unwrap(), direct);
+        assert_eq!(session_url("sqlite://x.db", None).unwrap(), "sqlite://x.db");
+        let refused = session_url(pooled, None).unwrap_err().to_string();
+        assert!(refused.contains("set DIRECT_URL"), "{refused}");
+        assert!(
+            !refused.contains("s3cret"),
+            "the password leaked: {refused}"
+        );
+    }
 }

@@ -24,7 +24,7 @@ mod users;
 pub mod witness;
 pub mod writes;
 
-pub use db::{migrate, sqlite_options, Backend, Db};
+pub use db::{migrate, session_url, sqlite_options, Backend, Db};
 pub use error::DataError;
 pub use model::{Include, Post, UserAggregate};
 pub use rendered::{CachedAggregate, RenderedAggregate};

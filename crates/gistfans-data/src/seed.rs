@@ -259,13 +259,19 @@ fn fail(what: &str) -> impl Fn(sqlx::Error) -> DataError + '_ {
     move |e| DataError::setup(format!("seeding {what} failed"), e)
 }
 
-/// Whether the database already holds users.
+/// A failed connection, named as one (with the URL, password hidden).
+fn cannot_connect(url: &str) -> impl Fn(sqlx::Error) -> DataError + '_ {
+    move |e| DataError::setup(format!("cannot connect to {}", hpdb::redacted_url(url)), e)
+}
+
+/// Whether the database already holds users. `url` needs a session of its
+/// own (see [`crate::session_url`]).
 pub async fn is_seeded(url: &str) -> Result<bool, DataError> {
     let count: i64 = match Backend::of_url(url)? {
         Backend::Sqlite => {
             let mut c = sqlx::SqliteConnection::connect_with(&sqlite_options(url)?)
                 .await
-                .map_err(fail("users"))?;
+                .map_err(cannot_connect(url))?;
             sqlx::query_scalar("SELECT count(*) FROM users")
                 .fetch_one(&mut c)
                 .await
@@ -274,7 +280,7 @@ pub async fn is_seeded(url: &str) -> Result<bool, DataError> {
         Backend::Postgres => {
             let mut c = sqlx::PgConnection::connect(url)
                 .await
-                .map_err(fail("users"))?;
+                .map_err(cannot_connect(url))?;
             sqlx::query_scalar("SELECT count(*) FROM users")
                 .fetch_one(&mut c)
                 .await
@@ -284,7 +290,8 @@ pub async fn is_seeded(url: &str) -> Result<bool, DataError> {
     Ok(count > 0)
 }
 
-/// Fills an empty, migrated database.
+/// Fills an empty, migrated database over `url`, which needs a session of
+/// its own (see [`crate::session_url`]).
 pub async fn seed(
     url: &str,
     cfg: &SeedConfig,
@@ -315,7 +322,7 @@ pub async fn seed(
 async fn seed_sqlite(url: &str, d: &Data, bar: &ProgressBar) -> Result<(), DataError> {
     let mut conn = sqlx::SqliteConnection::connect_with(&sqlite_options(url)?)
         .await
-        .map_err(fail("connect"))?;
+        .map_err(cannot_connect(url))?;
     let mut tx = conn.begin().await.map_err(fail("begin"))?;
     // SQLite binds at most 32766 parameters per statement.
     bar.set_message("users");
@@ -381,7 +388,7 @@ async fn seed_sqlite(url: &str, d: &Data, bar: &ProgressBar) -> Result<(), DataE
 async fn seed_postgres(url: &str, d: &Data, bar: &ProgressBar) -> Result<(), DataError> {
     let mut conn = sqlx::PgConnection::connect(url)
         .await
-        .map_err(fail("connect"))?;
+        .map_err(cannot_connect(url))?;
     let mut tx = conn.begin().await.map_err(fail("begin"))?;
     bar.set_message("users");
     for c in d.users.chunks(20_000) {

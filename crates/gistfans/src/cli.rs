@@ -232,10 +232,11 @@ pub async fn run() -> anyhow::Result<()> {
             gistfans_data::migrate(&args.db.database_url, args.db.direct_url.as_deref())
                 .await
                 .context("gistfans seed: migrating first")?;
-            let report =
-                gistfans_data::seed::seed(&args.db.database_url, &args.seed_config(), true)
-                    .await
-                    .context("gistfans seed")?;
+            let session =
+                gistfans_data::session_url(&args.db.database_url, args.db.direct_url.as_deref())?;
+            let report = gistfans_data::seed::seed(session, &args.seed_config(), true)
+                .await
+                .context("gistfans seed")?;
             tracing::info!(?report, seconds = started.elapsed().as_secs_f64(), "seeded");
             Ok(())
         }

@@ -202,13 +202,14 @@ pub async fn prepare_database(url: &str, direct_url: Option<&str>) -> anyhow::Re
     gistfans_data::migrate(url, direct_url)
         .await
         .context("migrating the database")?;
-    if seed::is_seeded(url).await? {
+    let session = gistfans_data::session_url(url, direct_url)?;
+    if seed::is_seeded(session).await? {
         return Ok(());
     }
     match Backend::of_url(url)? {
         Backend::Sqlite => {
             tracing::info!(%url, "first start: seeding the embedded database with demo data");
-            let report = seed::seed(url, &seed::SeedConfig::default(), true)
+            let report = seed::seed(session, &seed::SeedConfig::default(), true)
                 .await
                 .context("seeding demo data")?;
             tracing::info!(?report, "demo data ready");

@@ -1,5 +1,6 @@
 //! The HTTP API end to end: a real server on port 0 over a fresh, seeded
-//! database per test, on SQLite and on PostgreSQL.
+//! database per test, on SQLite, on PostgreSQL, and on PostgreSQL through
+//! PgBouncer in transaction mode.
 
 mod common;
 
@@ -606,7 +607,7 @@ async fn user_cards_load_in_one_batch(backend: Backend) {
     }
 }
 
-macro_rules! both_backends {
+macro_rules! every_backend {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,10 +617,14 @@ macro_rules! both_backends {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::Backend::Postgres).await })*
         }
+        mod pgbouncer {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::PgBouncer).await })*
+        }
     };
 }
 
-both_backends!(
+every_backend!(
     aggregate_matches_the_baseline_routes,
     writes_are_seen_by_the_next_read,
     unchanged_profile_answers_304,

@@ -22,6 +22,16 @@ pub fn pooler_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/test".to_string())
 }
 
+/// `url`'s database through our PgBouncer, in pooler-safe mode
+/// (`?pgbouncer=true`): [`pooler_url`]'s address, `url`'s database name.
+pub fn via_pooler(url: &str) -> String {
+    let base = pooler_url();
+    let (server, _) = base.rsplit_once('/').expect("a database URL has a path");
+    let name = url.rsplit_once('/').expect("a database URL has a path").1;
+    let name = name.split('?').next().unwrap_or(name);
+    format!("{server}/{name}?pgbouncer=true")
+}
+
 /// `host:port` of the test database (for the proxy).
 pub fn host_port() -> String {
     let o = options();

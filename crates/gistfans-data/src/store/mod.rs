@@ -34,7 +34,7 @@ pub(crate) trait Store: ReadStore + WriteStore + BaselineStore {}
 impl<S: ReadStore + WriteStore + BaselineStore> Store for S {}
 
 /// What differs between the dialects.
-pub(crate) trait Dialect: Database {
+pub(crate) trait Dialect: Database + sqlx::database::HasStatementCache {
     /// The whole profile as one JSON text (see `aggregate`).
     const AGGREGATE: &'static str;
     /// User cards whose ids are in `$1`, a JSON array of integers.
@@ -60,5 +60,8 @@ impl Dialect for Sqlite {
 pub(crate) struct SqlStore<DB: Database> {
     manager: Manager<DB>,
     baseline: Pool<DB>,
+    /// The baseline pool reaches the database through a transaction-mode
+    /// pooler (see `baseline`).
+    baseline_behind_pooler: bool,
     cards: BatchLoader<DB, i64, UserCard>,
 }

@@ -55,8 +55,9 @@ where
     String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     for<'s> &'s str: ColumnIndex<DB::Row>,
 {
-    /// A store over `manager` and the baseline pool.
-    pub(crate) fn new(manager: Manager<DB>, baseline: Pool<DB>) -> Self {
+    /// A store over `manager` and the baseline pool (which reaches the
+    /// database through a transaction-mode pooler if `behind_pooler`).
+    pub(crate) fn new(manager: Manager<DB>, baseline: Pool<DB>, behind_pooler: bool) -> Self {
         let cards = BatchLoader::new(&manager, "user_cards", |conn, ids: Vec<i64>| {
             Box::pin(async move {
                 let ids = serde_json::to_string(&ids).expect("ids serialise");
@@ -73,6 +74,7 @@ where
         Self {
             manager,
             baseline,
+            baseline_behind_pooler: behind_pooler,
             cards,
         }
     }

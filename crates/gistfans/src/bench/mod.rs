@@ -40,6 +40,15 @@ pub struct BenchArgs {
     /// Database for the server this command starts (ignored with --url).
     #[arg(long, env = "DATABASE_URL", default_value = crate::server::defaults::DATABASE_URL)]
     pub database_url: String,
+    /// The database itself when DATABASE_URL goes through a pooler: the
+    /// server migrates over it, and the witness (pg_stat_statements,
+    /// pg_stat_activity) reads it.
+    #[arg(long, env = "DIRECT_URL")]
+    pub direct_url: Option<String>,
+    /// Database URL of the server's per-component (baseline) routes only,
+    /// for example the same database behind PgBouncer (default: DATABASE_URL).
+    #[arg(long, env = "BASELINE_DATABASE_URL")]
+    pub baseline_database_url: Option<String>,
     /// Target an already running server instead of starting one.
     #[arg(long)]
     pub url: Option<String>,
@@ -110,10 +119,9 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             .context("starting the server to benchmark")?,
     };
     let witness = std::sync::Arc::new(
-        gistfans_data::witness::Witness::connect(if args.url.is_some() {
-            None
-        } else {
-            Some(&args.database_url)
+        gistfans_data::witness::Witness::connect(match &args.url {
+            Some(_) => None,
+            None => gistfans_data::session_url(&args.database_url, args.direct_url.as_deref()).ok(),
         })
         .await,
     );

@@ -83,7 +83,7 @@ impl Target {
         let exe = std::env::current_exe().context("locating the gistfans binary")?;
         eprintln!(
             "bench: starting `gistfans serve` on 127.0.0.1:{port} over {} (log: {})",
-            args.database_url,
+            hpdb::redacted_url(&args.database_url),
             log.display()
         );
         let child = Command::new(exe)
@@ -91,6 +91,12 @@ impl Target {
             // Secrets (a URL may hold a password) in the environment, not on
             // the command line, where `ps` shows them.
             .env("DATABASE_URL", &args.database_url)
+            .envs(args.direct_url.as_ref().map(|u| ("DIRECT_URL", u)))
+            .envs(
+                args.baseline_database_url
+                    .as_ref()
+                    .map(|u| ("BASELINE_DATABASE_URL", u)),
+            )
             .env("ADMIN_TOKEN", &token)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

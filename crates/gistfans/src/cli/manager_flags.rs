@@ -37,6 +37,10 @@ pub struct PoolArgs {
     /// Connections are recycled after this age (0: never).
     #[arg(long, id = "pool.max_lifetime", value_name = "MS")]
     pub pool_lifetime_ms: Option<u64>,
+    /// Prepared statements cached per PostgreSQL connection (0: off, the
+    /// pooler-safe mode that `?pgbouncer=true` also turns on).
+    #[arg(long, id = "pool.statement_cache_capacity", value_name = "N")]
+    pub statement_cache: Option<usize>,
     /// Deadline of one database call, queueing included.
     #[arg(long, id = "query_timeout", value_name = "MS")]
     pub query_timeout_ms: Option<u64>,
@@ -148,6 +152,7 @@ impl PoolArgs {
         set(&mut c.pool.max_concurrent_opens, self.pool_opens);
         let lifetime = self.pool_lifetime_ms.map(|v| (v > 0).then(|| ms(v)));
         set(&mut c.pool.max_lifetime, lifetime);
+        set(&mut c.pool.statement_cache_capacity, self.statement_cache);
         set(&mut c.query_timeout, self.query_timeout_ms.map(ms));
         set(&mut c.admission.aging_step, self.aging_step_ms.map(ms));
         set(&mut c.batch.max_batch_size, self.batch_size);

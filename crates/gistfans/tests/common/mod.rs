@@ -33,6 +33,10 @@ impl Drop for TempDir {
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL through our PgBouncer in transaction mode
+    /// (`DATABASE_URL=…?pgbouncer=true`, migrations and seeding over
+    /// `DIRECT_URL`), the deployment the README suggests.
+    PgBouncer,
 }
 
 pub const TOKEN: &str = "s3cret-token";
@@ -56,7 +60,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Server
                 Some(TempDir(dir)),
             )
         }
-        Backend::Postgres => {
+        Backend::Postgres | Backend::PgBouncer => {
             let pg = testkit::pg::TestDatabase::create().await;
             (pg.url.clone(), Some(pg), None)
         }
@@ -65,7 +69,14 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Server
     gistfans_data::seed::seed(&url, &SeedConfig::small(), false)
         .await
         .unwrap();
-    let mut config = test_config(&url);
+    let mut config = match backend {
+        Backend::PgBouncer => {
+            let mut c = test_config(&testkit::pg::via_pooler(&url));
+            c.direct_url = Some(url);
+            c
+        }
+        _ => test_config(&url),
+    };
     configure(&mut config);
     let mut app = start(config).await;
     app._pg = pg;
