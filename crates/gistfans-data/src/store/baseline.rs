@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use futures::future::BoxFuture;
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
+use sqlx::{AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 
 use super::{Dialect, SqlStore};
 use crate::{
@@ -61,7 +61,7 @@ impl<DB> BaselineStore for SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    DB::Arguments: IntoArguments<DB>,
     i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
@@ -132,10 +132,12 @@ where
             if !rows.is_empty() {
                 // Ids from the database, not from the client.
                 let ids = rows.iter().map(|r| r.0.to_string()).collect::<Vec<_>>();
-                let counts: Vec<(i64, i64)> = sqlx::query_as(&format!(
+                // Safe: the only interpolation is integers (`i64`s the
+                // database just returned), never client text.
+                let counts: Vec<(i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
                     "SELECT post_id, count(*) FROM stars WHERE post_id IN ({}) GROUP BY post_id",
                     ids.join(",")
-                ))
+                )))
                 .fetch_all(pool)
                 .await
                 .map_err(db_err)?;
