@@ -56,6 +56,8 @@ async fn postgres() -> Env {
 /// Integer pairs read with `sql` straight from the database, around the
 /// data layer (which names no backend type to its users).
 async fn pairs(env: &Env, sql: &str) -> Vec<(i64, i64)> {
+    // Safe: test SQL, interpolating only integer ids.
+    let sql = sqlx::AssertSqlSafe(sql);
     if env.pg.is_some() {
         let pool = sqlx::PgPool::connect(&env.url).await.unwrap();
         let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
@@ -373,7 +375,9 @@ async fn postgres_counts_one_statement_per_uncached_aggregate_and_many_for_the_b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refuses_a_pool_larger_than_the_database_allows() {
     let pg = testkit::pg::TestDatabase::create().await;
-    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&pg.url).await.unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&pg.url)
+        .await
+        .unwrap();
     let limit: i64 = sqlx::query_scalar("SELECT current_setting('max_connections')::bigint")
         .fetch_one(&mut conn)
         .await

@@ -51,7 +51,7 @@ fn bench_backend<DB: Database>(
     lookup: fn(&mut DB::Connection) -> BoxFuture<'_, Result<i64, sqlx::Error>>,
 ) where
     for<'c> &'c Pool<DB>: sqlx::Executor<'c, Database = DB>,
-    for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    <DB as Database>::Arguments: sqlx::IntoArguments<DB>,
     i64: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {

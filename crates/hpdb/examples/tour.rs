@@ -6,7 +6,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use hpdb::{BatchLoader, Manager, ManagerConfig, Priority, QueryOptions};
-use sqlx::{sqlite::SqliteConnectOptions, Sqlite};
+use sqlx::{sqlite::SqliteConnectOptions, AssertSqlSafe, Sqlite};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,7 +54,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
         );
         Box::pin(async move {
-            let rows: Vec<(i64, String)> = sqlx::query_as(&sql).fetch_all(conn).await?;
+            // Safe: the only interpolation is integer ids, never client text.
+            let rows: Vec<(i64, String)> =
+                sqlx::query_as(AssertSqlSafe(sql)).fetch_all(conn).await?;
             Ok(rows.into_iter().collect::<HashMap<_, _>>())
         })
     });

@@ -52,7 +52,11 @@ pub(crate) async fn run_with_deadline<DB: Database, T, F: QueryFn<DB, T>>(
     let Some(begin) = deadline.and_then(|d| d.begin_statement(left)) else {
         return query(conn).await;
     };
-    let mut tx = conn.begin_with(begin).await?;
+    // Audited: a strategy's statement is built by the strategy from a
+    // duration (milliseconds), never from a caller's or a client's text.
+    let mut tx = conn
+        .begin_with(sqlx::AssertSqlSafe(begin.into_owned()))
+        .await?;
     let value = query(&mut *tx).await?;
     tx.commit().await?;
     Ok(value)

@@ -55,7 +55,10 @@ macro_rules! backend_suite {
                     Box::pin(async move {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(hold).await;
-                        sqlx::query_scalar::<_, i64>(&sql).fetch_one(conn).await
+                        // Safe: test SQL around a table name the harness generated.
+                        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                            .fetch_one(conn)
+                            .await
                     })
                 }
             }
@@ -414,7 +417,10 @@ macro_rules! backend_suite {
                     tokio::spawn(async move {
                         m.execute_query("row1", o, move |conn| {
                             Box::pin(async move {
-                                let v = sqlx::query_scalar::<_, i64>(&sql).fetch_one(conn).await;
+                                // Safe: test SQL around a generated table name.
+                                let v = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                                    .fetch_one(conn)
+                                    .await;
                                 f.notify_one();
                                 r.notified().await;
                                 v
@@ -425,10 +431,14 @@ macro_rules! backend_suite {
                 };
                 fetched.notified().await;
                 // The write, then its invalidation, while the old read is in flight.
-                sqlx::query(&format!("UPDATE {} SET v = 999 WHERE id = 1", h.table))
-                    .execute(h.manager.pool())
-                    .await
-                    .unwrap();
+                // Safe: test SQL around a generated table name.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {} SET v = 999 WHERE id = 1",
+                    h.table
+                )))
+                .execute(h.manager.pool())
+                .await
+                .unwrap();
                 h.manager.invalidate_tag("row:1").await;
                 let runs = Arc::new(AtomicUsize::new(0));
                 let fresh = |sql: String| scalar(sql, &runs, Duration::ZERO);
@@ -555,7 +565,10 @@ macro_rules! backend_suite {
                     );
                     runs.fetch_add(1, Ordering::SeqCst);
                     Box::pin(async move {
-                        let rows: Vec<(i64, i64)> = sqlx::query_as(&sql).fetch_all(conn).await?;
+                        // Safe: a generated table name and integer ids.
+                        let rows: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                            .fetch_all(conn)
+                            .await?;
                         Ok(rows.into_iter().collect())
                     })
                 })

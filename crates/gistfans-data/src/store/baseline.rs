@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use futures::future::BoxFuture;
-use sqlx::{ColumnIndex, Connection, Decode, Encode, Executor, IntoArguments, Type};
+use sqlx::{AssertSqlSafe, ColumnIndex, Connection, Decode, Encode, Executor, IntoArguments, Type};
 
 use super::{Dialect, SqlStore};
 use crate::{
@@ -81,7 +81,7 @@ impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    DB::Arguments: IntoArguments<DB>,
     i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
@@ -104,7 +104,7 @@ impl<DB> BaselineStore for SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    DB::Arguments: IntoArguments<DB>,
     i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
@@ -175,12 +175,13 @@ where
                 .map_err(db_err)?;
                 let mut stars = HashMap::new();
                 if !rows.is_empty() {
-                    // Ids from the database, not from the client.
                     let ids = rows.iter().map(|r| r.0.to_string()).collect::<Vec<_>>();
-                    let counts: Vec<(i64, i64)> = sqlx::query_as(&format!(
+                    // Safe: the only interpolation is integers (`i64`s the
+                    // database just returned), never client text.
+                    let counts: Vec<(i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
                         "SELECT post_id, count(*) FROM stars WHERE post_id IN ({}) GROUP BY post_id",
                         ids.join(",")
-                    ))
+                    )))
                     .persistent(named)
                     .fetch_all(&mut *c)
                     .await
@@ -289,7 +290,7 @@ fn count<DB>(
     sql: &'static str,
     id: i64,
     named: bool,
-) -> sqlx::query::QueryScalar<'static, DB, i64, <DB as sqlx::Database>::Arguments<'static>>
+) -> sqlx::query::QueryScalar<'static, DB, i64, <DB as sqlx::Database>::Arguments>
 where
     DB: sqlx::Database + sqlx::database::HasStatementCache,
     i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
@@ -306,7 +307,7 @@ async fn exists<DB>(c: &mut DB::Connection, id: i64, named: bool) -> Result<(), 
 where
     DB: sqlx::Database + sqlx::database::HasStatementCache,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    DB::Arguments: IntoArguments<DB>,
     i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,

@@ -57,7 +57,7 @@ pub async fn sqlite(config: ManagerConfig) -> Harness<Sqlite> {
         .connect_with(opts)
         .await
         .unwrap();
-    setup_table(manager.pool(), &table_sql(&table)).await;
+    setup_table(manager.pool(), table_sql(&table)).await;
     Harness {
         manager,
         table,
@@ -75,7 +75,7 @@ pub async fn postgres(config: ManagerConfig) -> Harness<Postgres> {
         .connect_with(testkit::pg::options().application_name(&app))
         .await
         .unwrap();
-    setup_table(&witness, &table_sql(&table)).await;
+    setup_table(&witness, table_sql(&table)).await;
     Harness {
         manager,
         table,
@@ -93,8 +93,12 @@ fn table_sql(table: &str) -> String {
     )
 }
 
-async fn setup_table<'e, E: sqlx::Executor<'e>>(exec: E, sql: &'e str) {
-    sqlx::raw_sql(sql).execute(exec).await.unwrap();
+async fn setup_table<'e, E: sqlx::Executor<'e>>(exec: E, sql: String) {
+    // Safe: `table_sql` around a table name the harness generated.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(exec)
+        .await
+        .unwrap();
 }
 
 impl<DB: sqlx::Database> Harness<DB> {
@@ -122,9 +126,11 @@ impl<DB: sqlx::Database> Drop for Harness<DB> {
             // Best effort: tables are unique per test, so a leftover harms nothing.
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
-                        .execute(&w)
-                        .await;
+                    // Safe: a table name the harness generated.
+                    let _ =
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+                            .execute(&w)
+                            .await;
                 });
             }
         }
