@@ -314,12 +314,11 @@ mod tests {
         assert!(help.contains("[env: BIND_ADDR="), "{help}");
     }
 
-    /// Every flag `gistfans bench` passes to its `gistfans serve` child exists.
-    #[test]
-    fn the_bench_servers_command_line_parses() {
-        let Some(Command::Bench(bench)) =
-            Cli::try_parse_from(["gistfans", "bench"]).unwrap().command
-        else {
+    /// The `gistfans serve` that `gistfans bench <bench_flags>` starts, as
+    /// `serve` parses its command line.
+    fn server_of_bench(bench_flags: &[&str]) -> ServeArgs {
+        let argv = ["gistfans", "bench"].iter().chain(bench_flags);
+        let Some(Command::Bench(bench)) = Cli::try_parse_from(argv).unwrap().command else {
             panic!("not bench")
         };
         let argv =
@@ -327,29 +326,20 @@ mod tests {
         let Some(Command::Serve(serve)) = Cli::try_parse_from(argv).unwrap().command else {
             panic!("not serve")
         };
+        *serve
+    }
+
+    /// Every flag `gistfans bench` passes to its `gistfans serve` child exists.
+    #[test]
+    fn the_bench_servers_command_line_parses() {
+        let serve = server_of_bench(&[]);
         assert_eq!(serve.bind.port(), 4321);
         assert_eq!(serve.warm_users, 0);
         // Without flags, the server under test runs on the product's defaults.
         assert_eq!(serve.pool.pool_max, None);
         assert_eq!(serve.pool.cache_size, None);
         assert_eq!(serve.pool.cache_policy, None);
-        let Some(Command::Bench(bench)) = Cli::try_parse_from([
-            "gistfans",
-            "bench",
-            "--pool-max=7",
-            "--cache-size=500",
-            "--cache-policy=lru",
-        ])
-        .unwrap()
-        .command
-        else {
-            panic!("not bench")
-        };
-        let argv =
-            std::iter::once("gistfans".to_string()).chain(crate::bench::serve_args(&bench, 4321));
-        let Some(Command::Serve(serve)) = Cli::try_parse_from(argv).unwrap().command else {
-            panic!("not serve")
-        };
+        let serve = server_of_bench(&["--pool-max=7", "--cache-size=500", "--cache-policy=lru"]);
         assert_eq!(serve.pool.pool_max, Some(7));
         assert_eq!(serve.pool.cache_size, Some(500));
         assert_eq!(serve.pool.cache_policy, Some(hpdb::CachePolicy::Lru));

@@ -166,8 +166,8 @@ impl Target {
         self.child.is_some()
     }
 
-    /// The admin monitor's status, if the token is known.
-    pub async fn monitor_status(&self) -> Option<Value> {
+    /// The admin monitor's answer, if the bench holds the token.
+    async fn monitor(&self) -> Option<Value> {
         let token = self.token.as_ref()?;
         let r = self
             .http
@@ -176,22 +176,18 @@ impl Target {
             .send()
             .await
             .ok()?;
-        let v: Value = r.json().await.ok()?;
-        v.get("status").cloned()
+        r.json().await.ok()
+    }
+
+    /// The manager's status, as the admin monitor reports it.
+    pub async fn monitor_status(&self) -> Option<Value> {
+        self.monitor().await?.get("status").cloned()
     }
 
     /// The settings the server under test runs with, as its monitor reports
     /// them (pool, cache bounds and policy, TTL), for the report's header.
     pub async fn settings(&self) -> Option<String> {
-        let token = self.token.as_ref()?;
-        let r = self
-            .http
-            .get(format!("{}/api/admin/connection-pool-monitor", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .ok()?;
-        let v: Value = r.json().await.ok()?;
+        let v = self.monitor().await?;
         let c = v.get("config")?;
         let (pool, cache) = (&c["pool"], &c["cache"]);
         Some(format!(
