@@ -27,7 +27,7 @@ pub mod writes;
 pub use db::{migrate, session_url, sqlite_options, Backend, Db};
 pub use error::DataError;
 pub use model::{Include, Post, UserAggregate};
-pub use rendered::{CachedAggregate, RenderedAggregate};
+pub use rendered::RenderedAggregate;
 pub use service::{AggregateOptions, DataAggregationService, Served};
 pub use users::{UserCard, UserDirectory, MAX_IDS};
 pub use writes::NewPost;

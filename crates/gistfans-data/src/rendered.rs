@@ -45,7 +45,7 @@ impl Serialize for RenderedAggregate {
 /// Not `Serialize`: its weight is its body's length, known without
 /// serialising the aggregate again (see [`hpdb::CacheValue`]).
 #[derive(Debug, Clone)]
-pub struct CachedAggregate(pub Option<Arc<RenderedAggregate>>);
+pub(crate) struct CachedAggregate(pub(crate) Option<Arc<RenderedAggregate>>);
 
 impl hpdb::CacheValue for CachedAggregate {
     fn cache_size(&self) -> Result<usize, String> {
