@@ -2,7 +2,8 @@
 # Makes sure the services the test suite talks to are up and ready:
 # PostgreSQL (with pg_stat_statements loaded and installed in the test
 # database), Redis, and our own PgBouncer in transaction mode on
-# 127.0.0.1:6432 in front of that PostgreSQL. Starts what is down; changes
+# 127.0.0.1:6432 in front of that PostgreSQL; installs headless Chromium and
+# chromedriver for the browser tests when missing. Starts what is down; changes
 # nothing that is fine. Idempotent; safe to run before every test run.
 #
 #   scripts/services.sh                  everything up
@@ -34,6 +35,8 @@ wait_for() { # name, command...
 
 # shellcheck source=scripts/pgbouncer.sh
 source "$ROOT/scripts/pgbouncer.sh"
+# shellcheck source=scripts/chromium.sh
+source "$ROOT/scripts/chromium.sh"
 
 case "${1:-}" in
   "") ;;
@@ -70,5 +73,6 @@ fi
 wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
 
 pgbouncer_ensure
+chromium_ensure
 
-echo "services: PostgreSQL ($(psql_ postgres 'SHOW server_version'), pg_stat_statements on), Redis ($(redis-cli -h 127.0.0.1 ping)) and PgBouncer ($(pgbouncer_version), transaction mode, $PGB_ADDR:$PGB_PORT) ready"
+echo "services: PostgreSQL ($(psql_ postgres 'SHOW server_version'), pg_stat_statements on), Redis ($(redis-cli -h 127.0.0.1 ping)), PgBouncer ($(pgbouncer_version), transaction mode, $PGB_ADDR:$PGB_PORT) and Chromium ($(chromium_version), chromedriver) ready"

@@ -103,17 +103,23 @@ impl ApiError {
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
+
+    /// What the client is told: the message, except for a 500, whose
+    /// details are logged here and replaced by a pointer to the log.
+    fn client_message(&self) -> String {
+        if let ApiError::Internal(detail) = self {
+            tracing::error!(%detail, "internal error");
+            "internal error; the details are in the server log".to_string()
+        } else {
+            self.to_string()
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        let message = if let ApiError::Internal(detail) = &self {
-            tracing::error!(%detail, "internal error");
-            "internal error; the details are in the server log".to_string()
-        } else {
-            self.to_string()
-        };
+        let message = self.client_message();
         let mut resp = (
             status,
             Json(ErrorBody {
@@ -133,6 +139,54 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+/// An [`ApiError`] answered to a person's browser: the same status, with
+/// the message in an HTML error page (`assets/error.html`, the pages' own
+/// error state) instead of JSON. Returned by the HTML pages (`pages`).
+#[derive(Debug)]
+pub struct PageError(pub ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        PageError(e)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.0.parts();
+        let title = match status {
+            StatusCode::BAD_REQUEST => "Not a valid address",
+            StatusCode::NOT_FOUND => "Not found",
+            s if s.is_server_error() => "The server could not answer",
+            _ => "The page could not be shown",
+        };
+        let page = crate::pages::assets::link(include_str!("../assets/error.html"))
+            .replace("{{status}}", status.as_str())
+            .replace("{{title}}", title)
+            .replace("{{message}}", &html_escape(&self.0.client_message()));
+        let mut resp = (status, axum::response::Html(page)).into_response();
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+/// `text` safe to place in HTML text or a quoted attribute.
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl From<DataError> for ApiError {
@@ -191,5 +245,18 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::invalid(r.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_errors_escape_the_message() {
+        assert_eq!(
+            html_escape(r#"<script>"x" & 'y'</script>"#),
+            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
+        );
     }
 }

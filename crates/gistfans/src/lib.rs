@@ -1,7 +1,8 @@
 //! # gistfans — the server
 //!
 //! A thin axum layer over `gistfans-data`: routes, the one `ApiError`,
-//! extractors, metrics, OpenAPI, and the CLI (`serve`, `migrate`, `seed`).
+//! extractors, metrics, OpenAPI, the HTML pages, and the CLI (`serve`,
+//! `migrate`, `seed`).
 //! `server::Server::build` builds the whole server from a plain
 //! `server::ServerConfig`, for `gistfans serve` and the tests alike.
 
@@ -13,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod listener;
 pub mod openapi;
+pub mod pages;
 pub mod request_limits;
 pub mod routes;
 pub mod server;

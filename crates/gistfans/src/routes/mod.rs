@@ -14,7 +14,7 @@ use tower::ServiceBuilder;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{error::ApiError, openapi, request_limits, state::AppState, telemetry};
+use crate::{error::ApiError, openapi, pages, request_limits, state::AppState, telemetry};
 
 pub mod admin;
 pub mod baseline;
@@ -26,11 +26,13 @@ pub mod writes;
 /// Largest request body accepted (a post's content is at most 64 KiB).
 pub const BODY_LIMIT: usize = 100 * 1024;
 
-/// The application, ready to serve.
+/// The application, ready to serve: the API and the pages (`pages::router`),
+/// behind the same layers.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let (api, document) = api().split_for_parts();
     let document = openapi::finish(document);
-    api.fallback(no_route)
+    api.merge(pages::router())
+        .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(Extension(Arc::new(document)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -28,7 +28,7 @@ pub struct ProfileQuery {
 }
 
 /// True if `If-None-Match` names `etag` (or `*`).
-fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+pub(crate) fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

@@ -1,0 +1,78 @@
+//! `GET /u/{id}`: the profile page. The server sends the same page for
+//! every valid id (`assets/profile.html`, its files linked by version); the
+//! page's script (`assets/profile.js`) fetches the data: ONE request to
+//! `/api/user/stats-optimized` (with `If-None-Match` when it has a kept
+//! copy), or with `?compose=components` the four per-component routes.
+//!
+//! The id and `compose` are checked here with the API's rules
+//! (`extract::parse_id`): a bad one gets the API's status and message in
+//! an HTML error page (`error::PageError`). A well-formed id of a user who
+//! does not exist gets the page, whose script shows the API's 404 as its
+//! error state: telling them apart would cost the page a query.
+
+use std::sync::LazyLock;
+
+use axum::{
+    extract::{rejection::PathRejection, Path},
+    http::{header, HeaderMap, HeaderValue},
+    response::Response,
+};
+use serde::Deserialize;
+
+use super::assets::{etag_of, link, respond, REVALIDATE};
+use crate::{
+    error::{ApiError, PageError},
+    extract::{parse_id, ApiQuery},
+};
+
+/// The page with its files' URLs written in, and its ETag.
+static PAGE: LazyLock<(String, String)> = LazyLock::new(|| {
+    let page = link(include_str!("../../assets/profile.html"));
+    let etag = etag_of(&page);
+    (page, etag)
+});
+
+/// The page loads only from this server: its own script and styles, its
+/// data from the API (`connect-src`), nothing inline.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Query of the profile page.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    /// `components`: build the page from the four per-component routes.
+    pub compose: Option<String>,
+}
+
+/// The profile page of user `id`.
+pub async fn page(
+    path: Result<Path<String>, PathRejection>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let Path(raw) = path.map_err(ApiError::from)?;
+    parse_id(&raw, "user id")?;
+    match q.compose.as_deref() {
+        None | Some("components") => {}
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "unknown compose `{}`: use `compose=components` (four per-component requests) or leave it out (one request)",
+                other.chars().take(32).collect::<String>()
+            ))
+            .into())
+        }
+    }
+    let (body, etag) = &*PAGE;
+    let mut resp = respond(
+        &headers,
+        body.as_str(),
+        etag,
+        "text/html; charset=utf-8",
+        REVALIDATE,
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    Ok(resp)
+}
