@@ -57,7 +57,8 @@ pub async fn page(request: HeaderMap) -> Response {
 #[utoipa::path(get, path = "/assets/{file}", tag = "dashboard",
     params(("file" = String, Path, description = "`dashboard.js`, `dashboard.css`, `uplot.js`, `uplot.css` or `uplot-LICENSE.txt`")),
     responses(
-        (status = 200, description = "The file, with a strong ETag and Cache-Control", content_type = "text/plain"),
+        (status = 200, description = "The file, with a strong ETag and Cache-Control",
+            content((String = "text/javascript"), (String = "text/css"), (String = "text/plain"))),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
         (status = 404, description = "No such file", body = crate::error::ErrorBody),
     ))]
