@@ -136,6 +136,7 @@ impl ServeArgs {
                 request_timeout,
             ),
             warm_users: self.warm_users,
+            stream: Default::default(),
             preloading: true,
         })
     }

@@ -11,6 +11,8 @@ use axum::{
     Json,
 };
 use gistfans_data::DataError;
+
+use crate::dashboard::FeedError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -219,6 +221,19 @@ impl From<hpdb::Error> for ApiError {
                 retry_after: Duration::from_secs(1),
             },
             _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<FeedError> for ApiError {
+    fn from(e: FeedError) -> Self {
+        let retry_after = match e {
+            FeedError::Full(_) => Duration::from_secs(5),
+            FeedError::Closed => Duration::from_secs(1),
+        };
+        ApiError::Unavailable {
+            message: e.to_string(),
+            retry_after,
         }
     }
 }

@@ -90,6 +90,18 @@ pub fn parse_id(raw: &str, what: &str) -> Result<i64, ApiError> {
     }
 }
 
+/// True if `If-None-Match` names `etag` (or `*`); weak comparison, as
+/// RFC 9110 (13.1.2) asks for `If-None-Match`.
+pub fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(axum::http::header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

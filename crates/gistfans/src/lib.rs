@@ -1,8 +1,8 @@
 //! # gistfans — the server
 //!
 //! A thin axum layer over `gistfans-data`: routes, the one `ApiError`,
-//! extractors, metrics, OpenAPI, the HTML pages, and the CLI (`serve`,
-//! `migrate`, `seed`).
+//! extractors, metrics, OpenAPI, the HTML pages (profile, live dashboard),
+//! and the CLI (`serve`, `migrate`, `seed`, `bench`).
 //! `server::Server::build` builds the whole server from a plain
 //! `server::ServerConfig`, for `gistfans serve` and the tests alike.
 
@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod listener;

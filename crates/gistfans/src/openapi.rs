@@ -32,7 +32,15 @@ struct ApiDoc;
 struct CommonRules;
 
 /// Routes that never touch the database (they cannot answer 504).
-const NO_DATABASE: [&str; 4] = ["/healthz", "/api/ping", "/metrics", "/openapi.json"];
+const NO_DATABASE: [&str; 7] = [
+    "/healthz",
+    "/api/ping",
+    "/metrics",
+    "/openapi.json",
+    "/admin",
+    "/assets/{file}",
+    "/api/admin/stream",
+];
 
 /// Parameters that carry an id (see `extract::parse_id`).
 const ID_PARAMETERS: [&str; 3] = ["id", "userId", "X-User-Id"];

@@ -16,6 +16,7 @@ use hpdb::ManagerConfig;
 use tokio::net::TcpListener;
 
 use crate::{
+    dashboard::{Feed, StreamLimits},
     listener::{self, ConnectionLimits},
     routes,
     state::AppState,
@@ -64,6 +65,8 @@ pub struct ServerConfig {
     pub limits: ConnectionLimits,
     /// Profiles of the most-followed users warmed at start-up (0: none).
     pub warm_users: i64,
+    /// Bounds of the dashboard's status stream (clients, lifetime, backlog).
+    pub stream: StreamLimits,
     /// Whether reading a profile preloads the profiles it links to (off
     /// only in tests that count queries or need a profile to stay uncached).
     pub preloading: bool,
@@ -90,6 +93,7 @@ impl ServerConfig {
                 request_timeout,
             ),
             warm_users: defaults::WARM_USERS,
+            stream: StreamLimits::default(),
             preloading: true,
         }
     }
@@ -119,6 +123,7 @@ pub struct Server {
     app: axum::Router,
     db: Db,
     limits: ConnectionLimits,
+    feed: Feed,
 }
 
 impl Server {
@@ -145,10 +150,9 @@ impl Server {
         if config.admin_token.is_none() {
             tracing::info!("admin routes disabled (set ADMIN_TOKEN to enable them)");
         }
-        let app = routes::router(
-            AppState::new(service, config.admin_token),
-            config.request_timeout,
-        );
+        let state = AppState::new(service, config.admin_token, config.stream);
+        let feed = state.feed.clone();
+        let app = routes::router(state, config.request_timeout);
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -159,6 +163,7 @@ impl Server {
             app,
             db,
             limits,
+            feed,
         })
     }
 
@@ -175,9 +180,16 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, lets in-flight requests finish
-    /// (at most the drain timeout), then closes the pools.
+    /// (at most the drain timeout), then closes the pools. The dashboard's
+    /// streams end as the shutdown begins: an endless response would
+    /// otherwise hold the drain for its whole timeout.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(addr = %self.local_addr(), backend = ?self.db.backend(), max_connections = self.limits.max_connections, "listening");
+        let feed = self.feed;
+        let shutdown = async move {
+            shutdown.await;
+            feed.close();
+        };
         listener::serve(self.listener, self.app, self.limits, shutdown).await;
         tracing::info!("shutting down: closing database connections");
         self.db.close().await;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use gistfans_data::{DataAggregationService, Db, UserDirectory};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::dashboard::{Feed, StreamLimits};
+
 /// Shared application state.
 #[derive(Clone)]
 pub struct AppState {
@@ -16,12 +18,19 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The dashboard's status feed (one read per second for every stream).
+    pub feed: Feed,
 }
 
 impl AppState {
-    /// State over `service`.
-    pub fn new(service: DataAggregationService, admin_token: Option<String>) -> Self {
+    /// State over `service`; starts the dashboard's feed (needs a tokio runtime).
+    pub fn new(
+        service: DataAggregationService,
+        admin_token: Option<String>,
+        stream: StreamLimits,
+    ) -> Self {
         Self {
+            feed: Feed::start(service.db().control().clone(), stream),
             users: UserDirectory::new(service.db().clone()),
             service,
             admin_token: admin_token.filter(|t| !t.is_empty()).map(Arc::from),

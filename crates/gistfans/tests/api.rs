@@ -462,7 +462,7 @@ async fn operator_routes_work(backend: Backend) {
             );
         }
     }
-    assert_eq!(operations, 18, "every route is documented");
+    assert_eq!(operations, 20, "every route is documented");
     let _ = &app.db;
 }
 

@@ -21,6 +21,7 @@ use anyhow::Context;
 use clap::Args;
 
 mod chart;
+mod html;
 mod measures;
 mod probe;
 mod report;
@@ -98,6 +99,10 @@ pub struct BenchArgs {
     /// Draw throughput and p99 by concurrency to this SVG file.
     #[arg(long)]
     pub chart: Option<PathBuf>,
+    /// Write the report (table, ratios, charts, the results as JSON) to
+    /// this self-contained HTML file; it loads nothing from the network.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// RNG seed of the workload.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -213,7 +218,7 @@ fn announce(args: &BenchArgs, target: &server::Target, universe: &workload::Univ
     );
 }
 
-/// Writes --json (the reports; with --soak, `{reports, soak}`) and --chart.
+/// Writes --json (the reports; with --soak, `{reports, soak}`), --chart and --html.
 fn write_outputs(
     args: &BenchArgs,
     reports: &[ModeReport],
@@ -231,6 +236,11 @@ fn write_outputs(
     if let Some(path) = &args.chart {
         chart::draw(path, reports).with_context(|| format!("drawing {}", path.display()))?;
         eprintln!("bench: chart written to {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, html::render(reports))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: HTML report written to {}", path.display());
     }
     Ok(())
 }

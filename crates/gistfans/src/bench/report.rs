@@ -159,69 +159,116 @@ fn opt(v: Option<f64>, prec: usize) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// The table's column headings, with the width each takes in the text
+/// report (the first is left-aligned).
+pub const COLUMNS: [(&str, usize); 15] = [
+    ("mode", 10),
+    ("users", 5),
+    ("loads/s", 10),
+    ("p50 ms", 8),
+    ("p95 ms", 8),
+    ("p99 ms", 8),
+    ("max ms", 9),
+    ("errors", 6),
+    ("stale", 6),
+    ("stmts/load", 10),
+    ("peakDB", 6),
+    ("hit%", 6),
+    ("writes", 8),
+    ("cpu/10k", 9),
+    ("rss MiB", 7),
+];
+
+/// One row of the table, in the order of [`COLUMNS`].
+pub fn cells(r: &ModeReport) -> [String; 15] {
+    [
+        format!("{:?}", r.mode).to_lowercase(),
+        r.concurrency.to_string(),
+        format!("{:.0}", r.page_loads_per_sec),
+        format!("{:.2}", r.latency_ms.p50),
+        format!("{:.2}", r.latency_ms.p95),
+        format!("{:.2}", r.latency_ms.p99),
+        format!("{:.2}", r.latency_ms.max),
+        r.errors_total().to_string(),
+        r.stale_reads.to_string(),
+        opt(r.db_statements_per_page_load, 3),
+        r.peak_db_connections
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into()),
+        opt(r.cache_hit_rate, 1),
+        r.writes.to_string(),
+        opt(r.cpu_seconds_per_10k, 2),
+        opt(r.rss_mib, 0),
+    ]
+}
+
+fn text_row(values: impl IntoIterator<Item = impl std::fmt::Display>) -> String {
+    let mut line = String::new();
+    for (i, (v, (_, width))) in values.into_iter().zip(COLUMNS).enumerate() {
+        if i == 0 {
+            line.push_str(&format!("{v:<width$}"));
+        } else {
+            line.push_str(&format!(" {v:>width$}"));
+        }
+    }
+    line
+}
+
 /// Prints the table and, per concurrency, the optimised/baseline ratios.
 pub fn print_table(reports: &[ModeReport], process_measured: bool) {
     println!();
-    println!(
-        "{:<10} {:>5} {:>10} {:>8} {:>8} {:>8} {:>9} {:>6} {:>6} {:>10} {:>6} {:>6} {:>8} {:>9} {:>7}",
-        "mode", "users", "loads/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "stale", "stmts/load", "peakDB", "hit%", "writes", "cpu/10k", "rss MiB"
-    );
+    println!("{}", text_row(COLUMNS.map(|(name, _)| name)));
     for r in reports {
-        println!(
-            "{:<10} {:>5} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>6} {:>6} {:>10} {:>6} {:>6} {:>8} {:>9} {:>7}",
-            format!("{:?}", r.mode).to_lowercase(),
-            r.concurrency,
-            r.page_loads_per_sec,
-            r.latency_ms.p50,
-            r.latency_ms.p95,
-            r.latency_ms.p99,
-            r.latency_ms.max,
-            r.errors_total(),
-            r.stale_reads,
-            opt(r.db_statements_per_page_load, 3),
-            r.peak_db_connections.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            opt(r.cache_hit_rate, 1),
-            r.writes,
-            opt(r.cpu_seconds_per_10k, 2),
-            opt(r.rss_mib, 0),
-        );
+        println!("{}", text_row(cells(r)));
         if !r.errors.is_empty() {
             println!("{:<10} errors by kind: {:?}", "", r.errors);
         }
     }
-    let mut concurrencies: Vec<usize> = reports.iter().map(|r| r.concurrency).collect();
-    concurrencies.dedup();
-    for c in concurrencies {
-        let find = |m: Mode| reports.iter().find(|r| r.concurrency == c && r.mode == m);
-        if let (Some(b), Some(o)) = (find(Mode::Baseline), find(Mode::Optimized)) {
-            if b.page_loads == 0 {
-                println!(
-                    "\nat {c} users, the baseline completed no page load in {:.0} s (every load took longer); optimized: {:.0} page loads/s, p99 {:.2} ms",
-                    b.seconds, o.page_loads_per_sec, o.latency_ms.p99
-                );
-                continue;
-            }
-            let stmts = b
-                .db_statements_per_page_load
-                .zip(o.db_statements_per_page_load)
-                .map(|(b, o)| if o > 0.0 { b / o } else { f64::INFINITY });
-            println!(
-                "\nat {c} users, optimized vs baseline: {:.1}x page loads/s, p99 {:.3}x ({:.2} vs {:.2} ms), {} fewer DB statements per page load",
-                o.page_loads_per_sec / b.page_loads_per_sec.max(1e-9),
-                o.latency_ms.p99 / b.latency_ms.p99.max(1e-9),
-                o.latency_ms.p99,
-                b.latency_ms.p99,
-                stmts.map(|s| format!("{s:.0}x")).unwrap_or_else(|| "n/a (not PostgreSQL)".into()),
-            );
-            if let Some(t) = find(Mode::Trivial) {
-                println!(
-                    "at {c} users, optimized page loads/s are {:.0}% of the trivial route's",
-                    100.0 * o.page_loads_per_sec / t.page_loads_per_sec.max(1e-9)
-                );
-            }
-        }
+    for group in ratios(reports) {
+        println!("\n{}", group.join("\n"));
     }
     if !process_measured {
         println!("(server CPU and memory are measured only when bench starts the server)");
     }
+}
+
+/// The ratios the report states, as sentences, one group per concurrency
+/// that has both a baseline and an optimised run.
+pub fn ratios(reports: &[ModeReport]) -> Vec<Vec<String>> {
+    let mut concurrencies: Vec<usize> = reports.iter().map(|r| r.concurrency).collect();
+    concurrencies.dedup();
+    let mut groups = Vec::new();
+    for c in concurrencies {
+        let find = |m: Mode| reports.iter().find(|r| r.concurrency == c && r.mode == m);
+        let (Some(b), Some(o)) = (find(Mode::Baseline), find(Mode::Optimized)) else {
+            continue;
+        };
+        if b.page_loads == 0 {
+            groups.push(vec![format!(
+                "at {c} users, the baseline completed no page load in {:.0} s (every load took longer); optimized: {:.0} page loads/s, p99 {:.2} ms",
+                b.seconds, o.page_loads_per_sec, o.latency_ms.p99
+            )]);
+            continue;
+        }
+        let stmts = b
+            .db_statements_per_page_load
+            .zip(o.db_statements_per_page_load)
+            .map(|(b, o)| if o > 0.0 { b / o } else { f64::INFINITY });
+        let mut group = vec![format!(
+            "at {c} users, optimized vs baseline: {:.1}x page loads/s, p99 {:.3}x ({:.2} vs {:.2} ms), {} fewer DB statements per page load",
+            o.page_loads_per_sec / b.page_loads_per_sec.max(1e-9),
+            o.latency_ms.p99 / b.latency_ms.p99.max(1e-9),
+            o.latency_ms.p99,
+            b.latency_ms.p99,
+            stmts.map(|s| format!("{s:.0}x")).unwrap_or_else(|| "n/a (not PostgreSQL)".into()),
+        )];
+        if let Some(t) = find(Mode::Trivial) {
+            group.push(format!(
+                "at {c} users, optimized page loads/s are {:.0}% of the trivial route's",
+                100.0 * o.page_loads_per_sec / t.page_loads_per_sec.max(1e-9)
+            ));
+        }
+        groups.push(group);
+    }
+    groups
 }

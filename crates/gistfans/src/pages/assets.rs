@@ -21,8 +21,8 @@ use serde::Deserialize;
 
 use crate::{
     error::ApiError,
+    extract::matches_etag,
     extract::{ApiPath, ApiQuery},
-    routes::profile::matches_etag,
 };
 
 /// A file served under `/assets/`.
@@ -47,6 +47,31 @@ pub const FILES: &[Asset] = &[
         name: "profile.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../../assets/profile.js"),
+    },
+    Asset {
+        name: "dashboard.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../assets/dashboard/dashboard.js"),
+    },
+    Asset {
+        name: "dashboard.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../../assets/dashboard/dashboard.css"),
+    },
+    Asset {
+        name: "uplot.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: crate::dashboard::assets::UPLOT_JS,
+    },
+    Asset {
+        name: "uplot.css",
+        content_type: "text/css; charset=utf-8",
+        body: crate::dashboard::assets::UPLOT_CSS,
+    },
+    Asset {
+        name: "uplot-LICENSE.txt",
+        content_type: "text/plain; charset=utf-8",
+        body: crate::dashboard::assets::UPLOT_LICENSE,
     },
 ];
 

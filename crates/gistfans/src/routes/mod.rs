@@ -14,7 +14,9 @@ use tower::ServiceBuilder;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{error::ApiError, openapi, pages, request_limits, state::AppState, telemetry};
+use crate::{
+    dashboard, error::ApiError, openapi, pages, request_limits, state::AppState, telemetry,
+};
 
 pub mod admin;
 pub mod baseline;
@@ -68,6 +70,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(writes::star, writes::unstar))
         .routes(routes!(writes::follow, writes::unfollow))
         .routes(routes!(admin::monitor, admin::act))
+        .routes(routes!(dashboard::stream::stream))
+        .routes(routes!(dashboard::page))
         .routes(routes!(ops::ping))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 
 use crate::{
     error::{ApiError, ErrorBody},
-    extract::{parse_id, ApiQuery},
+    extract::{matches_etag, parse_id, ApiQuery},
     state::AppState,
 };
 
@@ -25,17 +25,6 @@ pub struct ProfileQuery {
     pub user_id: Option<String>,
     /// Comma-separated optional parts: `recentPosts`, `starHistory`, `social` (default all).
     pub include: Option<String>,
-}
-
-/// True if `If-None-Match` names `etag` (or `*`).
-pub(crate) fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().trim_start_matches("W/"))
-        .any(|t| t == etag || t == "*")
 }
 
 /// The aggregated profile of one user.
