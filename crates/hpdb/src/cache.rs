@@ -173,6 +173,9 @@ impl CacheLayer for MemoryCache {
 
     fn clear(&self) -> BoxFuture<'_, ()> {
         self.cache.invalidate_all();
+        // moka removes invalidated entries in its housekeeping: run it now,
+        // so the memory is given back and the counts say empty at once.
+        self.cache.run_pending_tasks();
         ready(()).boxed()
     }
 
@@ -279,6 +282,22 @@ mod tests {
         c.cache.run_pending_tasks();
         assert!(c.stats().entries <= 10, "{:?}", c.stats());
         assert!(c.stats().evictions >= 90);
+    }
+
+    #[test]
+    fn a_clear_empties_the_cache_at_once() {
+        let c = MemoryCache::new(&config(100, 100_000));
+        for i in 0..40 {
+            c.cache.insert(
+                Arc::from(format!("k{i}")),
+                entry(100, Duration::from_secs(60)),
+            );
+        }
+        c.cache.run_pending_tasks();
+        assert_eq!(c.stats().entries, 40);
+        futures::executor::block_on(c.clear());
+        let s = c.stats();
+        assert_eq!((s.entries, s.weighted_bytes), (0, 0), "{s:?}");
     }
 
     #[test]
