@@ -14,10 +14,7 @@
 //! status read per second shared by every stream, and the streams' bounds),
 //! `stream` (the SSE route).
 
-use axum::{
-    http::{header, HeaderMap, HeaderValue},
-    response::Response,
-};
+use axum::{http::HeaderMap, response::Response};
 
 pub mod assets;
 pub mod feed;
@@ -38,21 +35,5 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
     ))]
 pub async fn page(request: HeaderMap) -> Response {
     let (body, etag) = assets::page();
-    let mut resp = crate::pages::assets::respond(
-        &request,
-        body,
-        etag,
-        "text/html; charset=utf-8",
-        crate::pages::assets::REVALIDATE,
-    );
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    resp
+    crate::pages::assets::respond_page(&request, body, etag, PAGE_CSP)
 }

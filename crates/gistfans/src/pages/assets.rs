@@ -158,6 +158,27 @@ pub fn respond(
     resp
 }
 
+/// An HTML page as a response: revalidated on every load (304 when
+/// unchanged), with its Content-Security-Policy and no referrer.
+pub fn respond_page(
+    request: &HeaderMap,
+    body: &'static str,
+    etag: &str,
+    csp: &'static str,
+) -> Response {
+    let mut resp = respond(request, body, etag, "text/html; charset=utf-8", REVALIDATE);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
 /// Query of a file: its version.
 #[derive(Debug, Deserialize)]
 pub struct AssetQuery {

@@ -14,12 +14,12 @@ use std::sync::LazyLock;
 
 use axum::{
     extract::{rejection::PathRejection, Path},
-    http::{header, HeaderMap, HeaderValue},
+    http::HeaderMap,
     response::Response,
 };
 use serde::Deserialize;
 
-use super::assets::{etag_of, link, respond, REVALIDATE};
+use super::assets::{etag_of, link, respond_page};
 use crate::{
     error::{ApiError, PageError},
     extract::{parse_id, ApiQuery},
@@ -63,16 +63,5 @@ pub async fn page(
         }
     }
     let (body, etag) = &*PAGE;
-    let mut resp = respond(
-        &headers,
-        body.as_str(),
-        etag,
-        "text/html; charset=utf-8",
-        REVALIDATE,
-    );
-    resp.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    Ok(resp)
+    Ok(respond_page(&headers, body, etag, CONTENT_SECURITY_POLICY))
 }
