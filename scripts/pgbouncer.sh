@@ -76,20 +76,23 @@ pgb_pid() { # dir
 
 pgb_port_open() { (exec 3<>"/dev/tcp/$PGB_ADDR/$PGB_PORT") 2>/dev/null; }
 
-# Stops a PgBouncer that another checkout of this project started on our
+# Stops a PgBouncer that an earlier checkout of this project started on our
 # port (CI runs from a fresh clone while an earlier clone's instance may
-# still run): found by its command line, which names a config written by
-# this script (".../services/pgbouncer/pgbouncer.ini" listening on our
-# port); stopped by its pid. Nothing else is touched.
-pgb_stop_other_checkouts() { # our dir
+# still run, its directory perhaps deleted, perhaps at the same path): found
+# by its command line, which names a config written by this script
+# (".../services/pgbouncer/pgbouncer.ini"); stopped by its pid. Called only
+# when our own pid file names no running instance. Nothing else is touched.
+pgb_stop_other_checkouts() {
   local cmd pid ini
   for cmd in /proc/[0-9]*/cmdline; do
     pid=${cmd#/proc/}; pid=${pid%/cmdline}
     ini=$(tr '\0' '\n' <"$cmd" 2>/dev/null | grep -m1 '/services/pgbouncer/pgbouncer.ini$') || continue
     tr '\0' ' ' <"$cmd" 2>/dev/null | grep -Eq '^([^ ]*/)?pgbouncer ' || continue
-    [ "$ini" = "$1/pgbouncer.ini" ] && continue
-    grep -q "^listen_port = $PGB_PORT\$" "$ini" 2>/dev/null || continue
-    echo "services: stopping the PgBouncer another checkout of this project started (pid $pid, $ini)"
+    # One on another port is left alone; one whose files are gone (a
+    # deleted clone, or an earlier clone at this very path whose pid file
+    # went with it) is a leftover on ours.
+    if [ -f "$ini" ] && ! grep -q "^listen_port = $PGB_PORT\$" "$ini"; then continue; fi
+    echo "services: stopping a PgBouncer an earlier checkout of this project started (pid $pid, $ini)"
     kill -TERM "$pid" 2>/dev/null || continue
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   done
@@ -148,7 +151,7 @@ pgbouncer_ensure() {
     return
   fi
   [ -n "$pid" ] && pgbouncer_stop
-  pgb_port_open && pgb_stop_other_checkouts "$dir"
+  pgb_port_open && pgb_stop_other_checkouts
   if pgb_port_open; then
     echo "services: $PGB_ADDR:$PGB_PORT is taken by a process that is not our PgBouncer; stop it" >&2
     return 1
