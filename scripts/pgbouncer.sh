@@ -86,8 +86,8 @@ pgb_stop_other_checkouts() {
   local cmd pid ini
   for cmd in /proc/[0-9]*/cmdline; do
     pid=${cmd#/proc/}; pid=${pid%/cmdline}
-    ini=$(tr '\0' '\n' <"$cmd" 2>/dev/null | grep -m1 '/services/pgbouncer/pgbouncer.ini$') || continue
-    tr '\0' ' ' <"$cmd" 2>/dev/null | grep -Eq '^([^ ]*/)?pgbouncer ' || continue
+    ini=$(tr '\0' '\n' 2>/dev/null <"$cmd" | grep -m1 '/services/pgbouncer/pgbouncer.ini$') || continue
+    tr '\0' ' ' 2>/dev/null <"$cmd" | grep -Eq '^([^ ]*/)?pgbouncer ' || continue
     # One on another port is left alone; one whose files are gone (a
     # deleted clone, or an earlier clone at this very path whose pid file
     # went with it) is a leftover on ours.
