@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are up and ready:
 # PostgreSQL (with pg_stat_statements loaded and installed in the test
-# database), Redis, and our own PgBouncer in transaction mode on
-# 127.0.0.1:6432 in front of that PostgreSQL; installs headless Chromium and
-# chromedriver for the browser tests when missing. Starts what is down; changes
-# nothing that is fine. Idempotent; safe to run before every test run.
+# database), Redis, our own PgBouncer in transaction mode on 127.0.0.1:6432
+# in front of that PostgreSQL, and our own Redis Cluster on
+# 127.0.0.1:7000-7005; installs headless Chromium and chromedriver for the
+# browser tests when missing. Starts what is down; changes nothing that is
+# fine. Idempotent; safe to run before every test run.
 #
 #   scripts/services.sh                  everything up
 #   scripts/services.sh stop-pgbouncer   stop our PgBouncer (by its pid file)
+#   scripts/services.sh stop-redis-cluster
+#                                        stop our Redis Cluster (by its pid files)
+#   scripts/redis-cluster.sh [stop]      just the Redis Cluster, up (or stopped)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -35,13 +39,16 @@ wait_for() { # name, command...
 
 # shellcheck source=scripts/pgbouncer.sh
 source "$ROOT/scripts/pgbouncer.sh"
+# shellcheck source=scripts/redis-cluster.sh
+source "$ROOT/scripts/redis-cluster.sh"
 # shellcheck source=scripts/chromium.sh
 source "$ROOT/scripts/chromium.sh"
 
 case "${1:-}" in
   "") ;;
   stop-pgbouncer) pgbouncer_stop; exit 0 ;;
-  *) echo "usage: $0 [stop-pgbouncer]" >&2; exit 2 ;;
+  stop-redis-cluster) redis_cluster_stop; exit 0 ;;
+  *) echo "usage: $0 [stop-pgbouncer|stop-redis-cluster]" >&2; exit 2 ;;
 esac
 
 if ! command -v psql >/dev/null || ! command -v redis-cli >/dev/null; then
@@ -73,6 +80,7 @@ fi
 wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
 
 pgbouncer_ensure
+redis_cluster_ensure
 chromium_ensure
 
-echo "services: PostgreSQL ($(psql_ postgres 'SHOW server_version'), pg_stat_statements on), Redis ($(redis-cli -h 127.0.0.1 ping)), PgBouncer ($(pgbouncer_version), transaction mode, $PGB_ADDR:$PGB_PORT) and Chromium ($(chromium_version), chromedriver) ready"
+echo "services: PostgreSQL ($(psql_ postgres 'SHOW server_version'), pg_stat_statements on), Redis ($(redis-cli -h 127.0.0.1 ping)), PgBouncer ($(pgbouncer_version), transaction mode, $PGB_ADDR:$PGB_PORT), Redis Cluster ($(redis_cluster_version), 3 masters + 3 replicas, $RC_ADDR:$RC_FIRST_PORT-$RC_LAST_PORT) and Chromium ($(chromium_version), chromedriver) ready"

@@ -26,6 +26,12 @@ impl RenderedAggregate {
     /// Serialises `data` (the one time it is) and hashes the body.
     pub(crate) fn new(data: UserAggregate) -> Self {
         let body = Bytes::from(serde_json::to_vec(&data).expect("aggregates always serialise"));
+        Self::with_body(data, body)
+    }
+
+    /// An aggregate and the body it was rendered to (read back from the
+    /// shared cache level: the body is kept as it was, not re-rendered).
+    fn with_body(data: UserAggregate, body: Bytes) -> Self {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         body.hash(&mut h);
         let etag = format!("\"{:016x}-{:x}\"", h.finish(), body.len());
@@ -42,8 +48,9 @@ impl Serialize for RenderedAggregate {
 /// What the cache holds for one (user, include set): the rendered
 /// aggregate, or `None` for a user that does not exist (negative caching).
 ///
-/// Not `Serialize`: its weight is its body's length, known without
-/// serialising the aggregate again (see [`hpdb::CacheValue`]).
+/// Not `Serialize`: its weight is its body's length, and it travels through
+/// the shared level as that body, so it is never serialised again (see
+/// [`hpdb::CacheValue`]).
 #[derive(Debug, Clone)]
 pub(crate) struct CachedAggregate(pub(crate) Option<Arc<RenderedAggregate>>);
 
@@ -51,6 +58,23 @@ impl hpdb::CacheValue for CachedAggregate {
     fn cache_size(&self) -> Result<usize, String> {
         // Its JSON size, as for any other cached value: the body, or `null`.
         Ok(self.0.as_ref().map_or(4, |r| r.body.len()))
+    }
+
+    fn encode(&self) -> Option<Bytes> {
+        Some(match &self.0 {
+            Some(r) => r.body.clone(),
+            None => Bytes::from_static(b"null"),
+        })
+    }
+
+    fn decode(body: Bytes) -> Result<Self, String> {
+        if &body[..] == b"null" {
+            return Ok(CachedAggregate(None));
+        }
+        let data: UserAggregate = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        Ok(CachedAggregate(Some(Arc::new(RenderedAggregate::with_body(
+            data, body,
+        )))))
     }
 }
 

@@ -82,9 +82,6 @@ pub struct ServeArgs {
     /// DATABASE_URL); for comparing them behind a pooler with the manager.
     #[arg(long, env = "BASELINE_DATABASE_URL")]
     pub baseline_database_url: Option<String>,
-    /// Redis for a cache shared by several instances (not built yet: see the README).
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
     /// Longest a request may take (ms).
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = defaults::REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
@@ -127,7 +124,6 @@ impl ServeArgs {
                 .context("invalid database configuration")?,
             bind: self.bind,
             admin_token: self.admin_token.clone(),
-            redis_url: self.redis_url.clone(),
             request_timeout,
             limits: server::client_limits(
                 ms(self.header_read_timeout_ms),

@@ -56,8 +56,6 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Token of the admin routes; they answer 403 without one.
     pub admin_token: Option<String>,
-    /// Redis for a shared cache (not built yet: only warned about).
-    pub redis_url: Option<String>,
     /// Longest a request may take.
     pub request_timeout: Duration,
     /// The connection layer's deadlines and bounds; `max_connections` 0 is
@@ -84,7 +82,6 @@ impl ServerConfig {
             manager: ManagerConfig::default(),
             bind: defaults::BIND.parse().expect("the default address parses"),
             admin_token: None,
-            redis_url: None,
             request_timeout,
             limits: client_limits(
                 ms(defaults::HEADER_READ_TIMEOUT_MS),
@@ -136,8 +133,8 @@ impl Server {
             .validate()
             .context("invalid database configuration")?;
         prepare_database(&config.database_url, config.direct_url.as_deref()).await?;
-        if config.redis_url.is_some() {
-            tracing::warn!("REDIS_URL is set, but the shared Redis cache is not built yet: this instance caches in process only");
+        if let Some(url) = &config.manager.shared.url {
+            tracing::info!(redis = %hpdb::redacted_url(url), "shared cache level and invalidation bus on");
         }
         let db = Db::connect_with_baseline(
             &config.database_url,

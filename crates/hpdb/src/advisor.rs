@@ -300,6 +300,7 @@ mod tests {
             connection_budget: None,
             connection_limit_refusals: 0,
             seconds_since_limit_refusal: None,
+            shared: None,
             latency_ms: Percentiles {
                 p50: 5.0,
                 p95: 20.0,

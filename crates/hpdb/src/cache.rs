@@ -23,11 +23,13 @@ use std::{
 
 use futures::future::{ready, BoxFuture, FutureExt};
 use moka::{notification::RemovalCause, policy::EvictionPolicy, sync::Cache, Expiry};
-use serde::Serialize;
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     config::{CacheConfig, CachePolicy},
     invalidation::Seq,
+    shared::Stamp,
 };
 
 /// One cached result.
@@ -45,6 +47,9 @@ pub struct CacheEntry {
     pub stored_at: Instant,
     /// How long it is fresh.
     pub ttl: Duration,
+    /// What it was checked against in the shared level (`None`: not
+    /// shared, or fetched while Redis did not answer).
+    pub stamp: Option<Arc<Stamp>>,
 }
 
 impl CacheEntry {
@@ -193,21 +198,45 @@ impl CacheLayer for MemoryCache {
     }
 }
 
-/// A value the cache can hold: it knows how many bytes it takes.
+/// A value the cache can hold: it knows how many bytes it takes, and how
+/// to travel through the shared level (Redis) as bytes.
 ///
-/// Every `Serialize` type is one, weighed by its JSON size (measured
-/// without building the JSON). A type that already holds its own encoding
-/// (a pre-rendered response body, say) implements this trait itself, is not
-/// `Serialize`, and so is never serialised a second time just to be weighed.
+/// Every `Serialize + Deserialize` type is one: weighed by its JSON size
+/// (measured without building the JSON), shared as JSON. A type that
+/// already holds its own encoding (a pre-rendered response body, say)
+/// implements this trait itself, is not `Serialize`, and so is never
+/// serialised a second time just to be weighed or shared.
 pub trait CacheValue: Send + Sync + 'static {
     /// The bytes this value stands for in the cache's byte bound, or why
     /// it cannot say (it is then not cached).
     fn cache_size(&self) -> Result<usize, String>;
+
+    /// The value as bytes for the shared level; `None` keeps it in process.
+    fn encode(&self) -> Option<Bytes> {
+        None
+    }
+
+    /// The value back from the bytes [`encode`](Self::encode) gave.
+    fn decode(bytes: Bytes) -> Result<Self, String>
+    where
+        Self: Sized,
+    {
+        let _ = bytes;
+        Err("this type is not shared".into())
+    }
 }
 
-impl<T: Serialize + Send + Sync + 'static> CacheValue for T {
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> CacheValue for T {
     fn cache_size(&self) -> Result<usize, String> {
         json_size(self).map_err(|e| e.to_string())
+    }
+
+    fn encode(&self) -> Option<Bytes> {
+        serde_json::to_vec(self).ok().map(Bytes::from)
+    }
+
+    fn decode(bytes: Bytes) -> Result<Self, String> {
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -253,6 +282,7 @@ mod tests {
             seq: 0,
             stored_at: Instant::now(),
             ttl,
+            stamp: None,
         }
     }
 

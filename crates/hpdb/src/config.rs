@@ -308,6 +308,51 @@ pub struct ManagerConfig {
     pub leak: LeakConfig,
     /// Advisor thresholds.
     pub advisor: AdvisorConfig,
+    /// The shared cache level in Redis and the cross-instance bus.
+    pub shared: SharedConfig,
+}
+
+/// The shared cache level (Redis) and the invalidation bus between
+/// instances; off unless a URL is set.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedConfig {
+    /// `redis://host:6379` (one node), `redis+cluster://h1:7000,h2:7001` or
+    /// several `redis://` URLs separated by commas (a Cluster); `None`: no
+    /// shared level, this instance caches in process only.
+    #[serde(serialize_with = "redacted")]
+    pub url: Option<String>,
+    /// Prefix of every Redis name, so that several applications (or
+    /// several test runs) can share one Redis (default `hpdb`).
+    pub namespace: String,
+    /// Budget of each Redis call (default 50 ms): a Redis slower than this
+    /// is skipped, never waited on.
+    pub call_timeout: Duration,
+    /// How long an instance keeps serving in-process entries while it cannot
+    /// confirm that it has every invalidation (default 1 s): the bound on
+    /// staleness when the bus is down.
+    pub bus_lease: Duration,
+    /// How long the first instance to miss a key may fill it before the
+    /// others stop waiting and query too (default 2 s).
+    pub fill_lease: Duration,
+}
+
+fn redacted<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_some(&crate::redact::redacted_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
+impl Default for SharedConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            namespace: "hpdb".into(),
+            call_timeout: Duration::from_millis(50),
+            bus_lease: Duration::from_secs(1),
+            fill_lease: Duration::from_secs(2),
+        }
+    }
 }
 
 /// A configuration value that cannot be used; the message names the knob.
@@ -326,6 +371,7 @@ impl Default for ManagerConfig {
             health: HealthConfig::default(),
             leak: LeakConfig::default(),
             advisor: AdvisorConfig::default(),
+            shared: SharedConfig::default(),
         }
     }
 }
@@ -349,6 +395,9 @@ impl ManagerConfig {
             ("health.ping_timeout", self.health.ping_timeout),
             ("health.cooldown", self.health.cooldown),
             ("leak.threshold", self.leak.threshold),
+            ("shared.call_timeout", self.shared.call_timeout),
+            ("shared.bus_lease", self.shared.bus_lease),
+            ("shared.fill_lease", self.shared.fill_lease),
         ];
         if let Some((field, _)) = above_zero.iter().find(|(_, d)| d.is_zero()) {
             return bad(format!("{} must be above zero", knob(field)));
@@ -390,6 +439,17 @@ impl ManagerConfig {
                 knob("cache.ttl"),
                 knob("cache.max_ttl")
             ));
+        }
+        let ns = &self.shared.namespace;
+        if ns.is_empty() || ns.contains(['{', '}', ' ']) {
+            return bad(format!(
+                "{} = `{ns}` must be non-empty, without braces or spaces",
+                knob("shared.namespace")
+            ));
+        }
+        if let Some(url) = &self.shared.url {
+            crate::shared::check_url(url)
+                .map_err(|e| ConfigError(format!("{} {e}", knob("shared.url"))))?;
         }
         for (field, rate) in [
             ("advisor.min_hit_rate", self.advisor.min_hit_rate),

@@ -16,7 +16,7 @@ use crate::{
     advisor::Advice,
     cache::{weigh, CacheValue},
     config::{ConfigError, ManagerConfig},
-    manager::{HealthReport, Manager},
+    manager::{decoder, Decode, HealthReport, Invalidation, Manager, Update, Versioned},
     metrics::Status,
     options::QueryOptions,
 };
@@ -39,9 +39,20 @@ trait Controls: Send + Sync {
     fn advice(&self) -> Vec<Advice>;
     fn config(&self) -> &ManagerConfig;
     fn pending_requests(&self) -> usize;
-    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
-    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, ()>;
-    fn clear_cache(&self) -> BoxFuture<'_, ()>;
+    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Invalidation>;
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Invalidation>;
+    fn clear_cache(&self) -> BoxFuture<'_, Invalidation>;
+    fn peek_versioned<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Option<Versioned<dyn Any + Send + Sync>>>;
+    fn put_updated<'a>(
+        &'a self,
+        options: &'a QueryOptions,
+        after: &'a Invalidation,
+        update: Update,
+    ) -> BoxFuture<'a, ()>;
+    fn warm<'a>(&'a self, prefix: &'a str, limit: usize, decode: Decode<'a>) -> BoxFuture<'a, usize>;
     fn peek<'a>(
         &'a self,
         key: &'a str,
@@ -73,14 +84,31 @@ impl<DB: Database> Controls for Manager<DB> {
     fn pending_requests(&self) -> usize {
         Manager::pending_requests(self)
     }
-    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
+    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Invalidation> {
         Box::pin(Manager::invalidate(self, key))
     }
-    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, ()> {
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Invalidation> {
         Box::pin(Manager::invalidate_tag(self, tag))
     }
-    fn clear_cache(&self) -> BoxFuture<'_, ()> {
+    fn clear_cache(&self) -> BoxFuture<'_, Invalidation> {
         Box::pin(Manager::clear_cache(self))
+    }
+    fn peek_versioned<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Option<Versioned<dyn Any + Send + Sync>>> {
+        Box::pin(self.peek_versioned_erased(key))
+    }
+    fn put_updated<'a>(
+        &'a self,
+        options: &'a QueryOptions,
+        after: &'a Invalidation,
+        update: Update,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(self.put_updated_erased(options, after, update))
+    }
+    fn warm<'a>(&'a self, prefix: &'a str, limit: usize, decode: Decode<'a>) -> BoxFuture<'a, usize> {
+        Box::pin(self.warm_erased(prefix, limit, decode))
     }
     fn peek<'a>(
         &'a self,
@@ -145,18 +173,57 @@ impl Control {
     }
 
     /// See [`Manager::invalidate`].
-    pub async fn invalidate(&self, key: &str) {
+    pub async fn invalidate(&self, key: &str) -> Invalidation {
         self.manager.invalidate(key).await
     }
 
     /// See [`Manager::invalidate_tag`].
-    pub async fn invalidate_tag(&self, tag: &str) {
+    pub async fn invalidate_tag(&self, tag: &str) -> Invalidation {
         self.manager.invalidate_tag(tag).await
     }
 
     /// See [`Manager::clear_cache`].
-    pub async fn clear_cache(&self) {
+    pub async fn clear_cache(&self) -> Invalidation {
         self.manager.clear_cache().await
+    }
+
+    /// See [`Manager::peek_versioned`].
+    pub async fn peek_versioned<T: Send + Sync + 'static>(&self, key: &str) -> Option<Versioned<T>> {
+        let v = self.manager.peek_versioned(key).await?;
+        Some(Versioned {
+            value: v.value.downcast::<T>().ok()?,
+            ttl_left: v.ttl_left,
+            stamp: v.stamp,
+        })
+    }
+
+    /// See [`Manager::put_updated`].
+    pub async fn put_updated<T: CacheValue>(
+        &self,
+        key: impl Into<Arc<str>>,
+        options: &QueryOptions,
+        before: &Versioned<T>,
+        after: &Invalidation,
+        value: Arc<T>,
+    ) {
+        let key = key.into();
+        let Some(size) = weigh(&key, &*value) else {
+            return;
+        };
+        let update = Update {
+            key,
+            ttl_left: before.ttl_left,
+            before: before.stamp.clone(),
+            encoded: value.encode(),
+            value,
+            size,
+        };
+        self.manager.put_updated(options, after, update).await
+    }
+
+    /// See [`Manager::warm_from_shared`].
+    pub async fn warm_from_shared<T: CacheValue>(&self, prefix: &str, limit: usize) -> usize {
+        self.manager.warm(prefix, limit, &decoder::<T>).await
     }
 
     /// See [`Manager::peek_cached`].

@@ -63,6 +63,7 @@ mod metrics;
 mod options;
 pub mod postgres;
 mod redact;
+mod shared;
 mod single_flight;
 
 pub use advisor::{advise, Advice, AdviceKind, Severity};
@@ -72,13 +73,16 @@ pub use cache::{CacheEntry, CacheLayer, CacheStats, CacheValue, MemoryCache};
 pub use config::env;
 pub use config::{
     AdmissionConfig, AdvisorConfig, BatchConfig, CacheConfig, CachePolicy, ConfigError,
-    HealthConfig, LeakConfig, ManagerConfig, PoolConfig,
+    HealthConfig, LeakConfig, ManagerConfig, PoolConfig, SharedConfig,
 };
 pub use control::Control;
 pub use deadline::StatementDeadline;
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;
-pub use manager::{BuildError, HealthReport, Manager, ManagerBuilder, QueryFn, QueryResult};
+pub use manager::{
+    BuildError, HealthReport, Invalidation, Manager, ManagerBuilder, QueryFn, QueryResult, Versioned,
+};
 pub use metrics::{Bucket, Percentiles, Status, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};
 pub use redact::redacted_url;
+pub use shared::{SharedStatus, Stamp};

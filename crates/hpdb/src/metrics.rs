@@ -21,7 +21,7 @@ pub const BUCKETS_MS: [f64; 12] = [
     0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 10000.0,
 ];
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     // Microseconds up to 10 minutes, 3 significant figures.
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
@@ -142,7 +142,7 @@ pub(crate) struct Distribution {
 }
 
 impl Distribution {
-    fn of(h: &Histogram<u64>, sum_us: u64) -> Self {
+    pub(crate) fn of(h: &Histogram<u64>, sum_us: u64) -> Self {
         let buckets = BUCKETS_MS
             .iter()
             .map(|&le| Bucket {
@@ -289,4 +289,6 @@ pub struct Status {
     pub connection_limit_refusals: u64,
     /// Seconds since the last such refusal, if any.
     pub seconds_since_limit_refusal: Option<f64>,
+    /// The shared level (Redis) and the bus, if configured.
+    pub shared: Option<crate::shared::SharedStatus>,
 }

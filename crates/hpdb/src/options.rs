@@ -131,6 +131,8 @@ pub enum Source {
     Database,
     /// A fresh cache entry.
     Cache,
+    /// A current entry of the shared level (Redis), filled by any instance.
+    Shared,
     /// Another caller's identical, concurrent execution.
     Joined,
     /// An expired cache entry, served because the database is unavailable.

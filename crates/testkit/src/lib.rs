@@ -2,6 +2,8 @@
 //!
 //! - [`Proxy`]: a TCP proxy on loopback in front of a database, to make it
 //!   unreachable, bring it back, or slow down new connections.
+//! - [`redis`]: a Redis of the test's own to kill, pause and restart, and the
+//!   local Redis Cluster.
 //! - [`pg`]: where the PostgreSQL tests connect, and the witnesses they ask
 //!   (`pg_stat_statements`, `pg_stat_activity`).
 //!
@@ -9,6 +11,7 @@
 //! cannot reach it, because a skipped test proves nothing.
 
 pub mod pg;
+pub mod redis;
 mod proxy;
 
 pub use proxy::Proxy;

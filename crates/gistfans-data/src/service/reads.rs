@@ -48,8 +48,20 @@ impl DataAggregationService {
         Ok((r.value, r.source))
     }
 
-    /// Warms the `n` most-followed users, at low priority. Returns how many were warmed.
+    /// Warms up to `n` profiles: from the shared cache level's hot set when
+    /// there is one and it holds any (a new instance beside running ones),
+    /// else the `n` most-followed users from the database, at low priority.
+    /// Returns how many were warmed.
     pub async fn warm_hottest(&self, n: i64) -> Result<usize, DataError> {
+        let limit = usize::try_from(n).unwrap_or(0);
+        let shared = self
+            .db
+            .control()
+            .warm_from_shared::<CachedAggregate>("agg:", limit)
+            .await;
+        if shared > 0 {
+            return Ok(shared);
+        }
         let ids = self.db.store().hottest_users(n).await?;
         let opts = AggregateOptions::warming();
         let mut warmed = 0;

@@ -1,14 +1,18 @@
 //! Writes and the cached aggregates they touch.
 //!
 //! Under a per-user lock (striped, taken in ascending order): read the
-//! cached aggregates, write to the database, invalidate the keys (which
-//! also stops any fetch that started before the write from storing or
-//! sharing its result), then store the aggregates updated in place. Each
-//! write and its cache step run in a task of their own ([`detached`]).
+//! cached aggregates, write to the database, invalidate the user's tag
+//! (which also stops any fetch that started before the write from storing
+//! or sharing its result, here and, through the shared level, on every
+//! instance), then store the aggregates updated in place. The lock orders
+//! writes on one instance; across instances the shared level's
+//! generations do (an update in place is stored only if it follows the
+//! snapshot's version directly). Each write and its cache step run in a
+//! task of their own ([`detached`]).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use hpdb::QueryOptions;
+use hpdb::{QueryOptions, Versioned};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{key, tag, DataAggregationService, LOCK_STRIPES};
@@ -20,9 +24,9 @@ use crate::{
     writes::{self, FollowChange, NewPost, StarChange},
 };
 
-/// A user's cached aggregates before a write: per key, the value and the
-/// time it had left.
-type Snapshot = Vec<(String, Option<(Arc<CachedAggregate>, Duration)>)>;
+/// A user's cached aggregates before a write: per key, the value with
+/// what an update in place needs (its time left, its shared version).
+type Snapshot = Vec<(String, Versioned<CachedAggregate>)>;
 
 impl DataAggregationService {
     async fn lock(&self, mut users: Vec<i64>) -> Vec<OwnedMutexGuard<()>> {
@@ -40,46 +44,43 @@ impl DataAggregationService {
         guards
     }
 
-    /// The cached aggregates of `user_id` (every include set) with the time
-    /// each has left, read before a write.
+    /// The cached aggregates of `user_id` (every include set), read before
+    /// a write.
     async fn snapshot(&self, user_id: i64) -> Snapshot {
         let mut out = Vec::with_capacity(8);
         for inc in Include::all_combinations() {
             let k = key(user_id, inc);
-            let v = self
-                .db
-                .control()
-                .peek_cached_with_ttl::<CachedAggregate>(&k)
-                .await;
-            out.push((k, v));
+            if let Some(v) = self.db.control().peek_versioned::<CachedAggregate>(&k).await {
+                out.push((k, v));
+            }
         }
         out
     }
 
-    /// After the write: invalidate, then store the updated aggregates.
-    /// The updated aggregate keeps the time its original had left: an
-    /// update in place never extends a cached value's life.
+    /// After the write: invalidate the user's tag (here, and through the
+    /// shared level on every instance), then store the updated aggregates.
+    /// An update in place keeps the time its original had left, and is
+    /// stored only if no other write to the user came between the snapshot
+    /// and this one, on any instance (see `hpdb::Manager::put_updated`).
     async fn apply(
         &self,
         user_id: i64,
         before: Snapshot,
         update: impl Fn(&mut UserAggregate) -> bool,
     ) {
+        let control = self.db.control();
+        let after = control.invalidate_tag(&tag(user_id)).await;
         for (k, cached) in before {
-            self.db.control().invalidate(&k).await;
-            let Some((cached, ttl_left)) = cached else {
-                continue;
-            };
-            let Some(rendered) = cached.0.as_ref() else {
+            let Some(rendered) = cached.value.0.as_ref() else {
                 continue;
             };
             let mut data = rendered.data.clone();
             if update(&mut data) {
-                let opts = QueryOptions::default().tag(tag(user_id)).ttl(ttl_left);
+                let opts = QueryOptions::default().tag(tag(user_id));
                 let value = Arc::new(CachedAggregate(Some(Arc::new(RenderedAggregate::new(
                     data,
                 )))));
-                self.db.control().put_cached(k.clone(), &opts, value).await;
+                control.put_updated(k, &opts, &cached, &after, value).await;
             }
         }
     }

@@ -107,6 +107,24 @@ pub struct PoolArgs {
     /// Advisor: more queued requests than this recommend a larger pool.
     #[arg(long, id = "advisor.max_pending", value_name = "N")]
     pub advisor_max_pending: Option<u64>,
+    /// Redis under the in-process cache, shared by every instance, and the
+    /// invalidation bus between them: `redis://host:6379`, or a Cluster as
+    /// `redis+cluster://host:7000,host:7001` (empty: none).
+    #[arg(long, id = "shared.url", value_name = "URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every name kept in Redis.
+    #[arg(long, id = "shared.namespace", value_name = "NAME")]
+    pub redis_namespace: Option<String>,
+    /// Budget of each Redis call: a slower Redis is skipped.
+    #[arg(long, id = "shared.call_timeout", value_name = "MS")]
+    pub redis_timeout_ms: Option<u64>,
+    /// In-process entries older than this are not served while the bus
+    /// cannot be confirmed current.
+    #[arg(long, id = "shared.bus_lease", value_name = "MS")]
+    pub redis_bus_lease_ms: Option<u64>,
+    /// How long other instances wait for the first one's fill of a key.
+    #[arg(long, id = "shared.fill_lease", value_name = "MS")]
+    pub redis_fill_lease_ms: Option<u64>,
 }
 
 fn parse_policy(s: &str) -> Result<CachePolicy, String> {
@@ -182,6 +200,14 @@ impl PoolArgs {
         set(&mut a.max_average_response_ms, self.advisor_max_average_ms);
         set(&mut a.slow_p99_ms, self.advisor_slow_p99_ms);
         set(&mut a.max_pending, self.advisor_max_pending);
+        let r = &mut c.shared;
+        if let Some(url) = &self.redis_url {
+            r.url = (!url.is_empty()).then(|| url.clone());
+        }
+        set(&mut r.namespace, self.redis_namespace.clone());
+        set(&mut r.call_timeout, self.redis_timeout_ms.map(ms));
+        set(&mut r.bus_lease, self.redis_bus_lease_ms.map(ms));
+        set(&mut r.fill_lease, self.redis_fill_lease_ms.map(ms));
     }
 }
 

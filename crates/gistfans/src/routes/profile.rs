@@ -69,6 +69,7 @@ pub async fn stats_optimized(
     let etag = HeaderValue::from_str(&agg.etag).map_err(|e| ApiError::Internal(e.to_string()))?;
     let source = HeaderValue::from_static(match served.source {
         hpdb::Source::Cache => "cache",
+        hpdb::Source::Shared => "shared",
         hpdb::Source::Database => "database",
         hpdb::Source::Joined => "joined",
         hpdb::Source::Stale => "stale",

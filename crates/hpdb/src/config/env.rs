@@ -1,5 +1,5 @@
-//! The `DB_*` environment variables: the one place they are named, parsed
-//! and read.
+//! The `DB_*` and `REDIS_*` environment variables: the one place they are
+//! named, parsed and read.
 //!
 //! [`ENV_VARS`] lists every variable with the [`ManagerConfig`] field it
 //! sets; [`ManagerConfig::from_env`] reads them over the defaults. A program
@@ -136,6 +136,26 @@ impl EnvValue for Option<u32> {
     }
 }
 
+impl EnvValue for String {
+    fn parse(raw: &str) -> Result<Self, String> {
+        Ok(raw.to_string())
+    }
+    fn show(&self) -> String {
+        self.clone()
+    }
+}
+
+impl EnvValue for Option<String> {
+    fn parse(raw: &str) -> Result<Self, String> {
+        Ok((!raw.is_empty()).then(|| raw.to_string()))
+    }
+    fn show(&self) -> String {
+        self.as_deref()
+            .map(crate::redact::redacted_url)
+            .unwrap_or_default()
+    }
+}
+
 impl EnvValue for f64 {
     fn parse(raw: &str) -> Result<Self, String> {
         match raw.parse::<f64>() {
@@ -242,6 +262,16 @@ env_vars! {
     ADVISOR_SLOW_P99_MS = "DB_ADVISOR_SLOW_P99_MS" => advisor.slow_p99_ms;
     /// More queued requests than this recommend a larger pool.
     ADVISOR_MAX_PENDING = "DB_ADVISOR_MAX_PENDING" => advisor.max_pending;
+    /// The shared cache level and bus: one node or a Cluster (empty: none).
+    REDIS_URL = "REDIS_URL" => shared.url;
+    /// Prefix of every name hpdb keeps in Redis.
+    REDIS_NAMESPACE = "REDIS_NAMESPACE" => shared.namespace;
+    /// Budget of each Redis call.
+    REDIS_TIMEOUT = "REDIS_TIMEOUT" => shared.call_timeout;
+    /// How long in-process entries are served while the bus is unconfirmed.
+    REDIS_BUS_LEASE = "REDIS_BUS_LEASE" => shared.bus_lease;
+    /// How long other instances wait for the first one's fill of a key.
+    REDIS_FILL_LEASE = "REDIS_FILL_LEASE" => shared.fill_lease;
 }
 
 impl ManagerConfig {

@@ -19,6 +19,7 @@ use crate::{
     leak::LeakDetector,
     metrics::Metrics,
     redact::redacted_url,
+    shared::Shared,
     single_flight::SingleFlight,
 };
 
@@ -174,6 +175,13 @@ impl<DB: Database> ManagerBuilder<DB> {
         }
         let pool = pool_options.connect_lazy_with(opts);
         let cache: Arc<dyn CacheLayer> = Arc::new(MemoryCache::new(&config.cache));
+        let (shared, pushes) = match config.shared.url {
+            Some(_) => {
+                let (shared, pushes) = Shared::new(&config.shared).map_err(ConfigError)?;
+                (Some(Arc::new(shared)), Some(pushes))
+            }
+            None => (None, None),
+        };
         let inner = Arc::new(Inner {
             gate: Gate::new(p.max_connections as usize, config.admission.aging_step),
             opens: Arc::new(tokio::sync::Semaphore::new(
@@ -189,6 +197,8 @@ impl<DB: Database> ManagerBuilder<DB> {
             started: Instant::now(),
             tasks: parking_lot::Mutex::new(Vec::new()),
             deadline: self.deadline,
+            shared,
+            pushes: parking_lot::Mutex::new(pushes),
             pool,
             cache,
             config,

@@ -198,7 +198,13 @@ impl<DB: Database> Manager<DB> {
         let sweep = spawn_periodic(weak, cfg.cache.sweep_interval, |m| async move {
             m.inner.cache.sweep().await;
         });
-        self.inner.tasks.lock().extend([health, leaks, sweep]);
+        let mut tasks = self.inner.tasks.lock();
+        tasks.extend([health, leaks, sweep]);
+        let pushes = self.inner.pushes.lock().take();
+        if let (Some(shared), Some(pushes)) = (self.inner.shared.clone(), pushes) {
+            let local: Weak<dyn crate::shared::LocalCache> = Arc::downgrade(&self.inner) as _;
+            tasks.extend(crate::shared::start_bus(shared, local, pushes));
+        }
     }
 }
 

@@ -31,11 +31,13 @@
 //! | `acquire` | admission, a connection, running the closure on it |
 //! | `health` | health checks, probes and the background tasks |
 //! | `status` | the [`Status`](crate::Status) snapshot and the advice drawn from it |
+//! | `shared` | the shared level (Redis) on the path, the bus's hold on the local cache, updates in place across instances, warming |
 
 mod acquire;
 mod builder;
 mod health;
 mod pipeline;
+mod shared;
 mod status;
 
 use std::{
@@ -53,11 +55,13 @@ use tokio::{task::JoinHandle, time::Instant};
 
 pub use builder::{BuildError, ManagerBuilder};
 pub use health::HealthReport;
+pub use shared::{Invalidation, Versioned};
+pub(crate) use shared::{decoder, Decode, Update};
 
 use crate::{
     admission::Gate,
     breaker::CircuitBreaker,
-    cache::{CacheLayer, CacheValue},
+    cache::{weigh, CacheEntry, CacheLayer, CacheValue},
     config::{ConfigError, ManagerConfig},
     deadline::StatementDeadline,
     error::{Error, TimeoutPhase},
@@ -65,8 +69,11 @@ use crate::{
     leak::LeakDetector,
     metrics::Metrics,
     options::{QueryOptions, Source},
+    shared::Kind,
     single_flight::SingleFlight,
 };
+
+use pipeline::Fill;
 
 /// A query closure: gets a connection, runs the caller's sqlx code on it.
 ///
@@ -113,6 +120,10 @@ struct Inner<DB: Database> {
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
     /// How each query's deadline reaches the database, if it does.
     deadline: Option<Arc<dyn StatementDeadline>>,
+    /// The shared level and bus, if configured.
+    shared: Option<Arc<crate::shared::Shared>>,
+    /// Its pushes, until the bus starts with the background tasks.
+    pushes: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>>>,
 }
 
 impl<DB: Database> Drop for Inner<DB> {
@@ -151,21 +162,26 @@ impl<DB: Database> Manager<DB> {
 
     /// Drops the cached result under `key`, and makes sure a query for it
     /// that is already running cannot store or share its older result.
-    pub async fn invalidate(&self, key: &str) {
+    /// With a shared level, other instances drop theirs too (see
+    /// [`Invalidation`]).
+    pub async fn invalidate(&self, key: &str) -> Invalidation {
         self.inner.log.invalidate_key(key);
         self.inner.cache.invalidate(key).await;
+        self.publish(Kind::Key, key).await
     }
 
     /// Drops every cached result tagged `tag`, with the same guarantee.
-    pub async fn invalidate_tag(&self, tag: &str) {
+    pub async fn invalidate_tag(&self, tag: &str) -> Invalidation {
         self.inner.log.invalidate_tag(tag);
         self.inner.cache.invalidate_tag(tag).await;
+        self.publish(Kind::Tag, tag).await
     }
 
-    /// Drops every cached result.
-    pub async fn clear_cache(&self) {
+    /// Drops every cached result, on every instance.
+    pub async fn clear_cache(&self) -> Invalidation {
         self.inner.log.invalidate_all();
         self.inner.cache.clear().await;
+        self.publish(Kind::Clear, "").await
     }
 
     /// Reads the cached value under `key`, if fresh and current, without
@@ -191,12 +207,19 @@ impl<DB: Database> Manager<DB> {
         &self,
         key: &str,
     ) -> Option<(Arc<dyn Any + Send + Sync>, Duration)> {
-        let entry = self.inner.cache.get(key).await?;
+        let entry = self.peek_entry(key).await?;
         let left = entry.ttl.checked_sub(entry.stored_at.elapsed())?;
-        if left.is_zero() || !self.inner.log.is_current(key, &entry.tags, entry.seq) {
-            return None;
-        }
         Some((entry.value, left))
+    }
+
+    /// The in-process entry under `key` if it may be served: fresh, current
+    /// and, with a shared level, within the bus lease.
+    pub(crate) async fn peek_entry(&self, key: &str) -> Option<CacheEntry> {
+        let entry = self.inner.cache.get(key).await?;
+        let servable = entry.is_fresh()
+            && self.inner.log.is_current(key, &entry.tags, entry.seq)
+            && self.may_serve(&entry);
+        servable.then_some(entry)
     }
 
     /// Replaces the cached value under `key` (for updates in place), with
@@ -208,9 +231,10 @@ impl<DB: Database> Manager<DB> {
         value: Arc<T>,
     ) {
         let key = key.into();
-        let tags: Arc<[Arc<str>]> = options.tags.clone().into();
-        let since = self.inner.log.snapshot();
-        self.store(&key, options, &tags, since, value).await;
+        let Some(size) = weigh(&key, &*value) else {
+            return;
+        };
+        self.put_erased(key, options, value, size).await;
     }
 
     /// [`put_cached`](Self::put_cached) for a value already erased, whose
@@ -224,8 +248,13 @@ impl<DB: Database> Manager<DB> {
     ) {
         let tags: Arc<[Arc<str>]> = options.tags.clone().into();
         let since = self.inner.log.snapshot();
-        self.store_sized(&key, options, &tags, since, value, size)
-            .await;
+        let fill = Fill {
+            since,
+            fetched_at: std::time::Instant::now(),
+            ttl: self.ttl_for(options),
+            stamp: None,
+        };
+        self.store_sized(&key, &tags, &fill, value, size).await;
     }
 
     /// Tells the manager how many connections the database can give this

@@ -10,7 +10,7 @@
 //! - A stale entry is served only when the error says the database is
 //!   unavailable, and only if the caller asked for stale-if-error.
 
-use std::{any::Any, sync::Arc};
+use std::{any::Any, sync::Arc, time::Duration};
 
 use sqlx::Database;
 use tokio::{
@@ -19,23 +19,27 @@ use tokio::{
 };
 use tracing::Instrument;
 
-use super::{timeout_error, Manager, QueryFn, QueryResult};
+use super::{
+    shared::SharedStep,
+    timeout_error, Manager, QueryFn, QueryResult,
+};
 use crate::{
     cache::{weigh, CacheEntry, CacheValue},
     error::{Error, TimeoutPhase},
     invalidation::Seq,
     metrics::inc,
     options::{QueryOptions, Source},
+    shared::Stamp,
     single_flight::{self, LeaderGuard, Outcome, Role},
 };
 
 /// One call of `execute_query`, as the steps after the breaker need it.
-struct Call {
-    key: Arc<str>,
-    options: QueryOptions,
-    tags: Arc<[Arc<str>]>,
-    started: Instant,
-    deadline: Instant,
+pub(super) struct Call {
+    pub(super) key: Arc<str>,
+    pub(super) options: QueryOptions,
+    pub(super) tags: Arc<[Arc<str>]>,
+    pub(super) started: Instant,
+    pub(super) deadline: Instant,
 }
 
 /// What the cache had for a call.
@@ -198,7 +202,7 @@ impl<DB: Database> Manager<DB> {
         let mut stale = None;
         if let Some(entry) = inner.cache.get(key).await {
             if inner.log.is_current(key, &entry.tags, entry.seq) {
-                if entry.is_fresh() {
+                if entry.is_fresh() && self.may_serve(&entry) {
                     inc(&inner.metrics.c.cache_hits);
                     return Ok(Lookup::Hit(downcast::<T>(key, entry.value)?));
                 }
@@ -283,6 +287,19 @@ impl<DB: Database> Manager<DB> {
         F: QueryFn<DB, R>,
         G: FnOnce(R) -> Result<T, sqlx::Error> + Send,
     {
+        let fetched_at = std::time::Instant::now();
+        let shared = match self.from_shared::<T>(call, since, fetched_at).await {
+            SharedStep::Served(value) => {
+                if let Some(guard) = leader {
+                    guard.finish(Ok(value.clone() as Arc<dyn Any + Send + Sync>));
+                }
+                return Ok(QueryResult {
+                    value,
+                    source: Source::Shared,
+                });
+            }
+            SharedStep::Fill(fill) => fill,
+        };
         let outcome = self
             .admit_and_run(
                 &call.key,
@@ -303,8 +320,16 @@ impl<DB: Database> Manager<DB> {
             Ok(value) => {
                 let value = Arc::new(value);
                 if call.options.use_cache {
-                    self.store(&call.key, &call.options, &call.tags, since, value.clone())
-                        .await;
+                    let fill = Fill {
+                        since,
+                        fetched_at,
+                        ttl: self.ttl_for(&call.options),
+                        stamp: shared.stamp.clone(),
+                    };
+                    self.store(&call.key, &call.tags, &fill, value.clone()).await;
+                    self.share(call, &fill, &shared, &*value);
+                } else {
+                    self.release_lease(call, &shared);
                 }
                 if let Some(guard) = leader {
                     guard.finish(Ok(value.clone() as Arc<dyn Any + Send + Sync>));
@@ -315,6 +340,7 @@ impl<DB: Database> Manager<DB> {
                 })
             }
             Err(e) => {
+                self.release_lease(call, &shared);
                 if let Some(guard) = leader {
                     guard.finish(Err(e.clone()));
                 }
@@ -323,59 +349,70 @@ impl<DB: Database> Manager<DB> {
         }
     }
 
-    /// Stores `value` under `key`, unless an invalidation has passed `since`
-    /// (the result may predate a write) or it does not serialize (its size
-    /// is unknown).
+    /// Stores `value` under `key`, unless an invalidation has passed
+    /// `fill.since` (the result may predate a write) or it cannot be weighed.
     pub(super) async fn store<T: CacheValue>(
         &self,
         key: &Arc<str>,
-        options: &QueryOptions,
         tags: &Arc<[Arc<str>]>,
-        since: Seq,
+        fill: &Fill,
         value: Arc<T>,
     ) {
         let Some(size) = weigh(key, &*value) else {
             return;
         };
-        self.store_sized(key, options, tags, since, value, size)
-            .await;
+        self.store_sized(key, tags, fill, value, size).await;
     }
 
     /// [`store`](Self::store) for a value whose size is known.
     pub(super) async fn store_sized(
         &self,
         key: &Arc<str>,
-        options: &QueryOptions,
         tags: &Arc<[Arc<str>]>,
-        since: Seq,
+        fill: &Fill,
         value: Arc<dyn Any + Send + Sync>,
         size: u32,
     ) {
         let inner = &self.inner;
         // Invalidated while we were fetching: this result may predate the write.
-        if !inner.log.is_current(key, tags, since) {
+        if !inner.log.is_current(key, tags, fill.since) {
             return;
         }
-        let ttl = options
-            .ttl
-            .unwrap_or(inner.config.cache.ttl)
-            .min(inner.config.cache.max_ttl);
         let entry = CacheEntry {
             value,
             size,
             tags: tags.clone(),
-            seq: since,
-            stored_at: std::time::Instant::now(),
-            ttl,
+            seq: fill.since,
+            stored_at: fill.fetched_at,
+            ttl: fill.ttl,
+            stamp: fill.stamp.clone(),
         };
         inner.cache.insert(key.clone(), entry).await;
         // An invalidation between the check above and the insert would
         // otherwise leave a condemned entry in the cache after its stamp
         // expires: look again, and drop what was stored if so.
-        if !inner.log.is_current(key, tags, since) {
+        if !inner.log.is_current(key, tags, fill.since) {
             inner.cache.invalidate(key).await;
         }
     }
+
+    /// The TTL `options` ask for, capped by the configured maximum.
+    pub(super) fn ttl_for(&self, options: &QueryOptions) -> Duration {
+        let cache = &self.inner.config.cache;
+        options.ttl.unwrap_or(cache.ttl).min(cache.max_ttl)
+    }
+}
+
+/// What storing a result needs to know about the fetch that produced it.
+pub(super) struct Fill {
+    /// The invalidation sequence when the fetch started.
+    pub(super) since: Seq,
+    /// When the fetch started (the entry is no fresher than that).
+    pub(super) fetched_at: std::time::Instant,
+    /// How long it may be served.
+    pub(super) ttl: Duration,
+    /// The shared level's stamp read before the fetch, if any.
+    pub(super) stamp: Option<Arc<Stamp>>,
 }
 
 /// The part of a key before its first `:`, for low-cardinality span fields.

@@ -72,6 +72,7 @@ impl<DB: Database> Manager<DB> {
                 .filter(|b| *b != u32::MAX),
             connection_limit_refusals: get(&c.limit_refusals),
             seconds_since_limit_refusal: inner.metrics.since_limit_refusal(),
+            shared: inner.shared.as_ref().map(|s| s.status()),
         }
     }
 

@@ -1,0 +1,397 @@
+//! The shared level (Redis) on the manager's paths: looked up by the leader
+//! of a miss before the database, filled after it; invalidations published
+//! to the other instances; the bus's hold on this instance's cache; updates
+//! in place that stay correct across instances; warming from the shared
+//! hot set. Without a shared level every step here is a no-op.
+
+use std::{any::Any, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::{future::BoxFuture, StreamExt};
+use sqlx::Database;
+use tokio::time::Instant;
+
+use super::{pipeline::Call, pipeline::Fill, Inner, Manager};
+use crate::{
+    cache::{weigh, CacheEntry, CacheValue},
+    invalidation::Seq,
+    options::QueryOptions,
+    shared::{Kind, Lease, LocalCache, Shared, SharedLookup, Stamp},
+};
+
+/// What a write's invalidation did: its new generation in the shared level,
+/// if there is one and Redis took it. [`Manager::put_updated`] needs it.
+#[derive(Debug, Clone)]
+pub struct Invalidation {
+    kind: Kind,
+    name: Arc<str>,
+    generation: Option<u64>,
+}
+
+impl Invalidation {
+    /// The key's or tag's generation after this invalidation (`None`:
+    /// no shared level, or Redis did not answer; the invalidation is then
+    /// published when it does).
+    pub fn generation(&self) -> Option<u64> {
+        self.generation
+    }
+}
+
+/// A cached value read before a write, with what an update in place needs.
+#[derive(Debug, Clone)]
+pub struct Versioned<T: ?Sized> {
+    /// The value.
+    pub value: Arc<T>,
+    /// The time it had left: the updated value keeps it, never more.
+    pub ttl_left: Duration,
+    pub(crate) stamp: Option<Arc<Stamp>>,
+}
+
+/// A value updated in place, type-erased (see [`Manager::put_updated`]).
+pub(crate) struct Update {
+    pub(crate) key: Arc<str>,
+    pub(crate) ttl_left: Duration,
+    pub(crate) before: Option<Arc<Stamp>>,
+    pub(crate) value: Arc<dyn Any + Send + Sync>,
+    pub(crate) size: u32,
+    pub(crate) encoded: Option<Bytes>,
+}
+
+/// Turns a shared entry's bytes into a value and its weight.
+pub(crate) type Decode<'a> = &'a (dyn Fn(Bytes) -> Option<(Arc<dyn Any + Send + Sync>, u32)> + Sync);
+
+/// [`Decode`] for a type.
+pub(crate) fn decoder<T: CacheValue>(bytes: Bytes) -> Option<(Arc<dyn Any + Send + Sync>, u32)> {
+    let value = T::decode(bytes).ok()?;
+    let size = weigh("", &value)?;
+    Some((Arc::new(value), size))
+}
+
+/// The outcome of the shared step of a miss.
+pub(super) enum SharedStep<T> {
+    /// A current shared entry, now also in process.
+    Served(Arc<T>),
+    /// Go to the database, with this.
+    Fill(SharedFill),
+}
+
+/// What a fill from the database carries back to the shared level.
+pub(super) struct SharedFill {
+    /// The stamp read before the fetch (`None`: do not share the result).
+    pub(super) stamp: Option<Arc<Stamp>>,
+    holds_lease: bool,
+}
+
+impl<DB: Database> Manager<DB> {
+    fn shared(&self) -> Option<&Arc<Shared>> {
+        self.inner.shared.as_ref()
+    }
+
+    /// True unless the bus has not been confirmed current for longer than
+    /// its lease and the entry is older than that.
+    pub(super) fn may_serve(&self, entry: &CacheEntry) -> bool {
+        self.shared().is_none_or(|s| s.may_serve(entry.stored_at))
+    }
+
+    /// A miss's shared step, as the leader: the shared entry if current (or
+    /// once the instance holding the fill lease has stored it), else what
+    /// the fill needs.
+    pub(super) async fn from_shared<T: CacheValue>(
+        &self,
+        call: &Call,
+        since: Seq,
+        fetched_at: std::time::Instant,
+    ) -> SharedStep<T> {
+        let not_shared = || {
+            SharedStep::Fill(SharedFill {
+                stamp: None,
+                holds_lease: false,
+            })
+        };
+        let Some(shared) = self.shared() else {
+            return not_shared();
+        };
+        if !call.options.use_cache {
+            return not_shared();
+        }
+        let left = call.deadline.saturating_duration_since(Instant::now());
+        let lease = self.inner.config.shared.fill_lease.min(left);
+        let ask = call.options.coalesce.then_some(lease);
+        let mut found = shared.lookup(&call.key, &call.tags, ask).await;
+        if let SharedLookup::Miss {
+            lease: Lease::Held, ..
+        } = found
+        {
+            found = shared
+                .wait_for_fill(&call.key, &call.tags, lease, Instant::now() + lease)
+                .await;
+        }
+        match found {
+            SharedLookup::Hit {
+                value,
+                stamp,
+                ttl_left,
+            } => match T::decode(value) {
+                Ok(v) => {
+                    let v = Arc::new(v);
+                    let fill = Fill {
+                        since,
+                        fetched_at,
+                        ttl: ttl_left,
+                        stamp: Some(Arc::new(stamp)),
+                    };
+                    self.store(&call.key, &call.tags, &fill, v.clone()).await;
+                    SharedStep::Served(v)
+                }
+                Err(e) => {
+                    tracing::warn!(key = %call.key, error = %e, "shared entry not decodable: a miss");
+                    not_shared()
+                }
+            },
+            SharedLookup::Miss { stamp, lease } => SharedStep::Fill(SharedFill {
+                stamp: stamp.map(Arc::new),
+                holds_lease: lease == Lease::Won,
+            }),
+        }
+    }
+
+    /// After a fill from the database: stores it in the shared level too,
+    /// unless an invalidation passed while it was fetched (or it has no
+    /// stamp or no encoding); gives back the fill lease either way.
+    pub(super) fn share<T: CacheValue>(&self, call: &Call, fill: &Fill, how: &SharedFill, value: &T) {
+        let Some(shared) = self.shared() else { return };
+        let current = self.inner.log.is_current(&call.key, &call.tags, fill.since);
+        match (&how.stamp, current) {
+            (Some(stamp), true) => match value.encode() {
+                Some(bytes) => shared.store(
+                    call.key.clone(),
+                    (**stamp).clone(),
+                    fill.ttl,
+                    bytes,
+                    how.holds_lease,
+                ),
+                None => self.release_lease(call, how),
+            },
+            _ => self.release_lease(call, how),
+        }
+    }
+
+    /// Gives back the fill lease if this call held it.
+    pub(super) fn release_lease(&self, call: &Call, how: &SharedFill) {
+        if let (true, Some(shared)) = (how.holds_lease, self.shared()) {
+            shared.release(call.key.clone());
+        }
+    }
+
+    /// Publishes an invalidation already applied here. Runs in a task of
+    /// its own: a caller that goes away does not cancel it.
+    pub(super) async fn publish(&self, kind: Kind, name: &str) -> Invalidation {
+        let generation = match self.shared() {
+            Some(shared) => {
+                let (shared, owned) = (shared.clone(), name.to_string());
+                tokio::spawn(async move { shared.publish(kind, &owned).await })
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
+        Invalidation {
+            kind,
+            name: Arc::from(name),
+            generation,
+        }
+    }
+
+    /// The cached value under `key` (fresh, current), with what
+    /// [`put_updated`](Self::put_updated) needs; read it before the write.
+    pub async fn peek_versioned<T: Send + Sync + 'static>(&self, key: &str) -> Option<Versioned<T>> {
+        let v = self.peek_versioned_erased(key).await?;
+        Some(Versioned {
+            value: v.value.downcast::<T>().ok()?,
+            ttl_left: v.ttl_left,
+            stamp: v.stamp,
+        })
+    }
+
+    pub(crate) async fn peek_versioned_erased(
+        &self,
+        key: &str,
+    ) -> Option<Versioned<dyn Any + Send + Sync>> {
+        let entry = self.peek_entry(key).await?;
+        let ttl_left = entry.ttl.checked_sub(entry.stored_at.elapsed())?;
+        Some(Versioned {
+            value: entry.value,
+            ttl_left,
+            stamp: entry.stamp,
+        })
+    }
+
+    /// Stores `value`, the value `before` updated in place for a write
+    /// whose invalidation was `after`, with the time `before` had left.
+    ///
+    /// On one instance the caller's own lock orders its writes, as for
+    /// [`put_cached`](Self::put_cached). With a shared level it stores only
+    /// if no other write to the same key or tag came between `before` and
+    /// `after`, anywhere: `before`'s generation must be `after`'s less one,
+    /// and no newer generation may have arrived on the bus (checked again
+    /// after the insert). Then the shared level gets it too, so that the
+    /// other instances, which the bus makes drop theirs, read it from there.
+    /// Otherwise nothing is stored and the next read fetches.
+    pub async fn put_updated<T: CacheValue>(
+        &self,
+        key: impl Into<Arc<str>>,
+        options: &QueryOptions,
+        before: &Versioned<T>,
+        after: &Invalidation,
+        value: Arc<T>,
+    ) {
+        let key = key.into();
+        let Some(size) = weigh(&key, &*value) else {
+            return;
+        };
+        let encoded = self.shared().and_then(|_| value.encode());
+        let update = Update {
+            key,
+            ttl_left: before.ttl_left,
+            before: before.stamp.clone(),
+            value,
+            size,
+            encoded,
+        };
+        self.put_updated_erased(options, after, update).await;
+    }
+
+    pub(crate) async fn put_updated_erased(
+        &self,
+        options: &QueryOptions,
+        after: &Invalidation,
+        update: Update,
+    ) {
+        let Update {
+            key,
+            ttl_left,
+            before,
+            value,
+            size,
+            encoded,
+        } = update;
+        let tags: Arc<[Arc<str>]> = options.tags.clone().into();
+        let mut fill = Fill {
+            since: self.inner.log.snapshot(),
+            fetched_at: std::time::Instant::now(),
+            ttl: ttl_left,
+            stamp: None,
+        };
+        let Some(shared) = self.shared() else {
+            return self.store_sized(&key, &tags, &fill, value, size).await;
+        };
+        let (Some(generation), Some(stamp)) =
+            (after.generation, updated(shared, before.as_deref(), after))
+        else {
+            return;
+        };
+        let newest = || shared.known_generation(after.kind, &after.name) == generation;
+        if !newest() {
+            return;
+        }
+        fill.stamp = Some(Arc::new(stamp.clone()));
+        self.store_sized(&key, &tags, &fill, value, size).await;
+        if !newest() {
+            self.inner.cache.invalidate(&key).await;
+            return;
+        }
+        if let Some(bytes) = encoded {
+            shared.store(key, stamp, ttl_left, bytes, false);
+        }
+    }
+
+    /// Copies up to `limit` entries whose keys start with `prefix` from the
+    /// shared hot set (the most recently filled keys) into this instance's
+    /// cache, checked like any shared read; for a new instance, instead of
+    /// warming from the database. Returns how many it copied.
+    pub async fn warm_from_shared<T: CacheValue>(&self, prefix: &str, limit: usize) -> usize {
+        self.warm_erased(prefix, limit, &decoder::<T>).await
+    }
+
+    pub(crate) async fn warm_erased(&self, prefix: &str, limit: usize, decode: Decode<'_>) -> usize {
+        let Some(shared) = self.shared() else { return 0 };
+        if !shared.ready(self.inner.config.shared.bus_lease * 2).await {
+            return 0;
+        }
+        let keys = shared.hot_keys(prefix, limit).await;
+        let warmed = futures::stream::iter(keys)
+            .map(|key| self.warm_one(shared, key, decode))
+            .buffer_unordered(16)
+            .filter(|ok| futures::future::ready(*ok))
+            .count()
+            .await;
+        shared.count_warmed(warmed);
+        warmed
+    }
+
+    async fn warm_one(&self, shared: &Shared, key: String, decode: Decode<'_>) -> bool {
+        let since = self.inner.log.snapshot();
+        let fetched_at = std::time::Instant::now();
+        let Some((value, stamp, ttl_left)) = shared.read_any(&key).await else {
+            return false;
+        };
+        let Some((value, size)) = decode(value) else {
+            return false;
+        };
+        let tags: Arc<[Arc<str>]> = stamp.tag_gens.iter().map(|(t, _)| t.clone()).collect();
+        let fill = Fill {
+            since,
+            fetched_at,
+            ttl: ttl_left,
+            stamp: Some(Arc::new(stamp)),
+        };
+        self.store_sized(&Arc::from(key), &tags, &fill, value, size)
+            .await;
+        true
+    }
+}
+
+/// `before`'s stamp moved to `after`'s generation, if `after` is the very
+/// next invalidation of its key or tag since `before` was read.
+fn updated(shared: &Shared, before: Option<&Stamp>, after: &Invalidation) -> Option<Stamp> {
+    let generation = after.generation?;
+    let stamp = before?;
+    if stamp.epoch != shared.epoch() {
+        return None;
+    }
+    match after.kind {
+        Kind::Tag => (stamp.tag_gen(&after.name)? + 1 == generation)
+            .then(|| stamp.with_tag_gen(&after.name, generation)),
+        Kind::Key => (stamp.key_gen + 1 == generation).then(|| Stamp {
+            key_gen: generation,
+            ..stamp.clone()
+        }),
+        Kind::Clear => None,
+    }
+}
+
+impl<DB: Database> LocalCache for Inner<DB> {
+    fn invalidate<'a>(&'a self, kind: Kind, name: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            match kind {
+                Kind::Key => {
+                    self.log.invalidate_key(name);
+                    self.cache.invalidate(name).await;
+                }
+                Kind::Tag => {
+                    self.log.invalidate_tag(name);
+                    self.cache.invalidate_tag(name).await;
+                }
+                Kind::Clear => self.flush().await,
+            }
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.log.invalidate_all();
+            self.cache.clear().await;
+        })
+    }
+}

@@ -1,0 +1,346 @@
+//! The Redis connection: one node or a Cluster behind one type, every call
+//! under a short budget and a circuit breaker.
+//!
+//! redis-rs gives both a reconnecting multiplexed connection
+//! (`ConnectionManager`, one node) and a cluster connection that follows
+//! slot moves and failovers; both resubscribe after a reconnect and deliver
+//! pub/sub messages as RESP3 pushes to one unbounded channel, which lives as
+//! long as the connection (a push sender that fails would stop redis-rs's
+//! reconnect task). One node uses plain pub/sub, a Cluster sharded pub/sub
+//! (`SSUBSCRIBE`/`SPUBLISH`: each shard's channel lives on the node that
+//! owns its stream); on one node the two behave alike.
+//!
+//! redis-rs's default response timeout is 500 ms, far too long to wait on a
+//! cache: every call here is bounded by the configured budget (default
+//! 50 ms), and after a few consecutive failures the breaker skips Redis
+//! for a cooldown, so a Redis that is down or paused costs a request at most
+//! one budget, and usually nothing.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use redis::{
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClientBuilder,
+    cluster_async::ClusterConnection,
+    Cmd, ErrorKind, FromRedisValue, Pipeline, PushInfo, RedisError, RedisFuture, ScriptInvocation,
+    ServerErrorKind, Value,
+};
+use tokio::sync::{mpsc::UnboundedSender, OnceCell};
+
+use crate::{breaker::CircuitBreaker, breaker::CircuitState, redact::redacted_url};
+
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+/// Consecutive failures that open the breaker, and how long it stays open.
+const BREAKER_THRESHOLD: u32 = 3;
+const BREAKER_COOLDOWN: Duration = Duration::from_millis(500);
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// One node: `redis://host:port/db`.
+    Single(String),
+    /// A Cluster: `redis+cluster://h1:p1,h2:p2` or several `redis://` URLs
+    /// separated by commas (any reachable node will do to start).
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        for (scheme, plain) in [("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://")] {
+            if let Some(rest) = url.strip_prefix(scheme) {
+                let (hosts, path) = match rest.find(['/', '?']) {
+                    Some(i) => rest.split_at(i),
+                    None => (rest, ""),
+                };
+                let (auth, hosts) = match hosts.rfind('@') {
+                    Some(i) => (&hosts[..=i], &hosts[i + 1..]),
+                    None => ("", hosts),
+                };
+                let nodes: Vec<String> = hosts
+                    .split(',')
+                    .filter(|h| !h.is_empty())
+                    .map(|h| format!("{plain}{auth}{h}{path}"))
+                    .collect();
+                if nodes.is_empty() {
+                    return Err("names no node".into());
+                }
+                return Ok(Target::Cluster(nodes));
+            }
+        }
+        let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+        if let Some(bad) = nodes
+            .iter()
+            .find(|n| !(n.starts_with("redis://") || n.starts_with("rediss://")))
+        {
+            return Err(format!(
+                "`{}` is not a redis:// URL (one node: redis://host:6379; a Cluster: \
+                 redis+cluster://host:7000,host:7001 or several redis:// URLs separated by commas)",
+                redacted_url(bad)
+            ));
+        }
+        Ok(match nodes.as_slice() {
+            [one] => Target::Single(one.to_string()),
+            many => Target::Cluster(many.iter().map(|s| s.to_string()).collect()),
+        })
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(_))
+    }
+
+    /// For logs and status: passwords replaced.
+    pub(crate) fn redacted(&self) -> String {
+        match self {
+            Target::Single(u) => redacted_url(u),
+            Target::Cluster(nodes) => nodes
+                .iter()
+                .map(|n| redacted_url(n))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
+/// Either kind of connection, as one `ConnectionLike`.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Why a Redis call gave nothing.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RedisCallError {
+    #[error("Redis skipped: its circuit is open")]
+    Open,
+    #[error("Redis not connected yet")]
+    NotConnected,
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis: {0}")]
+    Redis(#[from] RedisError),
+}
+
+/// The connection, its budget, its breaker and its counters.
+pub(crate) struct Redis {
+    target: Target,
+    budget: Duration,
+    push: UnboundedSender<PushInfo>,
+    conn: OnceCell<Conn>,
+    breaker: CircuitBreaker,
+    pub(crate) commands: AtomicU64,
+    pub(crate) failures: AtomicU64,
+}
+
+impl Redis {
+    /// A connection to `target`, opened on first use; pushes go to `push`.
+    pub(crate) fn new(target: Target, budget: Duration, push: UnboundedSender<PushInfo>) -> Self {
+        Self {
+            target,
+            budget,
+            push,
+            conn: OnceCell::new(),
+            breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),
+            commands: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub(crate) fn circuit(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
+    async fn open(&self) -> Result<Conn, RedisError> {
+        match &self.target {
+            Target::Single(url) => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let client = redis::Client::open(format!("{url}{sep}protocol=resp3"))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(self.budget))
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(200))
+                    .set_push_sender(self.push.clone())
+                    .set_automatic_resubscription();
+                Ok(Conn::Single(
+                    ConnectionManager::new_lazy_with_config(client, config)?,
+                ))
+            }
+            Target::Cluster(nodes) => {
+                let client = ClusterClientBuilder::new(nodes.clone())
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(self.push.clone())
+                    .response_timeout(self.budget)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .retries(2)
+                    .min_retry_wait(5)
+                    .max_retry_wait(50)
+                    .build()?;
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// Opens the connection if it is not open yet (within a second). Called
+    /// by the bus's heartbeat only: a request never waits for a connect.
+    pub(crate) async fn connect(&self) -> Result<(), RedisCallError> {
+        let open = tokio::time::timeout(CONNECT_TIMEOUT * 4, self.open());
+        self.conn
+            .get_or_try_init(|| async {
+                match open.await {
+                    Ok(r) => r.map_err(RedisCallError::Redis),
+                    Err(_) => Err(RedisCallError::Timeout(CONNECT_TIMEOUT * 4)),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs `f` on the connection within the budget, through the breaker.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, RedisCallError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let Some(conn) = self.conn.get().cloned() else {
+            return Err(RedisCallError::NotConnected);
+        };
+        if self.breaker.admit().is_err() {
+            return Err(RedisCallError::Open);
+        }
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        let call = f(conn);
+        let result = match tokio::time::timeout(self.budget, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RedisCallError::Redis(e)),
+            Err(_) => Err(RedisCallError::Timeout(self.budget)),
+        };
+        match &result {
+            // A command Redis refused (a wrong type, say) says nothing
+            // about its health; a timeout or a broken connection does.
+            Err(RedisCallError::Redis(e))
+                if e.kind() == ErrorKind::Server(ServerErrorKind::ResponseError) =>
+            {
+                self.breaker.on_success()
+            }
+            Err(_) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.breaker.on_failure();
+            }
+            Ok(_) => self.breaker.on_success(),
+        }
+        result
+    }
+
+    /// One command.
+    pub(crate) async fn query<T: FromRedisValue + Send>(
+        &self,
+        cmd: &Cmd,
+    ) -> Result<T, RedisCallError> {
+        self.run(|mut c| async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    /// A pipeline (all its commands must hash to one slot on a Cluster).
+    pub(crate) async fn pipeline<T: FromRedisValue + Send>(
+        &self,
+        pipe: &Pipeline,
+    ) -> Result<T, RedisCallError> {
+        self.run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await
+    }
+
+    /// A Lua script (its keys must hash to one slot on a Cluster).
+    pub(crate) async fn run_script<T: FromRedisValue + Send>(
+        &self,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisCallError> {
+        self.run(|mut c| async move { script.invoke_async(&mut c).await })
+            .await
+    }
+
+    /// Subscribes to a bus channel (sharded on a Cluster).
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<(), RedisCallError> {
+        self.run(|c| async move {
+            match c {
+                Conn::Single(mut m) => m.subscribe(channel).await,
+                Conn::Cluster(mut m) => m.ssubscribe(channel).await,
+            }
+        })
+        .await
+    }
+
+    /// The command that publishes `payload` on a bus channel.
+    pub(crate) fn publish_cmd(&self, channel: &str, payload: &str) -> Cmd {
+        let mut cmd = redis::cmd(if self.target.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        });
+        cmd.arg(channel).arg(payload);
+        cmd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_one_node_or_a_cluster() {
+        assert_eq!(
+            Target::parse("redis://127.0.0.1:6379").unwrap(),
+            Target::Single("redis://127.0.0.1:6379".into())
+        );
+        assert_eq!(
+            Target::parse("redis+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001/?x=1").unwrap(),
+            Target::Cluster(vec![
+                "redis://:pw@127.0.0.1:7000/?x=1".into(),
+                "redis://:pw@127.0.0.1:7001/?x=1".into()
+            ])
+        );
+        assert!(Target::parse("redis://a:7000, redis://b:7001")
+            .unwrap()
+            .is_cluster());
+        let err = Target::parse("http://user:secret@host").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
+        assert!(Target::parse("redis+cluster://").is_err());
+    }
+}
