@@ -125,7 +125,19 @@ pub fn render(handle: &PrometheusHandle, s: &hpdb::Status) -> String {
     ] {
         counter!(name).absolute(value);
     }
+    if let Some(r) = &s.shared {
+        shared_metrics(r);
+    }
     let mut text = handle.render();
+    if let Some(r) = &s.shared {
+        histogram_text(
+            &mut text,
+            "hpdb_shared_delivery_lag_seconds",
+            "Publish to apply, invalidations from other instances (pushed or replayed).",
+            &r.delivery_lag_histogram,
+            r.delivery_lag_sum_ms,
+        );
+    }
     histogram_text(
         &mut text,
         "hpdb_query_latency_seconds",
@@ -141,6 +153,35 @@ pub fn render(handle: &PrometheusHandle, s: &hpdb::Status) -> String {
         s.acquire_wait_sum_ms,
     );
     text
+}
+
+/// The shared level's figures (Redis L2 and the bus), when there is one.
+fn shared_metrics(r: &hpdb::SharedStatus) {
+    use metrics::{counter, gauge};
+    gauge!("hpdb_shared_bus_current").set(f64::from(u8::from(r.bus_current)));
+    gauge!("hpdb_shared_circuit_open").set(if r.circuit == hpdb::CircuitState::Closed {
+        0.0
+    } else {
+        1.0
+    });
+    gauge!("hpdb_shared_pending_invalidations").set(r.pending as f64);
+    for (name, value) in [
+        ("hpdb_shared_hits_total", r.hits),
+        ("hpdb_shared_misses_total", r.misses),
+        ("hpdb_shared_stores_total", r.stores),
+        ("hpdb_shared_refused_stale_total", r.refused_stale),
+        ("hpdb_shared_leases_won_total", r.leases_won),
+        ("hpdb_shared_lease_waits_total", r.lease_waits),
+        ("hpdb_shared_published_total", r.published),
+        ("hpdb_shared_received_total", r.received),
+        ("hpdb_shared_replayed_total", r.replayed),
+        ("hpdb_shared_flushes_total", r.flushes),
+        ("hpdb_shared_reconnects_total", r.reconnects),
+        ("hpdb_shared_redis_commands_total", r.redis_commands),
+        ("hpdb_shared_redis_failures_total", r.redis_failures),
+    ] {
+        counter!(name).absolute(value);
+    }
 }
 
 /// Appends one histogram in the Prometheus text format. Written by hand:

@@ -152,6 +152,24 @@
     return dt > 0 && dq >= 0 ? dq / dt : null;
   }
 
+  // The shared level's card, shown only when the server has one.
+  function shared(r) {
+    $("shared-card").hidden = !r;
+    if (!r) return;
+    const lookups = r.hits + r.misses;
+    const rate = lookups ? (100 * r.hits) / lookups : null;
+    put("shared-hit-rate", rate, rate == null ? "–" : fmt(rate, 1) + " %");
+    put("shared-hits", r.hits);
+    put("shared-bus", r.busCurrent, r.busCurrent ? "Current" : "Not confirmed");
+    put("shared-lag-p50", r.deliveryLagMs.p50, fmt(r.deliveryLagMs.p50, 2) + " ms");
+    put("shared-lag-p99", r.deliveryLagMs.p99, fmt(r.deliveryLagMs.p99, 2) + " ms");
+    put("shared-received", r.received);
+    put("shared-replayed", r.replayed);
+    put("shared-reconnects", r.reconnects);
+    put("shared-flushes", r.flushes);
+    put("shared-pending", r.pending);
+  }
+
   function render(sample) {
     const s = sample.status;
     const prev = history.length > 1 ? history[history.length - 2] : null;
@@ -176,6 +194,7 @@
     put("leaks-detected", s.leaksDetected);
     put("suspected-leaks", s.suspectedLeaks.length,
       s.suspectedLeaks.length ? s.suspectedLeaks.map((l) => l.key + " (" + l.heldMs + " ms)").join(", ") : "None");
+    shared(s.shared);
     advice("alerts", sample.alerts);
     advice("recommendations", sample.recommendations);
     const size = $("pool-size");

@@ -1,0 +1,241 @@
+//! Several instances: three `gistfans serve` processes (the real binary)
+//! sharing one PostgreSQL database and one Redis, single node and Cluster.
+//! Writes go through one instance and reads through the others: the writer
+//! never reads what preceded its write, and no other instance does once the
+//! bus has delivered the write's invalidations. With Redis killed, every
+//! request still succeeds.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use gistfans_data::seed::SeedConfig;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use testkit::{pg::TestDatabase, redis::RedisServer};
+
+/// One `gistfans serve` process, stopped (by its PID) when dropped.
+struct Instance {
+    base: String,
+    http: reqwest::Client,
+    child: Child,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Instance {
+    /// Starts one over `db_url` and `redis_url` (namespace `ns`) on a free
+    /// port, and waits until it answers.
+    async fn start(db_url: &str, redis_url: &str, ns: &str) -> Instance {
+        let port = testkit::redis::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_gistfans"))
+            .arg("serve")
+            .env("DATABASE_URL", db_url)
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("REDIS_URL", redis_url)
+            .env("REDIS_NAMESPACE", ns)
+            .env("WARM_USERS", "0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the gistfans binary runs");
+        let i = Instance {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            child,
+        };
+        let up = testkit::pg::eventually(Duration::from_secs(30), || async {
+            i.http
+                .get(format!("{}/healthz", i.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        assert!(up, "instance on {port} started");
+        assert!(
+            testkit::pg::eventually(Duration::from_secs(10), || async {
+                i.metric("hpdb_shared_bus_current").await == 1
+            })
+            .await,
+            "its bus became current"
+        );
+        i
+    }
+
+    async fn profile(&self, id: i64) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/api/user/stats-optimized?userId={id}", self.base))
+            .send()
+            .await
+            .expect("the instance answers");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    async fn stars(&self, user: i64) -> i64 {
+        self.profile(user).await["stats"]["starsReceived"]
+            .as_i64()
+            .unwrap()
+    }
+
+    async fn star(&self, post: i64, by: i64, on: bool) {
+        let method = if on { Method::PUT } else { Method::DELETE };
+        let r = self
+            .http
+            .request(method, format!("{}/api/posts/{post}/star", self.base))
+            .header("X-User-Id", by.to_string())
+            .send()
+            .await
+            .expect("the instance answers");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
+    }
+
+    /// A figure of `/metrics` (0 when absent).
+    async fn metric(&self, name: &str) -> u64 {
+        let Ok(r) = self.http.get(format!("{}/metrics", self.base)).send().await else {
+            return 0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+}
+
+/// A seeded database; the id of a post of user 1, and users (not 1) who
+/// have not starred it.
+async fn seeded() -> (TestDatabase, i64, Vec<i64>) {
+    let db = TestDatabase::create().await;
+    gistfans_data::migrate(&db.url, None).await.unwrap();
+    gistfans_data::seed::seed(&db.url, &SeedConfig::small(), false)
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let post: i64 = sqlx::query_scalar("SELECT min(id) FROM posts WHERE user_id = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let starrers: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM users WHERE id <> 1 AND id NOT IN \
+         (SELECT user_id FROM stars WHERE post_id = $1) ORDER BY id LIMIT 12",
+    )
+    .bind(post)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(starrers.len(), 12, "enough users who have not starred the post");
+    pool.close().await;
+    (db, post, starrers)
+}
+
+async fn writes_through_one_reads_through_the_others(redis_url: &str) {
+    let (db, post, starrers) = seeded().await;
+    let ns = testkit::unique("gf");
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(Instance::start(&db.url, redis_url, &ns).await);
+    }
+    let mut expected = instances[0].stars(1).await;
+    for i in &instances {
+        assert_eq!(i.stars(1).await, expected, "cached everywhere");
+    }
+    let mut stale_after_delivery = 0;
+    for (round, by) in starrers.into_iter().enumerate() {
+        let writer = &instances[round % 3];
+        let mut received = Vec::new();
+        for i in &instances {
+            received.push(i.metric("hpdb_shared_received_total").await);
+        }
+        // Each star is new, so each adds one.
+        writer.star(post, by, true).await;
+        expected += 1;
+        assert_eq!(writer.stars(1).await, expected, "the writer, round {round}");
+        for (n, other) in instances.iter().enumerate() {
+            if std::ptr::eq(other, writer) {
+                continue;
+            }
+            // Two invalidations: the author's tag and the starrer's.
+            let delivered = testkit::pg::eventually(Duration::from_secs(5), || async {
+                other.metric("hpdb_shared_received_total").await >= received[n] + 2
+            })
+            .await;
+            assert!(delivered, "round {round}: instance {n} got the bus messages");
+            if other.stars(1).await != expected {
+                stale_after_delivery += 1;
+            }
+        }
+    }
+    assert_eq!(stale_after_delivery, 0, "stale reads after delivery");
+    for i in &instances {
+        assert!(i.metric("hpdb_shared_delivery_lag_seconds_count").await > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_three_instances_writes_through_one_reads_through_the_others() {
+    let redis = RedisServer::start();
+    writes_through_one_reads_through_the_others(&redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_three_instances_writes_through_one_reads_through_the_others() {
+    testkit::redis::require_cluster();
+    writes_through_one_reads_through_the_others(&testkit::redis::cluster_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_three_instances_every_request_succeeds() {
+    let mut redis = RedisServer::start();
+    let (db, post, starrers) = seeded().await;
+    let by = starrers[0];
+    let ns = testkit::unique("gf");
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(Instance::start(&db.url, &redis.url(), &ns).await);
+    }
+    let before = instances[0].stars(1).await;
+    for i in &instances {
+        i.stars(1).await;
+    }
+    redis.kill();
+    // Writes and reads on every instance: `profile` and `star` assert success.
+    instances[1].star(post, by, true).await;
+    assert_eq!(instances[1].stars(1).await, before + 1, "the writer, Redis down");
+    let lease = Duration::from_secs(1) + Duration::from_millis(400);
+    tokio::time::sleep(lease).await;
+    for _ in 0..20 {
+        for i in &instances {
+            assert_eq!(i.stars(1).await, before + 1, "past the lease, Redis down");
+        }
+    }
+    redis.restart();
+    for i in &instances {
+        assert!(
+            testkit::pg::eventually(Duration::from_secs(10), || async {
+                i.metric("hpdb_shared_bus_current").await == 1
+                    && i.metric("hpdb_shared_pending_invalidations").await == 0
+            })
+            .await,
+            "recovered"
+        );
+    }
+    instances[2].star(post, by, false).await;
+    for i in &instances {
+        assert!(
+            testkit::pg::eventually(Duration::from_secs(5), || async {
+                i.stars(1).await == before
+            })
+            .await,
+            "the bus works again"
+        );
+    }
+}
