@@ -72,9 +72,9 @@ impl hpdb::CacheValue for CachedAggregate {
             return Ok(CachedAggregate(None));
         }
         let data: UserAggregate = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        Ok(CachedAggregate(Some(Arc::new(RenderedAggregate::with_body(
-            data, body,
-        )))))
+        Ok(CachedAggregate(Some(Arc::new(
+            RenderedAggregate::with_body(data, body),
+        ))))
     }
 }
 

@@ -288,7 +288,13 @@ mod tests {
         for (flag, var) in manager_flags::flags() {
             let r = row(var.name);
             assert_eq!(r[2], format!("`--{flag}`"), "{r:?}");
-            assert_eq!(r[4].trim_matches('`'), var.value(&defaults), "{r:?}");
+            let default = var.value(&defaults);
+            let shown = if default.is_empty() {
+                "unset"
+            } else {
+                &default
+            };
+            assert_eq!(r[4].trim_matches('`'), shown, "{r:?}");
             expected += 1;
         }
         assert_eq!(

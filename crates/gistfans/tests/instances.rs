@@ -73,7 +73,10 @@ impl Instance {
     async fn profile(&self, id: i64) -> Value {
         let r = self
             .http
-            .get(format!("{}/api/user/stats-optimized?userId={id}", self.base))
+            .get(format!(
+                "{}/api/user/stats-optimized?userId={id}",
+                self.base
+            ))
             .send()
             .await
             .expect("the instance answers");
@@ -106,7 +109,13 @@ impl Instance {
         };
         let text = r.text().await.unwrap_or_default();
         text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
             .map_or(0, |v| v as u64)
     }
 }
@@ -132,7 +141,11 @@ async fn seeded() -> (TestDatabase, i64, Vec<i64>) {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(starrers.len(), 12, "enough users who have not starred the post");
+    assert_eq!(
+        starrers.len(),
+        12,
+        "enough users who have not starred the post"
+    );
     pool.close().await;
     (db, post, starrers)
 }
@@ -168,7 +181,10 @@ async fn writes_through_one_reads_through_the_others(redis_url: &str) {
                 other.metric("hpdb_shared_received_total").await >= received[n] + 2
             })
             .await;
-            assert!(delivered, "round {round}: instance {n} got the bus messages");
+            assert!(
+                delivered,
+                "round {round}: instance {n} got the bus messages"
+            );
             if other.stars(1).await != expected {
                 stale_after_delivery += 1;
             }
@@ -209,7 +225,11 @@ async fn redis_killed_under_three_instances_every_request_succeeds() {
     redis.kill();
     // Writes and reads on every instance: `profile` and `star` assert success.
     instances[1].star(post, by, true).await;
-    assert_eq!(instances[1].stars(1).await, before + 1, "the writer, Redis down");
+    assert_eq!(
+        instances[1].stars(1).await,
+        before + 1,
+        "the writer, Redis down"
+    );
     let lease = Duration::from_secs(1) + Duration::from_millis(400);
     tokio::time::sleep(lease).await;
     for _ in 0..20 {

@@ -21,9 +21,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use futures::future::{ready, BoxFuture, FutureExt};
 use moka::{notification::RemovalCause, policy::EvictionPolicy, sync::Cache, Expiry};
-use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{

@@ -41,6 +41,11 @@
 //! | `DB_ADVISOR_MAX_AVERAGE_MS` | `advisor.max_average_response_ms` | 500 |
 //! | `DB_ADVISOR_SLOW_P99_MS` | `advisor.slow_p99_ms` | 1000 |
 //! | `DB_ADVISOR_MAX_PENDING` | `advisor.max_pending` | 10 |
+//! | `REDIS_URL` | `shared.url` (empty: no shared level) | `` |
+//! | `REDIS_NAMESPACE` | `shared.namespace` | `hpdb` |
+//! | `REDIS_TIMEOUT` | `shared.call_timeout` | 50 |
+//! | `REDIS_BUS_LEASE` | `shared.bus_lease` | 1000 |
+//! | `REDIS_FILL_LEASE` | `shared.fill_lease` | 2000 |
 
 use std::{str::FromStr, time::Duration};
 

@@ -52,7 +52,12 @@ trait Controls: Send + Sync {
         after: &'a Invalidation,
         update: Update,
     ) -> BoxFuture<'a, ()>;
-    fn warm<'a>(&'a self, prefix: &'a str, limit: usize, decode: Decode<'a>) -> BoxFuture<'a, usize>;
+    fn warm<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+        decode: Decode<'a>,
+    ) -> BoxFuture<'a, usize>;
     fn peek<'a>(
         &'a self,
         key: &'a str,
@@ -107,7 +112,12 @@ impl<DB: Database> Controls for Manager<DB> {
     ) -> BoxFuture<'a, ()> {
         Box::pin(self.put_updated_erased(options, after, update))
     }
-    fn warm<'a>(&'a self, prefix: &'a str, limit: usize, decode: Decode<'a>) -> BoxFuture<'a, usize> {
+    fn warm<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+        decode: Decode<'a>,
+    ) -> BoxFuture<'a, usize> {
         Box::pin(self.warm_erased(prefix, limit, decode))
     }
     fn peek<'a>(
@@ -188,7 +198,10 @@ impl Control {
     }
 
     /// See [`Manager::peek_versioned`].
-    pub async fn peek_versioned<T: Send + Sync + 'static>(&self, key: &str) -> Option<Versioned<T>> {
+    pub async fn peek_versioned<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+    ) -> Option<Versioned<T>> {
         let v = self.manager.peek_versioned(key).await?;
         Some(Versioned {
             value: v.value.downcast::<T>().ok()?,

@@ -80,7 +80,8 @@ pub use deadline::StatementDeadline;
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;
 pub use manager::{
-    BuildError, HealthReport, Invalidation, Manager, ManagerBuilder, QueryFn, QueryResult, Versioned,
+    BuildError, HealthReport, Invalidation, Manager, ManagerBuilder, QueryFn, QueryResult,
+    Versioned,
 };
 pub use metrics::{Bucket, Percentiles, Status, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};

@@ -62,7 +62,10 @@ async fn cluster_writes_are_seen_everywhere_after_delivery() {
     writes_are_seen_everywhere_after_delivery(&testkit::redis::cluster_url()).await;
 }
 
-async fn a_fill_that_raced_a_write_is_never_served(redis_url: &str, raw: impl Fn(&[&str]) -> String) {
+async fn a_fill_that_raced_a_write_is_never_served(
+    redis_url: &str,
+    raw: impl Fn(&[&str]) -> String,
+) {
     let db = database().await;
     let ns = testkit::unique("ns");
     let (a, b) = (
@@ -93,7 +96,11 @@ async fn a_fill_that_raced_a_write_is_never_served(redis_url: &str, raw: impl Fn
     write(&b, 2, 1).await;
     delivered(&a, 1).await;
     release.notify_one();
-    assert_eq!(*held.await.unwrap(), 0, "the held call answers what it read");
+    assert_eq!(
+        *held.await.unwrap(),
+        0,
+        "the held call answers what it read"
+    );
     assert_eq!(*read(&a, 2).await.value, 1, "its result was not kept on A");
     assert_eq!(*read(&b, 2).await.value, 1);
 
@@ -114,7 +121,11 @@ async fn a_fill_that_raced_a_write_is_never_served(redis_url: &str, raw: impl Fn
     let c = instance(&db, redis_url, &ns).await;
     let before = shared(&c).refused_stale;
     let r = read(&c, 3).await;
-    assert_eq!((*r.value, r.source), (1, Source::Database), "the late stale fill was refused");
+    assert_eq!(
+        (*r.value, r.source),
+        (1, Source::Database),
+        "the late stale fill was refused"
+    );
     assert!(shared(&c).refused_stale > before, "{:?}", shared(&c));
     delivered(&a, 2).await;
     assert_eq!(*read(&a, 3).await.value, 1);
@@ -122,7 +133,13 @@ async fn a_fill_that_raced_a_write_is_never_served(redis_url: &str, raw: impl Fn
 
 /// The entry's bytes, as `DUMP` gives them (hex, to pass through the CLI).
 fn redis_dump(raw: &impl Fn(&[&str]) -> String, key: &str) -> String {
-    let out = raw(&["--no-raw", "eval", "return redis.call('GET', KEYS[1])", "1", key]);
+    let out = raw(&[
+        "--no-raw",
+        "eval",
+        "return redis.call('GET', KEYS[1])",
+        "1",
+        key,
+    ]);
     assert!(!out.contains("(nil)"), "{key} missing");
     let lua = "local v = redis.call('GET', KEYS[1]); local h = ''; \
                for i = 1, #v do h = h .. string.format('%02x', v:byte(i)) end; return h";

@@ -99,17 +99,27 @@ async fn redis_killed_then_restarted_empty() {
     redis.kill();
     let reads = reads_stay_within_the_lease(&a, &b, 1, Duration::from_secs(3), async {}).await;
     assert!(reads > 20, "{reads} reads");
-    assert!(shared(&b).pending > 0, "the write's invalidation waits: {:?}", shared(&b));
+    assert!(
+        shared(&b).pending > 0,
+        "the write's invalidation waits: {:?}",
+        shared(&b)
+    );
     let flushes = shared(&a).flushes;
     redis.restart();
     recovered(&[&a, &b]).await;
-    assert!(shared(&a).flushes > flushes, "a new epoch empties the cache: {:?}", shared(&a));
+    assert!(
+        shared(&a).flushes > flushes,
+        "a new epoch empties the cache: {:?}",
+        shared(&a)
+    );
     assert!(shared(&a).reconnects >= 1, "{:?}", shared(&a));
     // And the bus works again.
     write(&b, 1, 7).await;
     assert!(
-        testkit::pg::eventually(Duration::from_secs(5), || async { *read(&a, 1).await.value == 7 })
-            .await
+        testkit::pg::eventually(Duration::from_secs(5), || async {
+            *read(&a, 1).await.value == 7
+        })
+        .await
     );
 }
 
@@ -176,8 +186,10 @@ async fn redis_connections_killed() {
     recovered(&[&a, &b]).await;
     write(&b, 4, 9).await;
     assert!(
-        testkit::pg::eventually(Duration::from_secs(5), || async { *read(&a, 4).await.value == 9 })
-            .await,
+        testkit::pg::eventually(Duration::from_secs(5), || async {
+            *read(&a, 4).await.value == 9
+        })
+        .await,
         "{:?}",
         shared(&a)
     );
@@ -200,7 +212,10 @@ async fn cluster_failover() {
     let url = testkit::redis::cluster_url();
     let db = database().await;
     let ns = testkit::unique("ns");
-    let (a, b) = (instance(&db, &url, &ns).await, instance(&db, &url, &ns).await);
+    let (a, b) = (
+        instance(&db, &url, &ns).await,
+        instance(&db, &url, &ns).await,
+    );
     read(&a, 5).await;
     let replica = a_replica();
     let failover = async {

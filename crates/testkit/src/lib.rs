@@ -11,8 +11,8 @@
 //! cannot reach it, because a skipped test proves nothing.
 
 pub mod pg;
-pub mod redis;
 mod proxy;
+pub mod redis;
 
 pub use proxy::Proxy;
 

@@ -96,7 +96,11 @@ impl RedisServer {
         self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(10);
         while cli(self.port, &["ping"]).trim() != "PONG" {
-            assert!(Instant::now() < until, "redis-server on {} did not start", self.port);
+            assert!(
+                Instant::now() < until,
+                "redis-server on {} did not start",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -50,7 +50,12 @@ impl DataAggregationService {
         let mut out = Vec::with_capacity(8);
         for inc in Include::all_combinations() {
             let k = key(user_id, inc);
-            if let Some(v) = self.db.control().peek_versioned::<CachedAggregate>(&k).await {
+            if let Some(v) = self
+                .db
+                .control()
+                .peek_versioned::<CachedAggregate>(&k)
+                .await
+            {
                 out.push((k, v));
             }
         }

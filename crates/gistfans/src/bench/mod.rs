@@ -78,6 +78,19 @@ pub struct BenchArgs {
     /// Fraction of operations that are writes (each followed by a checking read).
     #[arg(long, default_value_t = 0.02)]
     pub write_ratio: f64,
+    /// Instances of the server to start, sharing the database and the Redis
+    /// of --redis-url; a comma-separated list runs each (e.g. 1,3: one
+    /// instance and three, in the same run). Virtual users are spread over
+    /// the instances, and each write's checking read goes to another
+    /// instance than the write (polled until it shows the write: the
+    /// cross-instance delivery).
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    pub instances: Vec<usize>,
+    /// Redis for the servers this command starts (their shared cache level
+    /// and bus), each run under a namespace of its own; needed for
+    /// --instances above 1.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
     /// Pool size of the server this command starts (default: the product's,
     /// `DB_POOL_MAX` or 10).
     #[arg(long)]
@@ -117,12 +130,6 @@ pub struct BenchArgs {
 /// Runs the benchmark; fails if any page load failed or a read was stale.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     prepare(&mut args)?;
-    let target = match &args.url {
-        Some(url) => server::Target::external(url, args.admin_token.clone()),
-        None => server::Target::start(&args)
-            .await
-            .context("starting the server to benchmark")?,
-    };
     let witness = std::sync::Arc::new(
         gistfans_data::witness::Witness::connect(match &args.url {
             Some(_) => None,
@@ -130,34 +137,44 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         })
         .await,
     );
-    let universe = workload::Universe::discover(&target)
-        .await
-        .context("reading the seeded data's size")?;
-    announce(&args, &target, &universe);
-    if let Some(settings) = target.settings().await {
-        eprintln!("bench: server settings: {settings}");
-    }
-
-    let (reports, soak) = match args.soak {
-        Some(minutes) => {
-            let (r, s) = soak::run(&target, &witness, &universe, &args, minutes).await?;
-            (vec![r], Some(s))
+    let mut reports = Vec::new();
+    let mut soak = None;
+    let mut cpu_note = false;
+    for &instances in &args.instances {
+        let target = match &args.url {
+            Some(url) => server::Target::external(url, args.admin_token.clone()),
+            None => server::Target::start(&args, instances)
+                .await
+                .context("starting the server to benchmark")?,
+        };
+        let universe = workload::Universe::discover(&target)
+            .await
+            .context("reading the seeded data's size")?;
+        announce(&args, &target, &universe);
+        if let Some(settings) = target.settings().await {
+            eprintln!("bench: server settings: {settings}");
         }
-        None => {
-            let mut reports = Vec::new();
-            for &users in &args.concurrency {
-                for &mode in &args.mode {
-                    let r =
-                        workload::run_mode(&target, &witness, &universe, &args, mode, users, None)
-                            .await?;
-                    reports.push(r);
+        match args.soak {
+            Some(minutes) => {
+                let (r, s) = soak::run(&target, &witness, &universe, &args, minutes).await?;
+                reports.push(r);
+                soak = Some(s);
+            }
+            None => {
+                for &users in &args.concurrency {
+                    for &mode in &args.mode {
+                        let r = workload::run_mode(
+                            &target, &witness, &universe, &args, mode, users, None,
+                        )
+                        .await?;
+                        reports.push(r);
+                    }
                 }
             }
-            (reports, None)
         }
-    };
-    let cpu_note = target.can_measure_process();
-    target.stop().await;
+        cpu_note = target.can_measure_process();
+        target.stop().await;
+    }
 
     report::print_table(&reports, cpu_note);
     if let Some(s) = &soak {
@@ -195,6 +212,18 @@ fn prepare(args: &mut BenchArgs) -> anyhow::Result<()> {
         "--write-ratio must be between 0 and 0.5"
     );
     anyhow::ensure!(args.zipf > 0.0, "--zipf must be above 0");
+    anyhow::ensure!(
+        args.instances.iter().all(|n| (1..=16).contains(n)),
+        "--instances must be 1 to 16"
+    );
+    anyhow::ensure!(
+        args.instances.iter().all(|n| *n == 1) || (args.redis_url.is_some() && args.url.is_none()),
+        "--instances above 1 needs --redis-url (REDIS_URL), and servers the bench starts (not --url)"
+    );
+    anyhow::ensure!(
+        args.soak.is_none() || args.instances == [1],
+        "--soak runs one instance"
+    );
     Ok(())
 }
 

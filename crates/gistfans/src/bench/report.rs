@@ -63,6 +63,21 @@ pub struct ModeReport {
     pub cpu_seconds_per_10k: Option<f64>,
     /// Server resident memory at the end, MiB (/proc).
     pub rss_mib: Option<f64>,
+    /// Server instances the virtual users were spread over.
+    pub instances: usize,
+    /// With several instances: write acknowledged → first read on another
+    /// instance that shows it, as the virtual users saw it.
+    pub delivery_ms: Option<Latency>,
+    /// The bus's own lag (publish → applied) on the first instance, p99,
+    /// since it started (its monitor's histogram).
+    pub bus_lag_p99_ms: Option<f64>,
+    /// Lookups served by the in-process or the shared level, percent of
+    /// all lookups (admin monitors, all instances).
+    pub combined_hit_rate: Option<f64>,
+    /// Shared-level (Redis) hits, percent of its lookups.
+    pub shared_hit_rate: Option<f64>,
+    /// Redis commands the servers sent, per page load.
+    pub redis_commands_per_page_load: Option<f64>,
 }
 
 fn field(v: &Option<Value>, name: &str) -> Option<i64> {
@@ -132,7 +147,57 @@ impl ModeReport {
             rss_mib: after
                 .process
                 .map(|p| p.rss_bytes as f64 / (1024.0 * 1024.0)),
+            instances: 1,
+            delivery_ms: None,
+            bus_lag_p99_ms: None,
+            combined_hit_rate: None,
+            shared_hit_rate: None,
+            redis_commands_per_page_load: None,
         }
+    }
+
+    /// Adds the figures of several instances and the shared level: the
+    /// delivery the virtual users measured, and the servers' own counts.
+    pub(crate) fn add_instances(
+        &mut self,
+        instances: usize,
+        delivery: Option<&Histogram<u64>>,
+        before: &Snapshot,
+        after: &Snapshot,
+    ) {
+        let ms = |us: u64| us as f64 / 1000.0;
+        self.instances = instances;
+        self.delivery_ms = delivery.filter(|h| !h.is_empty()).map(|h| Latency {
+            p50: ms(h.value_at_quantile(0.50)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        });
+        let shared = |snap: &Snapshot, name: &str| {
+            snap.monitor.as_ref()?.get("shared")?.get(name)?.as_i64()
+        };
+        let delta = |name: &str| shared(after, name).zip(shared(before, name)).map(|(a, b)| a - b);
+        let top = |name: &str| {
+            field(&after.monitor, name)
+                .zip(field(&before.monitor, name))
+                .map(|(a, b)| a - b)
+        };
+        let (hits, misses) = (delta("hits"), delta("misses"));
+        self.shared_hit_rate = hits
+            .zip(misses)
+            .filter(|(h, m)| self.mode == Mode::Optimized && h + m > 0)
+            .map(|(h, m)| 100.0 * h as f64 / (h + m) as f64);
+        self.combined_hit_rate = top("cacheHits")
+            .zip(top("cacheMisses"))
+            .filter(|(h, m)| self.mode == Mode::Optimized && h + m > 0)
+            .map(|(h, m)| 100.0 * (h + hits.unwrap_or(0)) as f64 / (h + m) as f64);
+        self.redis_commands_per_page_load = delta("redisCommands")
+            .filter(|_| self.page_loads > 0)
+            .map(|c| c as f64 / self.page_loads as f64);
+        self.bus_lag_p99_ms = after
+            .monitor
+            .as_ref()
+            .and_then(|m| m.get("shared")?.get("deliveryLagMs")?.get("p99")?.as_f64());
     }
 
     /// Failures of any kind.
@@ -161,8 +226,9 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 
 /// The table's column headings, with the width each takes in the text
 /// report (the first is left-aligned).
-pub const COLUMNS: [(&str, usize); 15] = [
+pub const COLUMNS: [(&str, usize); 20] = [
     ("mode", 10),
+    ("inst", 4),
     ("users", 5),
     ("loads/s", 10),
     ("p50 ms", 8),
@@ -174,15 +240,20 @@ pub const COLUMNS: [(&str, usize); 15] = [
     ("stmts/load", 10),
     ("peakDB", 6),
     ("hit%", 6),
+    ("both%", 6),
+    ("L2 hit%", 7),
+    ("deliv p99", 9),
     ("writes", 8),
     ("cpu/10k", 9),
     ("rss MiB", 7),
+    ("redis/load", 10),
 ];
 
 /// One row of the table, in the order of [`COLUMNS`].
-pub fn cells(r: &ModeReport) -> [String; 15] {
+pub fn cells(r: &ModeReport) -> [String; 20] {
     [
         format!("{:?}", r.mode).to_lowercase(),
+        r.instances.to_string(),
         r.concurrency.to_string(),
         format!("{:.0}", r.page_loads_per_sec),
         format!("{:.2}", r.latency_ms.p50),
@@ -196,9 +267,13 @@ pub fn cells(r: &ModeReport) -> [String; 15] {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into()),
         opt(r.cache_hit_rate, 1),
+        opt(r.combined_hit_rate, 1),
+        opt(r.shared_hit_rate, 1),
+        opt(r.delivery_ms.as_ref().map(|d| d.p99), 2),
         r.writes.to_string(),
         opt(r.cpu_seconds_per_10k, 2),
         opt(r.rss_mib, 0),
+        opt(r.redis_commands_per_page_load, 3),
     ]
 }
 

@@ -1,5 +1,6 @@
-//! The server under test: started here as a child process (so its CPU time
-//! and memory can be read from /proc), or an external URL.
+//! The server under test: started here as child processes (so their CPU
+//! time and memory can be read from /proc; several instances share one
+//! database and one Redis), or an external URL.
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
@@ -20,11 +21,11 @@ pub struct ProcSample {
 
 /// Where the benchmark sends its requests.
 pub struct Target {
-    /// `http://host:port`.
-    pub base: String,
+    /// `http://host:port` of each instance.
+    pub bases: Vec<String>,
     token: Option<String>,
-    child: Option<Child>,
-    log: Option<PathBuf>,
+    /// The processes we started, with their logs.
+    children: Vec<(Child, PathBuf)>,
     /// The HTTP client (connection pool shared by all virtual users).
     pub http: reqwest::Client,
 }
@@ -65,72 +66,104 @@ impl Target {
     /// A server someone else runs.
     pub fn external(url: &str, token: Option<String>) -> Target {
         Target {
-            base: url.trim_end_matches('/').to_string(),
+            bases: vec![url.trim_end_matches('/').to_string()],
             token,
-            child: None,
-            log: None,
+            children: Vec::new(),
             http: client(),
         }
     }
 
-    /// Starts `gistfans serve` on a free loopback port and waits until it is ready.
-    pub async fn start(args: &BenchArgs) -> anyhow::Result<Target> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+    /// The first instance (the only one unless several were started).
+    pub fn base(&self) -> &str {
+        &self.bases[0]
+    }
+
+    /// Starts `instances` servers (`gistfans serve`, each on a free loopback
+    /// port, sharing the database and, with `--redis-url`, one Redis under a
+    /// namespace of this run's own) and waits until they are ready.
+    pub async fn start(args: &BenchArgs, instances: usize) -> anyhow::Result<Target> {
         let token = format!("bench-{:x}", rand::random::<u64>());
-        let log = std::env::temp_dir().join(format!("gistfans-bench-server-{port}.log"));
-        let exe = std::env::current_exe().context("locating the gistfans binary")?;
-        eprintln!(
-            "bench: starting `gistfans serve` on 127.0.0.1:{port} over {} (log: {})",
-            hpdb::redacted_url(&args.database_url),
-            log.display()
-        );
-        let child = Command::new(exe)
-            .args(serve_args(args, port))
-            // Secrets (a URL may hold a password) in the environment, not on
-            // the command line, where `ps` shows them.
-            .env("DATABASE_URL", &args.database_url)
-            .envs(args.direct_url.as_ref().map(|u| ("DIRECT_URL", u)))
-            .envs(
-                args.baseline_database_url
-                    .as_ref()
-                    .map(|u| ("BASELINE_DATABASE_URL", u)),
-            )
-            .env("ADMIN_TOKEN", &token)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawning gistfans serve")?;
+        let namespace = format!("bench-{:x}", rand::random::<u32>());
         let mut target = Target {
-            base: format!("http://127.0.0.1:{port}"),
-            token: Some(token),
-            child: Some(child),
-            log: Some(log),
+            bases: Vec::new(),
+            token: Some(token.clone()),
+            children: Vec::new(),
             http: client(),
         };
+        for _ in 0..instances {
+            let (child, log, base) = spawn(args, &token, &namespace).await?;
+            target.bases.push(base);
+            target.children.push((child, log));
+        }
         target.wait_ready().await?;
         Ok(target)
     }
+}
 
+/// Starts one `gistfans serve`; its process, log and base URL.
+async fn spawn(
+    args: &BenchArgs,
+    token: &str,
+    namespace: &str,
+) -> anyhow::Result<(Child, PathBuf, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = std::env::temp_dir().join(format!("gistfans-bench-server-{port}.log"));
+    let exe = std::env::current_exe().context("locating the gistfans binary")?;
+    eprintln!(
+        "bench: starting `gistfans serve` on 127.0.0.1:{port} over {} (log: {})",
+        hpdb::redacted_url(&args.database_url),
+        log.display()
+    );
+    let child = Command::new(exe)
+        .args(serve_args(args, port))
+        // Secrets (a URL may hold a password) in the environment, not on
+        // the command line, where `ps` shows them.
+        .env("DATABASE_URL", &args.database_url)
+        .envs(args.direct_url.as_ref().map(|u| ("DIRECT_URL", u)))
+        .envs(
+            args.baseline_database_url
+                .as_ref()
+                .map(|u| ("BASELINE_DATABASE_URL", u)),
+        )
+        .envs(args.redis_url.as_ref().map(|u| ("REDIS_URL", u)))
+        .env("REDIS_NAMESPACE", namespace)
+        .env("ADMIN_TOKEN", token)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning gistfans serve")?;
+    Ok((child, log, format!("http://127.0.0.1:{port}")))
+}
+
+impl Target {
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.bases.len() {
+            self.wait_one(i).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_one(&mut self, i: usize) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/readyz", self.bases[i]))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return Ok(());
                 }
             }
-            if let Some(child) = self.child.as_mut() {
+            if let Some((child, log)) = self.children.get_mut(i) {
                 if let Some(status) = child.try_wait()? {
-                    let tail = self
-                        .log
-                        .as_ref()
-                        .and_then(|l| std::fs::read_to_string(l).ok())
-                        .unwrap_or_default();
+                    let tail = std::fs::read_to_string(log).unwrap_or_default();
                     anyhow::bail!(
                         "the server exited ({status}) before it was ready:\n{}",
                         tail.lines()
@@ -155,23 +188,36 @@ impl Target {
 
     /// A short description for the output.
     pub fn describe(&self) -> String {
-        match &self.child {
-            Some(c) => format!("server pid {} at {}", c.id().unwrap_or(0), self.base),
-            None => format!("external server at {}", self.base),
+        if self.children.is_empty() {
+            return format!("external server at {}", self.base());
         }
+        let pids: Vec<String> = self
+            .children
+            .iter()
+            .map(|(c, _)| c.id().unwrap_or(0).to_string())
+            .collect();
+        format!(
+            "{} server(s), pid {} at {}",
+            self.bases.len(),
+            pids.join(", "),
+            self.bases.join(", ")
+        )
     }
 
-    /// Whether CPU and memory of the server can be read (we started it).
+    /// Whether CPU and memory of the servers can be read (we started them).
     pub fn can_measure_process(&self) -> bool {
-        self.child.is_some()
+        !self.children.is_empty()
     }
 
-    /// The admin monitor's answer, if the bench holds the token.
-    async fn monitor(&self) -> Option<Value> {
+    /// The admin monitor's answer of instance `i`, if the bench holds the token.
+    async fn monitor_of(&self, i: usize) -> Option<Value> {
         let token = self.token.as_ref()?;
         let r = self
             .http
-            .get(format!("{}/api/admin/connection-pool-monitor", self.base))
+            .get(format!(
+                "{}/api/admin/connection-pool-monitor",
+                self.bases[i]
+            ))
             .bearer_auth(token)
             .send()
             .await
@@ -179,9 +225,18 @@ impl Target {
         r.json().await.ok()
     }
 
-    /// The manager's status, as the admin monitor reports it.
+    async fn monitor(&self) -> Option<Value> {
+        self.monitor_of(0).await
+    }
+
+    /// The managers' status, as the admin monitors report it: with several
+    /// instances, their counters added up (see [`merge_statuses`]).
     pub async fn monitor_status(&self) -> Option<Value> {
-        self.monitor().await?.get("status").cloned()
+        let mut all = Vec::new();
+        for i in 0..self.bases.len() {
+            all.push(self.monitor_of(i).await?.get("status")?.clone());
+        }
+        Some(merge_statuses(all))
     }
 
     /// The settings the server under test runs with, as its monitor reports
@@ -201,48 +256,88 @@ impl Target {
         ))
     }
 
-    /// CPU time and RSS of the server process, from /proc.
+    /// CPU time and RSS of the server processes (added up), from /proc.
     pub fn proc_sample(&self) -> Option<ProcSample> {
-        let pid = self.child.as_ref()?.id()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name (which may contain spaces) start after ") ".
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = 100.0; // USER_HZ on Linux
-        let cpu_seconds =
-            (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss_kb = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()?;
-        Some(ProcSample {
-            cpu_seconds,
-            rss_bytes: rss_kb * 1024,
-        })
+        let mut total = ProcSample::default();
+        for (child, _) in &self.children {
+            let one = proc_sample(child.id()?)?;
+            total.cpu_seconds += one.cpu_seconds;
+            total.rss_bytes += one.rss_bytes;
+        }
+        (!self.children.is_empty()).then_some(total)
     }
 
-    /// Stops the server we started (SIGTERM, then kill after 10 s).
-    pub async fn stop(mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = child.id() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
-            if tokio::time::timeout(Duration::from_secs(10), child.wait())
-                .await
-                .is_ok()
-            {
-                return;
-            }
+    /// Stops the servers we started (SIGTERM, then kill after 10 s).
+    pub async fn stop(self) {
+        for (child, _) in self.children {
+            stop(child).await;
         }
-        let _ = child.kill().await;
     }
+}
+
+/// Several instances' statuses as one: counters (whole numbers, at the top
+/// level and in `shared`) added up; the rest taken from the first.
+pub fn merge_statuses(all: Vec<Value>) -> Value {
+    let mut it = all.into_iter();
+    let Some(mut total) = it.next() else {
+        return Value::Null;
+    };
+    for other in it {
+        add_counts(&mut total, &other);
+        if let (Some(t), Some(o)) = (total.get_mut("shared"), other.get("shared")) {
+            add_counts(t, o);
+        }
+    }
+    total
+}
+
+fn add_counts(total: &mut Value, other: &Value) {
+    let Some(map) = total.as_object_mut() else {
+        return;
+    };
+    for (k, v) in map.iter_mut() {
+        if let (Some(a), Some(b)) = (v.as_u64(), other.get(k).and_then(Value::as_u64)) {
+            *v = Value::from(a + b);
+        }
+    }
+}
+
+/// CPU time and RSS of process `pid`, from /proc.
+fn proc_sample(pid: u32) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let cpu_seconds = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()?;
+    Some(ProcSample {
+        cpu_seconds,
+        rss_bytes: rss_kb * 1024,
+    })
+}
+
+/// Stops a server we started (SIGTERM, then kill after 10 s).
+async fn stop(mut child: Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
 }

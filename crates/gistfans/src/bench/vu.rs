@@ -1,7 +1,13 @@
 //! One virtual user's requests: a page load in each mode, the writes, and
-//! the read after each write that must see it.
+//! the read after each write that must see it. With several instances a
+//! user has a home instance for its page loads and writes; the read that
+//! checks a write goes to the next instance, polled until it shows the
+//! write (the cross-instance delivery a user sees).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use hdrhistogram::Histogram;
 use rand::{rngs::StdRng, RngExt};
@@ -21,6 +27,8 @@ pub(super) struct Seen {
 #[derive(Default)]
 pub(super) struct VuResult {
     pub latency: Option<Histogram<u64>>,
+    /// Write acknowledged → first read on another instance that shows it (µs).
+    pub delivery: Option<Histogram<u64>>,
     pub requests: u64,
     pub writes: u64,
     pub conflicts: u64,
@@ -43,7 +51,15 @@ pub(super) struct Vu<'a> {
     pub t: &'a Target,
     pub mode: Mode,
     pub res: VuResult,
+    /// The instance this user's page loads and writes go to.
+    pub home: usize,
+    /// The instance the next request goes to.
+    pub at: usize,
 }
+
+/// How long a write may take to show on another instance before its
+/// check counts as a stale read.
+const DELIVERY_BOUND: Duration = Duration::from_secs(5);
 
 impl Vu<'_> {
     /// A failure of `kind`, also counted into the probe's tally if any.
@@ -59,7 +75,7 @@ impl Vu<'_> {
         let r = self
             .t
             .http
-            .get(format!("{}{path}", self.t.base))
+            .get(format!("{}{path}", self.t.bases[self.at]))
             .send()
             .await
             .map_err(|e| kind_of(&e))?;
@@ -93,7 +109,7 @@ impl Vu<'_> {
             }
             Mode::Baseline => {
                 // The four components load in parallel, as a page would.
-                let base = &self.t.base;
+                let base = &self.t.bases[self.at];
                 let http = &self.t.http;
                 let get = |part: &str| {
                     let url = format!("{base}/api/users/{user}/{part}");
@@ -139,7 +155,7 @@ impl Vu<'_> {
         let mut req = self
             .t
             .http
-            .request(method, format!("{}{path}", self.t.base))
+            .request(method, format!("{}{path}", self.t.bases[self.at]))
             .header("X-User-Id", actor.to_string());
         if let Some(b) = body {
             req = req.json(&b);
@@ -174,43 +190,37 @@ pub(super) async fn write_and_check(
         0 if !before.post_ids.is_empty() => {
             let post = before.post_ids[rng.random_range(0..before.post_ids.len())];
             let path = format!("/api/posts/{post}/star");
-            put_and_check(vu, &path, actor, user, &before, |s| s.stars_received).await
+            let stars = before.stars_received;
+            put_and_check(vu, &path, actor, user, move |s| s.stars_received > stars).await
         }
         1 => {
             let path = format!("/api/users/{user}/follow");
-            put_and_check(vu, &path, actor, user, &before, |s| s.followers).await
+            let followers = before.followers;
+            put_and_check(vu, &path, actor, user, move |s| s.followers > followers).await
         }
         _ => {
             let body =
                 json!({"title": "bench snippet", "language": "rust", "content": "fn main() {}"});
             vu.write(reqwest::Method::POST, "/api/posts", user, Some(body))
                 .await?;
-            let after = vu.page(user, true).await?.unwrap_or_default();
             // The new post is the author's newest unless ten others landed meanwhile.
-            Ok(
-                if after
-                    .post_ids
-                    .first()
-                    .is_some_and(|id| !before.post_ids.contains(id))
-                {
-                    WriteOutcome::Seen
-                } else {
-                    WriteOutcome::Stale
-                },
-            )
+            let old = before.post_ids;
+            confirm(vu, user, move |after| {
+                after.post_ids.first().is_some_and(|id| !old.contains(id))
+            })
+            .await
         }
     }
 }
 
 /// `actor` PUTs `path` (a star or a follow that raises one of `user`'s
-/// counters); the next read of `user`'s page must show the counter raised.
+/// counters); the next read of `user`'s page must show it (`seen`).
 async fn put_and_check(
     vu: &mut Vu<'_>,
     path: &str,
     actor: i64,
     user: i64,
-    before: &Seen,
-    counter: impl Fn(&Seen) -> i64,
+    seen: impl Fn(&Seen) -> bool,
 ) -> Result<WriteOutcome, String> {
     if actor == user {
         // Starring your own post or following yourself: not a write we check.
@@ -219,10 +229,44 @@ async fn put_and_check(
     if vu.write(reqwest::Method::PUT, path, actor, None).await? == reqwest::StatusCode::CONFLICT {
         return Ok(WriteOutcome::Conflict);
     }
-    let after = vu.page(user, true).await?.unwrap_or_default();
-    Ok(if counter(&after) > counter(before) {
-        WriteOutcome::Seen
-    } else {
-        WriteOutcome::Stale
-    })
+    confirm(vu, user, seen).await
+}
+
+/// After a write: on one instance, the next read must show it. With
+/// several, reads on the next instance are polled until one shows it (the
+/// delivery time is recorded), and the read after that must show it too; a
+/// write not shown within [`DELIVERY_BOUND`], or shown then lost, is a
+/// stale read.
+async fn confirm(
+    vu: &mut Vu<'_>,
+    user: i64,
+    seen: impl Fn(&Seen) -> bool,
+) -> Result<WriteOutcome, String> {
+    let fresh = |s: &Option<Seen>| s.as_ref().is_some_and(&seen);
+    let n = vu.t.bases.len();
+    if n == 1 {
+        let after = vu.page(user, true).await?;
+        return Ok(if fresh(&after) { WriteOutcome::Seen } else { WriteOutcome::Stale });
+    }
+    let acked = Instant::now();
+    vu.at = (vu.home + 1) % n;
+    let outcome = loop {
+        let after = vu.page(user, true).await;
+        match after {
+            Err(e) => break Err(e),
+            Ok(after) if fresh(&after) => {
+                let us = acked.elapsed().as_micros() as u64;
+                let h = vu.res.delivery.get_or_insert_with(|| {
+                    Histogram::new(3).expect("3 significant figures")
+                });
+                let _ = h.record(us.max(1));
+                let again = vu.page(user, true).await;
+                break again.map(|a| if fresh(&a) { WriteOutcome::Seen } else { WriteOutcome::Stale });
+            }
+            Ok(_) if acked.elapsed() > DELIVERY_BOUND => break Ok(WriteOutcome::Stale),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    };
+    vu.at = vu.home;
+    outcome
 }

@@ -36,7 +36,7 @@ impl Universe {
     /// (seeded ids are contiguous).
     pub async fn discover(t: &Target) -> anyhow::Result<Universe> {
         let exists = |id: i64| {
-            let url = format!("{}/api/users/{id}/stats", t.base);
+            let url = format!("{}/api/users/{id}/stats", t.base());
             let http = t.http.clone();
             async move { http.get(url).send().await.map(|r| r.status().is_success()) }
         };
@@ -114,7 +114,7 @@ pub async fn run_mode(
     // this task (tokio drives their I/O concurrently) rather than as spawned tasks.
     let vus = (0..users).map(|vu| {
         let seed = args.seed ^ ((vu as u64) << 20) ^ ((users as u64) << 40) ^ (mode as u64);
-        virtual_user(&plan, seed)
+        virtual_user(&plan, seed, vu % t.bases.len())
     });
     let (results, (before, after, peak_connections, elapsed)) = tokio::join!(
         futures::future::join_all(vus),
@@ -128,7 +128,7 @@ pub async fn run_mode(
     }
 
     let (latency, total) = merge(results);
-    let report = ModeReport::build(
+    let mut report = ModeReport::build(
         mode,
         users,
         elapsed,
@@ -139,6 +139,7 @@ pub async fn run_mode(
         &after,
         peak_connections,
     );
+    report.add_instances(t.bases.len(), total.delivery.as_ref(), &before, &after);
     eprintln!("{}", report.one_line());
     Ok(report)
 }
@@ -169,7 +170,7 @@ fn spinner(label: String, shared: Arc<Shared>) -> (ProgressBar, tokio::task::Joi
 }
 
 /// One virtual user, until the run stops; counts only while measuring.
-async fn virtual_user(plan: &Plan<'_>, seed: u64) -> VuResult {
+async fn virtual_user(plan: &Plan<'_>, seed: u64, home: usize) -> VuResult {
     let s = plan.shared;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut vu = Vu {
@@ -179,6 +180,8 @@ async fn virtual_user(plan: &Plan<'_>, seed: u64) -> VuResult {
             latency: Some(Histogram::new(3).expect("3 significant figures")),
             ..Default::default()
         },
+        home,
+        at: home,
     };
     while !s.stop.load(Ordering::Relaxed) {
         let user = plan.zipf.sample(&mut rng) as i64;
@@ -279,6 +282,13 @@ fn merge(results: Vec<VuResult>) -> (Histogram<u64>, VuResult) {
     for r in results {
         if let Some(h) = &r.latency {
             latency.add(h).expect("same bounds");
+        }
+        if let Some(h) = &r.delivery {
+            total
+                .delivery
+                .get_or_insert_with(|| Histogram::new(3).expect("3 significant figures"))
+                .add(h)
+                .expect("same bounds");
         }
         total.requests += r.requests;
         total.writes += r.writes;

@@ -320,6 +320,8 @@ mod tests {
         match default {
             "tinylfu" => "lru".into(),
             "lru" => "tinylfu".into(),
+            "" => "redis://127.0.0.1:6390".into(),
+            "hpdb" => "hpdb_other".into(),
             n => (n.parse::<u64>().unwrap() + 1).to_string(),
         }
     }

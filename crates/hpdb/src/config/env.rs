@@ -363,7 +363,11 @@ mod tests {
         let mut names = std::collections::HashSet::new();
         let mut fields = std::collections::HashSet::new();
         for var in ENV_VARS {
-            assert!(var.name.starts_with("DB_"), "{}", var.name);
+            assert!(
+                var.name.starts_with("DB_") || var.name.starts_with("REDIS_"),
+                "{}",
+                var.name
+            );
             assert!(names.insert(var.name), "{} twice", var.name);
             assert!(fields.insert(var.field), "{} twice", var.field);
             assert!(!var.field.contains(' '), "{:?}", var.field);
@@ -385,6 +389,8 @@ mod tests {
         match default {
             "tinylfu" => "lru".into(),
             "lru" => "tinylfu".into(),
+            "" => "redis://127.0.0.1:6390".into(),
+            "hpdb" => "hpdb_other".into(),
             n => (n.parse::<u64>().unwrap() + 1).to_string(),
         }
     }
@@ -439,7 +445,7 @@ mod tests {
         let source = include_str!("../config.rs");
         let rows: Vec<&str> = source
             .lines()
-            .filter(|l| l.starts_with("//! | `DB_"))
+            .filter(|l| l.starts_with("//! | `DB_") || l.starts_with("//! | `REDIS_"))
             .collect();
         assert_eq!(rows.len(), ENV_VARS.len(), "{rows:#?}");
         let defaults = ManagerConfig::default();

@@ -55,8 +55,8 @@ use tokio::{task::JoinHandle, time::Instant};
 
 pub use builder::{BuildError, ManagerBuilder};
 pub use health::HealthReport;
-pub use shared::{Invalidation, Versioned};
 pub(crate) use shared::{decoder, Decode, Update};
+pub use shared::{Invalidation, Versioned};
 
 use crate::{
     admission::Gate,

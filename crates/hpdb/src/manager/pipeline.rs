@@ -19,10 +19,7 @@ use tokio::{
 };
 use tracing::Instrument;
 
-use super::{
-    shared::SharedStep,
-    timeout_error, Manager, QueryFn, QueryResult,
-};
+use super::{shared::SharedStep, timeout_error, Manager, QueryFn, QueryResult};
 use crate::{
     cache::{weigh, CacheEntry, CacheValue},
     error::{Error, TimeoutPhase},
@@ -326,7 +323,8 @@ impl<DB: Database> Manager<DB> {
                         ttl: self.ttl_for(&call.options),
                         stamp: shared.stamp.clone(),
                     };
-                    self.store(&call.key, &call.tags, &fill, value.clone()).await;
+                    self.store(&call.key, &call.tags, &fill, value.clone())
+                        .await;
                     self.share(call, &fill, &shared, &*value);
                 } else {
                     self.release_lease(call, &shared);

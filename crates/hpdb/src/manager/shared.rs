@@ -58,7 +58,8 @@ pub(crate) struct Update {
 }
 
 /// Turns a shared entry's bytes into a value and its weight.
-pub(crate) type Decode<'a> = &'a (dyn Fn(Bytes) -> Option<(Arc<dyn Any + Send + Sync>, u32)> + Sync);
+pub(crate) type Decode<'a> =
+    &'a (dyn Fn(Bytes) -> Option<(Arc<dyn Any + Send + Sync>, u32)> + Sync);
 
 /// [`Decode`] for a type.
 pub(crate) fn decoder<T: CacheValue>(bytes: Bytes) -> Option<(Arc<dyn Any + Send + Sync>, u32)> {
@@ -158,7 +159,13 @@ impl<DB: Database> Manager<DB> {
     /// After a fill from the database: stores it in the shared level too,
     /// unless an invalidation passed while it was fetched (or it has no
     /// stamp or no encoding); gives back the fill lease either way.
-    pub(super) fn share<T: CacheValue>(&self, call: &Call, fill: &Fill, how: &SharedFill, value: &T) {
+    pub(super) fn share<T: CacheValue>(
+        &self,
+        call: &Call,
+        fill: &Fill,
+        how: &SharedFill,
+        value: &T,
+    ) {
         let Some(shared) = self.shared() else { return };
         let current = self.inner.log.is_current(&call.key, &call.tags, fill.since);
         match (&how.stamp, current) {
@@ -205,7 +212,10 @@ impl<DB: Database> Manager<DB> {
 
     /// The cached value under `key` (fresh, current), with what
     /// [`put_updated`](Self::put_updated) needs; read it before the write.
-    pub async fn peek_versioned<T: Send + Sync + 'static>(&self, key: &str) -> Option<Versioned<T>> {
+    pub async fn peek_versioned<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+    ) -> Option<Versioned<T>> {
         let v = self.peek_versioned_erased(key).await?;
         Some(Versioned {
             value: v.value.downcast::<T>().ok()?,
@@ -314,8 +324,15 @@ impl<DB: Database> Manager<DB> {
         self.warm_erased(prefix, limit, &decoder::<T>).await
     }
 
-    pub(crate) async fn warm_erased(&self, prefix: &str, limit: usize, decode: Decode<'_>) -> usize {
-        let Some(shared) = self.shared() else { return 0 };
+    pub(crate) async fn warm_erased(
+        &self,
+        prefix: &str,
+        limit: usize,
+        decode: Decode<'_>,
+    ) -> usize {
+        let Some(shared) = self.shared() else {
+            return 0;
+        };
         if !shared.ready(self.inner.config.shared.bus_lease * 2).await {
             return 0;
         }

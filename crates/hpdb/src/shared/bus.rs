@@ -44,10 +44,7 @@ pub(super) async fn append(shared: &Shared, msg: &Message) -> Result<(), RedisCa
     });
     let mut invocation = SCRIPT.key(&stream);
     invocation.arg(msg.to_string()).arg(STREAM_LEN);
-    let (prev, id): (String, String) = shared
-        .redis
-        .run_script(&invocation)
-        .await?;
+    let (prev, id): (String, String) = shared.redis.run_script(&invocation).await?;
     let cmd = shared
         .redis
         .publish_cmd(&stream, &format!("{id}|{prev}|{msg}"));
@@ -149,7 +146,10 @@ async fn catch_up(
     }
     if head < *last || trimmed > *last {
         // Recreated (Redis lost it) or trimmed past us: cannot replay.
-        tracing::warn!(shard, "bus stream cannot be replayed: emptying the in-process cache");
+        tracing::warn!(
+            shard,
+            "bus stream cannot be replayed: emptying the in-process cache"
+        );
         inc(&shared.c.flushes);
         local.flush().await;
         *last = head;
@@ -165,7 +165,9 @@ async fn catch_up(
         let reply: redis::streams::StreamRangeReply = shared.redis.query(&c).await?;
         let n = reply.ids.len();
         for entry in reply.ids {
-            let Ok(id) = entry.id.parse::<StreamId>() else { continue };
+            let Ok(id) = entry.id.parse::<StreamId>() else {
+                continue;
+            };
             let msg = entry
                 .map
                 .get("m")
@@ -245,7 +247,11 @@ async fn heartbeat_loop(shared: Arc<Shared>, local: Weak<dyn LocalCache>) {
     }
 }
 
-async fn heartbeat(shared: &Shared, local: &dyn LocalCache, round: u64) -> Result<(), RedisCallError> {
+async fn heartbeat(
+    shared: &Shared,
+    local: &dyn LocalCache,
+    round: u64,
+) -> Result<(), RedisCallError> {
     shared.publish_pending().await;
     let reset = check_epoch(shared, local).await?;
     for shard in 0..SHARDS {
@@ -289,7 +295,9 @@ async fn check_epoch(shared: &Shared, local: &dyn LocalCache) -> Result<bool, Re
         inc(&shared.c.flushes);
         local.flush().await;
     }
-    shared.epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
+    shared
+        .epoch
+        .store(epoch, std::sync::atomic::Ordering::SeqCst);
     Ok(true)
 }
 

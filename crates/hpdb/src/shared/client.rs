@@ -51,7 +51,10 @@ pub(crate) enum Target {
 impl Target {
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim();
-        for (scheme, plain) in [("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://")] {
+        for (scheme, plain) in [
+            ("redis+cluster://", "redis://"),
+            ("rediss+cluster://", "rediss://"),
+        ] {
             if let Some(rest) = url.strip_prefix(scheme) {
                 let (hosts, path) = match rest.find(['/', '?']) {
                     Some(i) => rest.split_at(i),
@@ -199,9 +202,9 @@ impl Redis {
                     .set_max_delay(Duration::from_millis(200))
                     .set_push_sender(self.push.clone())
                     .set_automatic_resubscription();
-                Ok(Conn::Single(
-                    ConnectionManager::new_lazy_with_config(client, config)?,
-                ))
+                Ok(Conn::Single(ConnectionManager::new_lazy_with_config(
+                    client, config,
+                )?))
             }
             Target::Cluster(nodes) => {
                 let client = ClusterClientBuilder::new(nodes.clone())

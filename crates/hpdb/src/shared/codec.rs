@@ -147,7 +147,10 @@ mod tests {
         };
         let bytes = encode(&stamp, 0, 1, b"x");
         for cut in [0, 5, 31, 34] {
-            assert!(decode(Bytes::copy_from_slice(&bytes[..cut])).is_err(), "{cut}");
+            assert!(
+                decode(Bytes::copy_from_slice(&bytes[..cut])).is_err(),
+                "{cut}"
+            );
         }
         let mut other = bytes.clone();
         other[0] = 2;

@@ -146,7 +146,10 @@ mod tests {
     fn a_gap_is_noticed_and_a_repeat_ignored() {
         let last = StreamId(10, 0);
         assert_eq!(follows(last, StreamId(11, 0), last), Step::Apply);
-        assert_eq!(follows(last, StreamId(12, 0), StreamId(11, 0)), Step::Replay);
+        assert_eq!(
+            follows(last, StreamId(12, 0), StreamId(11, 0)),
+            Step::Replay
+        );
         assert_eq!(follows(last, StreamId(10, 0), StreamId(9, 0)), Step::Seen);
         assert_eq!(follows(last, StreamId(9, 5), StreamId(9, 0)), Step::Seen);
     }

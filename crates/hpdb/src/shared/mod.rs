@@ -181,7 +181,9 @@ fn generation(raw: Option<Vec<u8>>) -> u64 {
 impl Shared {
     /// The shared level described by `config` (whose URL must be set), and
     /// the receiver of its pushes, to hand to [`bus::run`].
-    pub(crate) fn new(config: &SharedConfig) -> Result<(Self, UnboundedReceiver<PushInfo>), String> {
+    pub(crate) fn new(
+        config: &SharedConfig,
+    ) -> Result<(Self, UnboundedReceiver<PushInfo>), String> {
         let url = config.url.as_deref().ok_or("no Redis URL")?;
         let target = Target::parse(url)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -234,11 +236,18 @@ impl Shared {
 
     fn since_confirmed(&self) -> Option<Duration> {
         let at = self.confirmed.load(Ordering::SeqCst).checked_sub(1)?;
-        Some(self.clock.elapsed().saturating_sub(Duration::from_millis(at)))
+        Some(
+            self.clock
+                .elapsed()
+                .saturating_sub(Duration::from_millis(at)),
+        )
     }
 
     fn confirm(&self, round_started: std::time::Instant) {
-        let ms = round_started.saturating_duration_since(self.clock).as_millis() as u64 + 1;
+        let ms = round_started
+            .saturating_duration_since(self.clock)
+            .as_millis() as u64
+            + 1;
         self.confirmed.fetch_max(ms, Ordering::SeqCst);
     }
 
@@ -264,9 +273,7 @@ impl Shared {
 
     /// The newest generation of a key or tag this instance knows of.
     pub(crate) fn known_generation(&self, kind: Kind, name: &str) -> u64 {
-        self.known
-            .get(&(kind, Arc::from(name)))
-            .unwrap_or(0)
+        self.known.get(&(kind, Arc::from(name))).unwrap_or(0)
     }
 
     fn learn_generation(&self, kind: Kind, name: &str, gen: u64) {
@@ -302,7 +309,10 @@ impl Shared {
                     c.arg(self.names.generation(Kind::Tag, t));
                     async move { self.redis.query::<Option<Vec<u8>>>(&c).await }
                 });
-                join_all(gets).await.into_iter().collect::<Result<Vec<_>, _>>()
+                join_all(gets)
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()
             } else if tags.is_empty() {
                 Ok(Vec::new())
             } else {
@@ -328,7 +338,11 @@ impl Shared {
                 .zip(gens.into_iter().map(generation))
                 .collect(),
         };
-        if let Some(hit) = own.pop().flatten().and_then(|raw| self.current(raw, &stamp)) {
+        if let Some(hit) = own
+            .pop()
+            .flatten()
+            .and_then(|raw| self.current(raw, &stamp))
+        {
             inc(&self.c.hits);
             return hit;
         }
@@ -454,10 +468,8 @@ impl Shared {
             }
             let mut hot = redis::cmd("ZADD");
             hot.arg(this.names.hot()).arg(unix_ms()).arg(key.as_ref());
-            let (stored, _) = futures::join!(
-                this.redis.pipeline::<()>(&p),
-                this.redis.query::<i64>(&hot)
-            );
+            let (stored, _) =
+                futures::join!(this.redis.pipeline::<()>(&p), this.redis.query::<i64>(&hot));
             if stored.is_ok() {
                 inc(&this.c.stores);
             }
@@ -520,7 +532,8 @@ impl Shared {
     async fn publish_pending(&self) -> bool {
         let Pending { names, clear } = std::mem::take(&mut *self.pending.lock());
         if clear {
-            return self.publish(Kind::Clear, "").await.is_some() && self.pending.lock().names.is_empty();
+            return self.publish(Kind::Clear, "").await.is_some()
+                && self.pending.lock().names.is_empty();
         }
         for (kind, name) in names {
             self.publish(kind, &name).await;
@@ -564,7 +577,9 @@ impl Shared {
             target: self.redis.target().redacted(),
             cluster: self.redis.target().is_cluster(),
             circuit: self.redis.circuit(),
-            bus_current: self.since_confirmed().is_some_and(|d| d <= self.config.bus_lease),
+            bus_current: self
+                .since_confirmed()
+                .is_some_and(|d| d <= self.config.bus_lease),
             seconds_since_confirmed: self.since_confirmed().map(|d| d.as_secs_f64()),
             hits: get(&c.hits),
             misses: get(&c.misses),

@@ -78,4 +78,3 @@ pub async fn delivered(m: &Manager<Postgres>, n: u64) {
         shared(m)
     );
 }
-
