@@ -15,6 +15,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use testkit::{pg::TestDatabase, redis::RedisServer};
 
+const TOKEN: &str = "instances-test-token";
+
 /// One `gistfans serve` process, stopped (by its PID) when dropped.
 struct Instance {
     base: String,
@@ -41,6 +43,7 @@ impl Instance {
             .env("REDIS_URL", redis_url)
             .env("REDIS_NAMESPACE", ns)
             .env("WARM_USERS", "0")
+            .env("ADMIN_TOKEN", TOKEN)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -100,6 +103,19 @@ impl Instance {
             .await
             .expect("the instance answers");
         assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
+    }
+
+    /// The dashboard's "clear cache" button.
+    async fn clear_cache(&self) {
+        let r = self
+            .http
+            .post(format!("{}/api/admin/connection-pool-monitor", self.base))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"action": "clearCache"}))
+            .send()
+            .await
+            .expect("the instance answers");
+        assert!(r.status().is_success(), "{:?}", r.text().await);
     }
 
     /// A figure of `/metrics` (0 when absent).
@@ -194,6 +210,22 @@ async fn writes_through_one_reads_through_the_others(redis_url: &str) {
     for i in &instances {
         assert!(i.metric("hpdb_shared_delivery_lag_seconds_count").await > 0);
     }
+
+    // "Clear cache" on one instance empties every instance's cache.
+    for i in &instances {
+        assert!(i.metric("hpdb_cache_entries").await > 0, "something cached");
+    }
+    instances[0].clear_cache().await;
+    for (n, i) in instances.iter().enumerate() {
+        assert!(
+            testkit::pg::eventually(Duration::from_secs(5), || async {
+                i.metric("hpdb_cache_entries").await == 0
+            })
+            .await,
+            "instance {n} emptied by another's clear"
+        );
+    }
+    assert!(instances[1].metric("hpdb_shared_flushes_total").await >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

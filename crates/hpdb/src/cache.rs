@@ -13,6 +13,7 @@
 
 use std::{
     any::Any,
+    collections::HashMap,
     io,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -120,6 +121,61 @@ impl Expiry<Arc<str>, CacheEntry> for EntryExpiry {
 pub struct MemoryCache {
     cache: Cache<Arc<str>, CacheEntry>,
     evictions: Arc<AtomicU64>,
+    tags: Arc<TagIndex>,
+}
+
+/// Which keys hold each tag, so that dropping a tag touches its entries
+/// only. (moka's `invalidate_entries_if` scans the whole cache in its
+/// housekeeping: with tens of thousands of entries, every write paid for a
+/// full scan.) Each key is recorded with the identity of its entry (the
+/// address of its value, alive until the entry's removal is reported), so
+/// that the late report of an old entry's removal never unlists the key's
+/// newer entry. Keys leave the index when their entry leaves the cache: it
+/// holds at most the cache's keys.
+#[derive(Default)]
+struct TagIndex {
+    keys: parking_lot::Mutex<HashMap<Arc<str>, HashMap<Arc<str>, usize>>>,
+}
+
+/// The identity of an entry, for the tag index.
+fn identity(entry: &CacheEntry) -> usize {
+    Arc::as_ptr(&entry.value) as *const () as usize
+}
+
+impl TagIndex {
+    fn add(&self, key: &Arc<str>, entry: &CacheEntry) {
+        if entry.tags.is_empty() {
+            return;
+        }
+        let id = identity(entry);
+        let mut map = self.keys.lock();
+        for t in entry.tags.iter() {
+            map.entry(t.clone()).or_default().insert(key.clone(), id);
+        }
+    }
+
+    fn remove(&self, key: &str, entry: &CacheEntry) {
+        let id = identity(entry);
+        let mut map = self.keys.lock();
+        for t in entry.tags.iter() {
+            if let Some(keys) = map.get_mut(t) {
+                if keys.get(key) == Some(&id) {
+                    keys.remove(key);
+                }
+                if keys.is_empty() {
+                    map.remove(t);
+                }
+            }
+        }
+    }
+
+    fn take(&self, tag: &str) -> Vec<Arc<str>> {
+        self.keys
+            .lock()
+            .remove(tag)
+            .map(|keys| keys.into_keys().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl MemoryCache {
@@ -128,6 +184,8 @@ impl MemoryCache {
         let slot = (config.max_bytes / config.max_entries).max(1);
         let evictions = Arc::new(AtomicU64::new(0));
         let counter = evictions.clone();
+        let tags = Arc::new(TagIndex::default());
+        let index = tags.clone();
         let policy = match config.policy {
             CachePolicy::Lru => EvictionPolicy::lru(),
             CachePolicy::TinyLfu => EvictionPolicy::tiny_lfu(),
@@ -141,14 +199,18 @@ impl MemoryCache {
             .expire_after(EntryExpiry {
                 grace: config.stale_grace,
             })
-            .support_invalidation_closures()
-            .eviction_listener(move |_k, _v, cause| {
+            .eviction_listener(move |k: Arc<Arc<str>>, v: CacheEntry, cause| {
                 if cause == RemovalCause::Size {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
+                index.remove(&k, &v);
             })
             .build();
-        Self { cache, evictions }
+        Self {
+            cache,
+            evictions,
+            tags,
+        }
     }
 }
 
@@ -158,6 +220,7 @@ impl CacheLayer for MemoryCache {
     }
 
     fn insert(&self, key: Arc<str>, entry: CacheEntry) -> BoxFuture<'_, ()> {
+        self.tags.add(&key, &entry);
         self.cache.insert(key, entry);
         ready(()).boxed()
     }
@@ -168,11 +231,9 @@ impl CacheLayer for MemoryCache {
     }
 
     fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, ()> {
-        let tag: Arc<str> = Arc::from(tag);
-        // Only fails if closures were not enabled at build time; they are.
-        let _ = self
-            .cache
-            .invalidate_entries_if(move |_, v| v.tags.contains(&tag));
+        for key in self.tags.take(tag) {
+            self.cache.invalidate(&key);
+        }
         ready(()).boxed()
     }
 
@@ -312,6 +373,28 @@ mod tests {
         c.cache.run_pending_tasks();
         assert!(c.stats().entries <= 10, "{:?}", c.stats());
         assert!(c.stats().evictions >= 90);
+    }
+
+    #[test]
+    fn a_tag_drops_its_entries_only_and_the_index_forgets_dropped_keys() {
+        let c = MemoryCache::new(&config(100, 100_000));
+        let tagged = |tag: &str| CacheEntry {
+            tags: Arc::from(vec![Arc::<str>::from(tag)]),
+            ..entry(10, Duration::from_secs(60))
+        };
+        futures::executor::block_on(async {
+            c.insert(Arc::from("a"), tagged("t")).await;
+            c.insert(Arc::from("b"), tagged("u")).await;
+            // "a" dropped and stored again.
+            c.invalidate("a").await;
+            c.insert(Arc::from("a"), tagged("t")).await;
+            c.sweep().await;
+            c.invalidate_tag("t").await;
+            assert!(c.get("a").await.is_none(), "the stored-again entry is listed");
+            assert!(c.get("b").await.is_some());
+            c.sweep().await;
+            assert!(c.tags.keys.lock().get("t").is_none(), "the index forgets dropped keys");
+        });
     }
 
     #[test]

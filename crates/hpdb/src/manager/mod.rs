@@ -164,24 +164,34 @@ impl<DB: Database> Manager<DB> {
     /// that is already running cannot store or share its older result.
     /// With a shared level, other instances drop theirs too (see
     /// [`Invalidation`]).
+    ///
+    /// The shared level hears first, this instance's cache last: until the
+    /// call returns, a concurrent read here may still be served the value
+    /// from before (the write it belongs to is not acknowledged yet), and
+    /// a value updated in place (see [`put_updated`](Self::put_updated))
+    /// replaces it right after, instead of leaving a gap in which every
+    /// read of a hot key would go to the database.
     pub async fn invalidate(&self, key: &str) -> Invalidation {
+        let published = self.publish(Kind::Key, key).await;
         self.inner.log.invalidate_key(key);
         self.inner.cache.invalidate(key).await;
-        self.publish(Kind::Key, key).await
+        published
     }
 
     /// Drops every cached result tagged `tag`, with the same guarantee.
     pub async fn invalidate_tag(&self, tag: &str) -> Invalidation {
+        let published = self.publish(Kind::Tag, tag).await;
         self.inner.log.invalidate_tag(tag);
         self.inner.cache.invalidate_tag(tag).await;
-        self.publish(Kind::Tag, tag).await
+        published
     }
 
     /// Drops every cached result, on every instance.
     pub async fn clear_cache(&self) -> Invalidation {
+        let published = self.publish(Kind::Clear, "").await;
         self.inner.log.invalidate_all();
         self.inner.cache.clear().await;
-        self.publish(Kind::Clear, "").await
+        published
     }
 
     /// Reads the cached value under `key`, if fresh and current, without

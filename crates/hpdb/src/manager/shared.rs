@@ -299,10 +299,13 @@ impl<DB: Database> Manager<DB> {
         let (Some(generation), Some(stamp)) =
             (after.generation, updated(shared, before.as_deref(), after))
         else {
+            tracing::debug!(key = %key, before = ?before, generation = ?after.generation, "update in place refused");
+            shared.count_update_refused();
             return;
         };
         let newest = || shared.known_generation(after.kind, &after.name) == generation;
         if !newest() {
+            shared.count_update_refused();
             return;
         }
         fill.stamp = Some(Arc::new(stamp.clone()));
@@ -347,7 +350,7 @@ impl<DB: Database> Manager<DB> {
         warmed
     }
 
-    async fn warm_one(&self, shared: &Shared, key: String, decode: Decode<'_>) -> bool {
+    async fn warm_one(&self, shared: &Arc<Shared>, key: String, decode: Decode<'_>) -> bool {
         let since = self.inner.log.snapshot();
         let fetched_at = std::time::Instant::now();
         let Some((value, stamp, ttl_left)) = shared.read_any(&key).await else {

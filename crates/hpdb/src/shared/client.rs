@@ -166,6 +166,8 @@ pub(crate) struct Redis {
     breaker: CircuitBreaker,
     pub(crate) commands: AtomicU64,
     pub(crate) failures: AtomicU64,
+    /// How long calls took, as this process saw them (µs).
+    pub(crate) latency: parking_lot::Mutex<hdrhistogram::Histogram<u64>>,
 }
 
 impl Redis {
@@ -179,6 +181,7 @@ impl Redis {
             breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),
             commands: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            latency: parking_lot::Mutex::new(crate::metrics::histogram()),
         }
     }
 
@@ -242,13 +245,24 @@ impl Redis {
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
-        let Some(conn) = self.conn.get().cloned() else {
-            return Err(RedisCallError::NotConnected);
-        };
         if self.breaker.admit().is_err() {
             return Err(RedisCallError::Open);
         }
+        self.run_probe(f).await
+    }
+
+    /// [`run`](Self::run) whatever the breaker says, its outcome still
+    /// counted: the heartbeat's calls, which are the probe that closes it.
+    async fn run_probe<T, F, Fut>(&self, f: F) -> Result<T, RedisCallError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let Some(conn) = self.conn.get().cloned() else {
+            return Err(RedisCallError::NotConnected);
+        };
         self.commands.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let call = f(conn);
         let result = match tokio::time::timeout(self.budget, call).await {
             Ok(Ok(v)) => Ok(v),
@@ -269,6 +283,8 @@ impl Redis {
             }
             Ok(_) => self.breaker.on_success(),
         }
+        let us = started.elapsed().as_micros() as u64;
+        self.latency.lock().saturating_record(us.max(1));
         result
     }
 
@@ -278,6 +294,15 @@ impl Redis {
         cmd: &Cmd,
     ) -> Result<T, RedisCallError> {
         self.run(|mut c| async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    /// One command of the heartbeat (not stopped by the breaker).
+    pub(crate) async fn probe<T: FromRedisValue + Send>(
+        &self,
+        cmd: &Cmd,
+    ) -> Result<T, RedisCallError> {
+        self.run_probe(|mut c| async move { cmd.query_async(&mut c).await })
             .await
     }
 

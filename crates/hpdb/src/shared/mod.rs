@@ -97,6 +97,8 @@ struct Counters {
     flushes: AtomicU64,
     reconnects: AtomicU64,
     warmed: AtomicU64,
+    lease_refusals: AtomicU64,
+    updates_refused: AtomicU64,
     lag_sum_us: AtomicU64,
 }
 
@@ -231,7 +233,11 @@ impl Shared {
     /// than the lease.
     pub(crate) fn may_serve(&self, fetched: std::time::Instant) -> bool {
         let lease = self.config.bus_lease;
-        fetched.elapsed() <= lease || self.since_confirmed().is_some_and(|d| d <= lease)
+        let ok = fetched.elapsed() <= lease || self.since_confirmed().is_some_and(|d| d <= lease);
+        if !ok {
+            inc(&self.c.lease_refusals);
+        }
+        ok
     }
 
     fn since_confirmed(&self) -> Option<Duration> {
@@ -282,10 +288,12 @@ impl Shared {
             .and_upsert_with(|old| old.map_or(gen, |o| o.into_value().max(gen)));
     }
 
-    /// Reads the entry under `key` and the generations of `key` and `tags`;
-    /// on a miss, asks for the fill lease if `lease` says for how long.
+    /// Reads the entry under `key` and the generations of `key` and `tags`,
+    /// and asks for the fill lease if `lease` says for how long, all in one
+    /// round trip (the lease is given back at once if the entry is there:
+    /// a miss, the case that goes to the database, waits for nothing more).
     pub(crate) async fn lookup(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         tags: &[Arc<str>],
         lease: Option<Duration>,
@@ -298,9 +306,32 @@ impl Shared {
         if epoch == 0 || self.is_pending(key, tags) {
             return not_shared;
         }
-        let mut own = redis::cmd("MGET");
-        own.arg(self.names.entry(key))
+        // The entry, its key's generation and its lease share a slot: one pipeline.
+        let mut own = redis::pipe();
+        own.cmd("MGET")
+            .arg(self.names.entry(key))
             .arg(self.names.generation(Kind::Key, key));
+        if let Some(d) = lease {
+            own.cmd("SET")
+                .arg(self.names.lease(key))
+                .arg(self.instance)
+                .arg("NX")
+                .arg("PX")
+                .arg(d.as_millis().max(1) as u64);
+        }
+        let own = async {
+            if lease.is_some() {
+                self.redis
+                    .pipeline::<(Vec<Option<Vec<u8>>>, Option<String>)>(&own)
+                    .await
+                    .map(|(e, l)| (e, Some(l)))
+            } else {
+                self.redis
+                    .pipeline::<(Vec<Option<Vec<u8>>>,)>(&own)
+                    .await
+                    .map(|(e,)| (e, None))
+            }
+        };
         let tag_gens = async {
             if self.redis.target().is_cluster() {
                 // Tags hash to different slots: one GET each, concurrently.
@@ -323,10 +354,15 @@ impl Shared {
                 self.redis.query::<Vec<Option<Vec<u8>>>>(&c).await
             }
         };
-        let (own, gens) = futures::join!(self.redis.query::<Vec<Option<Vec<u8>>>>(&own), tag_gens);
-        let (Ok(mut own), Ok(gens)) = (own, gens) else {
+        let (own, gens) = futures::join!(own, tag_gens);
+        let (Ok((mut own, lease)), Ok(gens)) = (own, gens) else {
             inc(&self.c.misses);
             return not_shared;
+        };
+        let lease = match lease {
+            Some(Some(_)) => Lease::Won,
+            Some(None) => Lease::Held,
+            None => Lease::None,
         };
         let key_gen = generation(own.pop().flatten());
         let stamp = Stamp {
@@ -344,13 +380,15 @@ impl Shared {
             .and_then(|raw| self.current(raw, &stamp))
         {
             inc(&self.c.hits);
+            if lease == Lease::Won {
+                self.release(Arc::from(key));
+            }
             return hit;
         }
         inc(&self.c.misses);
-        let lease = match lease {
-            Some(d) => self.take_lease(key, d).await,
-            None => Lease::None,
-        };
+        if lease == Lease::Won {
+            inc(&self.c.leases_won);
+        }
         SharedLookup::Miss {
             stamp: Some(stamp),
             lease,
@@ -381,7 +419,7 @@ impl Shared {
 
     /// The current entry under `key` whatever its tags (read from the
     /// entry itself): for warming, where the caller does not know them.
-    pub(crate) async fn read_any(&self, key: &str) -> Option<(Bytes, Stamp, Duration)> {
+    pub(crate) async fn read_any(self: &Arc<Self>, key: &str) -> Option<(Bytes, Stamp, Duration)> {
         let mut c = redis::cmd("GET");
         c.arg(self.names.entry(key));
         let raw = self.redis.query::<Option<Vec<u8>>>(&c).await.ok()??;
@@ -397,28 +435,11 @@ impl Shared {
         }
     }
 
-    async fn take_lease(&self, key: &str, lease: Duration) -> Lease {
-        let mut c = redis::cmd("SET");
-        c.arg(self.names.lease(key))
-            .arg(self.instance)
-            .arg("NX")
-            .arg("PX")
-            .arg(lease.as_millis().max(1) as u64);
-        match self.redis.query::<Option<String>>(&c).await {
-            Ok(Some(_)) => {
-                inc(&self.c.leases_won);
-                Lease::Won
-            }
-            Ok(None) => Lease::Held,
-            Err(_) => Lease::None,
-        }
-    }
-
     /// Waits for the instance holding the fill lease of `key` to store it:
     /// polls with backoff until the entry is there, the lease is free (and
     /// then taken: this instance fills), or `until`.
     pub(crate) async fn wait_for_fill(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         tags: &[Arc<str>],
         lease: Duration,
@@ -554,6 +575,10 @@ impl Shared {
             .collect()
     }
 
+    pub(crate) fn count_update_refused(&self) {
+        inc(&self.c.updates_refused);
+    }
+
     pub(crate) fn count_warmed(&self, n: usize) {
         self.c.warmed.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -594,8 +619,11 @@ impl Shared {
             reconnects: get(&c.reconnects),
             pending,
             warmed: get(&c.warmed),
+            lease_refusals: get(&c.lease_refusals),
+            updates_refused: get(&c.updates_refused),
             redis_commands: get(&self.redis.commands),
             redis_failures: get(&self.redis.failures),
+            redis_call_ms: Distribution::of(&self.redis.latency.lock(), 0).percentiles,
             delivery_lag_ms: lag.percentiles,
             delivery_lag_histogram: lag.buckets,
             delivery_lag_sum_ms: lag.sum_ms,
@@ -643,10 +671,19 @@ pub struct SharedStatus {
     pub pending: u64,
     /// Entries copied into the in-process cache at start-up.
     pub warmed: u64,
+    /// In-process entries not served because the bus was unconfirmed for
+    /// longer than the lease and they were older than it.
+    pub lease_refusals: u64,
+    /// Updates in place not stored: another write (or a missing version)
+    /// came between the snapshot and the write.
+    pub updates_refused: u64,
     /// Commands sent to Redis.
     pub redis_commands: u64,
     /// Commands that failed or timed out.
     pub redis_failures: u64,
+    /// How long Redis calls took, as this process saw them (queueing in
+    /// this process included).
+    pub redis_call_ms: Percentiles,
     /// Publish to apply, other instances' invalidations.
     pub delivery_lag_ms: Percentiles,
     /// The same, as cumulative buckets.
