@@ -46,12 +46,12 @@ trait Controls: Send + Sync {
         &'a self,
         key: &'a str,
     ) -> BoxFuture<'a, Option<Versioned<dyn Any + Send + Sync>>>;
-    fn put_updated<'a>(
+    fn update_tag<'a>(
         &'a self,
+        tag: &'a str,
         options: &'a QueryOptions,
-        after: &'a Invalidation,
-        update: Update,
-    ) -> BoxFuture<'a, ()>;
+        updates: Vec<Update>,
+    ) -> BoxFuture<'a, Invalidation>;
     fn warm<'a>(
         &'a self,
         prefix: &'a str,
@@ -104,13 +104,13 @@ impl<DB: Database> Controls for Manager<DB> {
     ) -> BoxFuture<'a, Option<Versioned<dyn Any + Send + Sync>>> {
         Box::pin(self.peek_versioned_erased(key))
     }
-    fn put_updated<'a>(
+    fn update_tag<'a>(
         &'a self,
+        tag: &'a str,
         options: &'a QueryOptions,
-        after: &'a Invalidation,
-        update: Update,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(self.put_updated_erased(options, after, update))
+        updates: Vec<Update>,
+    ) -> BoxFuture<'a, Invalidation> {
+        Box::pin(self.update_tag_erased(tag, options, updates))
     }
     fn warm<'a>(
         &'a self,
@@ -210,28 +210,15 @@ impl Control {
         })
     }
 
-    /// See [`Manager::put_updated`].
-    pub async fn put_updated<T: CacheValue>(
+    /// See [`Manager::update_tag`].
+    pub async fn update_tag<T: CacheValue>(
         &self,
-        key: impl Into<Arc<str>>,
+        tag: &str,
         options: &QueryOptions,
-        before: &Versioned<T>,
-        after: &Invalidation,
-        value: Arc<T>,
-    ) {
-        let key = key.into();
-        let Some(size) = weigh(&key, &*value) else {
-            return;
-        };
-        let update = Update {
-            key,
-            ttl_left: before.ttl_left,
-            before: before.stamp.clone(),
-            encoded: value.encode(),
-            value,
-            size,
-        };
-        self.manager.put_updated(options, after, update).await
+        updates: Vec<(Arc<str>, Versioned<T>, Arc<T>)>,
+    ) -> Invalidation {
+        let updates = Update::erase(self.config().shared.url.is_some(), updates);
+        self.manager.update_tag(tag, options, updates).await
     }
 
     /// See [`Manager::warm_from_shared`].

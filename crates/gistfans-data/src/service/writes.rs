@@ -62,32 +62,36 @@ impl DataAggregationService {
         out
     }
 
-    /// After the write: invalidate the user's tag (here, and through the
-    /// shared level on every instance), then store the updated aggregates.
-    /// An update in place keeps the time its original had left, and is
-    /// stored only if no other write to the user came between the snapshot
-    /// and this one, on any instance (see `hpdb::Manager::put_updated`).
+    /// After the write: the user's tag invalidated here and, through the
+    /// shared level, on every instance, and the aggregates updated in place
+    /// stored (see `hpdb::Manager::update_tag`). An update in place keeps
+    /// the time its original had left, and is stored only if no other
+    /// write to the user came between the snapshot and this one, on any
+    /// instance.
     async fn apply(
         &self,
         user_id: i64,
         before: Snapshot,
         update: impl Fn(&mut UserAggregate) -> bool,
     ) {
-        let control = self.db.control();
-        let after = control.invalidate_tag(&tag(user_id)).await;
+        let mut updates = Vec::with_capacity(before.len());
         for (k, cached) in before {
             let Some(rendered) = cached.value.0.as_ref() else {
                 continue;
             };
             let mut data = rendered.data.clone();
             if update(&mut data) {
-                let opts = QueryOptions::default().tag(tag(user_id));
                 let value = Arc::new(CachedAggregate(Some(Arc::new(RenderedAggregate::new(
                     data,
                 )))));
-                control.put_updated(k, &opts, &cached, &after, value).await;
+                updates.push((Arc::from(k), cached, value));
             }
         }
+        let opts = QueryOptions::default().tag(tag(user_id));
+        self.db
+            .control()
+            .update_tag(&tag(user_id), &opts, updates)
+            .await;
     }
 
     /// Creates a post; the author's cached aggregates gain it.

@@ -158,6 +158,12 @@ mod tests {
             cache_hit_rate: Some(93.5),
             cpu_seconds_per_10k: None,
             rss_mib: None,
+            instances: 1,
+            delivery_ms: None,
+            bus_lag_p99_ms: None,
+            combined_hit_rate: None,
+            shared_hit_rate: None,
+            redis_commands_per_page_load: None,
         }
     }
 

@@ -163,35 +163,59 @@ impl<DB: Database> Manager<DB> {
     /// Drops the cached result under `key`, and makes sure a query for it
     /// that is already running cannot store or share its older result.
     /// With a shared level, other instances drop theirs too (see
-    /// [`Invalidation`]).
-    ///
-    /// The shared level hears first, this instance's cache last: until the
-    /// call returns, a concurrent read here may still be served the value
-    /// from before (the write it belongs to is not acknowledged yet), and
-    /// a value updated in place (see [`put_updated`](Self::put_updated))
-    /// replaces it right after, instead of leaving a gap in which every
-    /// read of a hot key would go to the database.
+    /// [`Invalidation`]). Runs to completion in a task of its own.
     pub async fn invalidate(&self, key: &str) -> Invalidation {
-        let published = self.publish(Kind::Key, key).await;
-        self.inner.log.invalidate_key(key);
-        self.inner.cache.invalidate(key).await;
-        published
+        self.invalidate_in_task(Kind::Key, key).await
     }
 
     /// Drops every cached result tagged `tag`, with the same guarantee.
     pub async fn invalidate_tag(&self, tag: &str) -> Invalidation {
-        let published = self.publish(Kind::Tag, tag).await;
-        self.inner.log.invalidate_tag(tag);
-        self.inner.cache.invalidate_tag(tag).await;
-        published
+        self.invalidate_in_task(Kind::Tag, tag).await
     }
 
     /// Drops every cached result, on every instance.
     pub async fn clear_cache(&self) -> Invalidation {
-        let published = self.publish(Kind::Clear, "").await;
-        self.inner.log.invalidate_all();
-        self.inner.cache.clear().await;
-        published
+        self.invalidate_in_task(Kind::Clear, "").await
+    }
+
+    /// The shared generation bumped first (no instance serves a shared
+    /// entry from before it from then on), this instance's cache next, the
+    /// bus last; in a task of its own, so that a caller that goes away
+    /// leaves no step undone.
+    async fn invalidate_in_task(&self, kind: Kind, name: &str) -> Invalidation {
+        let (this, owned) = (self.clone(), name.to_string());
+        let task = tokio::spawn(async move { this.invalidate_now(kind, &owned).await });
+        match task.await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels the task.
+            Err(_) => Invalidation::unpublished(kind, name),
+        }
+    }
+
+    async fn invalidate_now(&self, kind: Kind, name: &str) -> Invalidation {
+        let generation = match self.inner.shared.as_ref() {
+            Some(s) => s.bump(kind, name).await,
+            None => None,
+        };
+        match kind {
+            Kind::Key => {
+                self.inner.log.invalidate_key(name);
+                self.inner.cache.invalidate(name).await;
+            }
+            Kind::Tag => {
+                self.inner.log.invalidate_tag(name);
+                self.inner.cache.invalidate_tag(name).await;
+            }
+            Kind::Clear => {
+                self.inner.log.invalidate_all();
+                self.inner.cache.clear().await;
+            }
+        }
+        if let (Some(s), Some(g)) = (self.inner.shared.as_ref(), generation) {
+            s.announce(kind, name, g).await;
+        }
+        Invalidation::new(kind, name, generation)
     }
 
     /// Reads the cached value under `key`, if fresh and current, without

@@ -1,8 +1,9 @@
 //! The shared level (Redis) on the manager's paths: looked up by the leader
 //! of a miss before the database, filled after it; invalidations published
-//! to the other instances; the bus's hold on this instance's cache; updates
-//! in place that stay correct across instances; warming from the shared
-//! hot set. Without a shared level every step here is a no-op.
+//! to the other instances; the bus's hold on this instance's cache; a
+//! write's cache step (`update_tag`: updates in place that stay correct
+//! across instances); warming from the shared hot set. Without a shared
+//! level every step here is a no-op.
 
 use std::{any::Any, sync::Arc, time::Duration};
 
@@ -19,8 +20,8 @@ use crate::{
     shared::{Kind, Lease, LocalCache, Shared, SharedLookup, Stamp},
 };
 
-/// What a write's invalidation did: its new generation in the shared level,
-/// if there is one and Redis took it. [`Manager::put_updated`] needs it.
+/// What an invalidation did: its new generation in the shared level, if
+/// there is one and Redis took it.
 #[derive(Debug, Clone)]
 pub struct Invalidation {
     kind: Kind,
@@ -29,6 +30,18 @@ pub struct Invalidation {
 }
 
 impl Invalidation {
+    pub(super) fn new(kind: Kind, name: &str, generation: Option<u64>) -> Self {
+        Invalidation {
+            kind,
+            name: Arc::from(name),
+            generation,
+        }
+    }
+
+    pub(super) fn unpublished(kind: Kind, name: &str) -> Self {
+        Self::new(kind, name, None)
+    }
+
     /// The key's or tag's generation after this invalidation (`None`:
     /// no shared level, or Redis did not answer; the invalidation is then
     /// published when it does).
@@ -47,7 +60,7 @@ pub struct Versioned<T: ?Sized> {
     pub(crate) stamp: Option<Arc<Stamp>>,
 }
 
-/// A value updated in place, type-erased (see [`Manager::put_updated`]).
+/// A value updated in place, type-erased (see [`Manager::update_tag`]).
 pub(crate) struct Update {
     pub(crate) key: Arc<str>,
     pub(crate) ttl_left: Duration,
@@ -55,6 +68,30 @@ pub(crate) struct Update {
     pub(crate) value: Arc<dyn Any + Send + Sync>,
     pub(crate) size: u32,
     pub(crate) encoded: Option<Bytes>,
+}
+
+impl Update {
+    /// Updates as [`Manager::update_tag`] takes them, erased (encoded for
+    /// the shared level only if there is one; unweighable values dropped).
+    pub(crate) fn erase<T: CacheValue>(
+        shared: bool,
+        updates: Vec<(Arc<str>, Versioned<T>, Arc<T>)>,
+    ) -> Vec<Update> {
+        updates
+            .into_iter()
+            .filter_map(|(key, before, value)| {
+                let size = weigh(&key, &*value)?;
+                Some(Update {
+                    key,
+                    ttl_left: before.ttl_left,
+                    before: before.stamp,
+                    encoded: if shared { value.encode() } else { None },
+                    value,
+                    size,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Turns a shared entry's bytes into a value and its weight.
@@ -190,28 +227,8 @@ impl<DB: Database> Manager<DB> {
         }
     }
 
-    /// Publishes an invalidation already applied here. Runs in a task of
-    /// its own: a caller that goes away does not cancel it.
-    pub(super) async fn publish(&self, kind: Kind, name: &str) -> Invalidation {
-        let generation = match self.shared() {
-            Some(shared) => {
-                let (shared, owned) = (shared.clone(), name.to_string());
-                tokio::spawn(async move { shared.publish(kind, &owned).await })
-                    .await
-                    .ok()
-                    .flatten()
-            }
-            None => None,
-        };
-        Invalidation {
-            kind,
-            name: Arc::from(name),
-            generation,
-        }
-    }
-
     /// The cached value under `key` (fresh, current), with what
-    /// [`put_updated`](Self::put_updated) needs; read it before the write.
+    /// [`update_tag`](Self::update_tag) needs; read it before the write.
     pub async fn peek_versioned<T: Send + Sync + 'static>(
         &self,
         key: &str,
@@ -237,85 +254,121 @@ impl<DB: Database> Manager<DB> {
         })
     }
 
-    /// Stores `value`, the value `before` updated in place for a write
-    /// whose invalidation was `after`, with the time `before` had left.
+    /// A write's whole cache step for `tag`: invalidates it everywhere
+    /// and replaces the given keys with their values updated in place
+    /// (`before` read with [`peek_versioned`](Self::peek_versioned) before
+    /// the write; each keeps the time `before` had left, never more).
     ///
-    /// On one instance the caller's own lock orders its writes, as for
-    /// [`put_cached`](Self::put_cached). With a shared level it stores only
-    /// if no other write to the same key or tag came between `before` and
-    /// `after`, anywhere: `before`'s generation must be `after`'s less one,
-    /// and no newer generation may have arrived on the bus (checked again
-    /// after the insert). Then the shared level gets it too, so that the
-    /// other instances, which the bus makes drop theirs, read it from there.
-    /// Otherwise nothing is stored and the next read fetches.
-    pub async fn put_updated<T: CacheValue>(
+    /// In order: the tag's shared generation is bumped (no instance serves
+    /// a shared entry from before it from then on); the updated values go
+    /// to the shared level, each only if the bump directly follows its
+    /// `before` (no other instance wrote the tag in between); this
+    /// instance's entries of the tag are dropped and the updated ones
+    /// stored, with no wait between the two; then the bus tells the others,
+    /// which drop theirs and find the updated values in Redis. On one
+    /// instance (no shared level) the caller's own lock orders its writes
+    /// and every update is stored. Runs to completion in a task of its own:
+    /// a caller that goes away does not leave an instance uninformed.
+    pub async fn update_tag<T: CacheValue>(
         &self,
-        key: impl Into<Arc<str>>,
+        tag: &str,
         options: &QueryOptions,
-        before: &Versioned<T>,
-        after: &Invalidation,
-        value: Arc<T>,
-    ) {
-        let key = key.into();
-        let Some(size) = weigh(&key, &*value) else {
-            return;
-        };
-        let encoded = self.shared().and_then(|_| value.encode());
-        let update = Update {
-            key,
-            ttl_left: before.ttl_left,
-            before: before.stamp.clone(),
-            value,
-            size,
-            encoded,
-        };
-        self.put_updated_erased(options, after, update).await;
+        updates: Vec<(Arc<str>, Versioned<T>, Arc<T>)>,
+    ) -> Invalidation {
+        let updates = Update::erase(self.shared().is_some(), updates);
+        self.update_tag_erased(tag, options, updates).await
     }
 
-    pub(crate) async fn put_updated_erased(
+    pub(crate) async fn update_tag_erased(
         &self,
+        tag: &str,
         options: &QueryOptions,
-        after: &Invalidation,
-        update: Update,
-    ) {
-        let Update {
-            key,
-            ttl_left,
-            before,
-            value,
-            size,
-            encoded,
-        } = update;
+        updates: Vec<Update>,
+    ) -> Invalidation {
+        let (this, tag, options) = (self.clone(), Arc::<str>::from(tag), options.clone());
+        let task = tokio::spawn(async move { this.update_tag_now(tag, options, updates).await });
+        match task.await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels the task.
+            Err(_) => Invalidation::unpublished(Kind::Tag, ""),
+        }
+    }
+
+    async fn update_tag_now(
+        &self,
+        tag: Arc<str>,
+        options: QueryOptions,
+        updates: Vec<Update>,
+    ) -> Invalidation {
+        let shared = self.shared().cloned();
+        let generation = match &shared {
+            Some(s) => s.bump(Kind::Tag, &tag).await,
+            None => None,
+        };
+        let after = Invalidation {
+            kind: Kind::Tag,
+            name: tag.clone(),
+            generation,
+        };
+        let mut ready = Vec::new();
+        for u in updates {
+            match &shared {
+                None => ready.push((u, None)),
+                Some(s) => match updated(s, u.before.as_deref(), &after) {
+                    Some(stamp) => ready.push((u, Some(stamp))),
+                    None => s.count_update_refused(),
+                },
+            }
+        }
+        if let Some(s) = &shared {
+            let stores = ready.iter().filter_map(|(u, stamp)| {
+                let (stamp, bytes) = (stamp.clone()?, u.encoded.clone()?);
+                Some(s.store_now(u.key.clone(), stamp, u.ttl_left, bytes, false))
+            });
+            futures::future::join_all(stores).await;
+        }
+        self.inner.log.invalidate_tag(&tag);
+        self.inner.cache.invalidate_tag(&tag).await;
         let tags: Arc<[Arc<str>]> = options.tags.clone().into();
-        let mut fill = Fill {
+        for (u, stamp) in ready {
+            self.put_updated(&tags, u, stamp, &after).await;
+        }
+        if let (Some(s), Some(g)) = (&shared, generation) {
+            s.announce(Kind::Tag, &tag, g).await;
+        }
+        after
+    }
+
+    /// Stores one value updated in place, unless a newer write of the tag
+    /// has arrived by the bus (checked again after the insert).
+    async fn put_updated(
+        &self,
+        tags: &Arc<[Arc<str>]>,
+        u: Update,
+        stamp: Option<Stamp>,
+        after: &Invalidation,
+    ) {
+        let newest = || match (self.shared(), after.generation) {
+            (Some(s), Some(g)) => s.known_generation(after.kind, &after.name) == g,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if !newest() {
+            if let Some(s) = self.shared() {
+                s.count_update_refused();
+            }
+            return;
+        }
+        let fill = Fill {
             since: self.inner.log.snapshot(),
             fetched_at: std::time::Instant::now(),
-            ttl: ttl_left,
-            stamp: None,
+            ttl: u.ttl_left,
+            stamp: stamp.map(Arc::new),
         };
-        let Some(shared) = self.shared() else {
-            return self.store_sized(&key, &tags, &fill, value, size).await;
-        };
-        let (Some(generation), Some(stamp)) =
-            (after.generation, updated(shared, before.as_deref(), after))
-        else {
-            tracing::debug!(key = %key, before = ?before, generation = ?after.generation, "update in place refused");
-            shared.count_update_refused();
-            return;
-        };
-        let newest = || shared.known_generation(after.kind, &after.name) == generation;
+        self.store_sized(&u.key, tags, &fill, u.value, u.size).await;
         if !newest() {
-            shared.count_update_refused();
-            return;
-        }
-        fill.stamp = Some(Arc::new(stamp.clone()));
-        self.store_sized(&key, &tags, &fill, value, size).await;
-        if !newest() {
-            self.inner.cache.invalidate(&key).await;
-            return;
-        }
-        if let Some(bytes) = encoded {
-            shared.store(key, stamp, ttl_left, bytes, false);
+            self.inner.cache.invalidate(&u.key).await;
         }
     }
 

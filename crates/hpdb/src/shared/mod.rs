@@ -474,7 +474,20 @@ impl Shared {
         release_lease: bool,
     ) {
         let this = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(async move { this.store_now(key, stamp, ttl, value, release_lease).await });
+    }
+
+    /// [`store`](Self::store), waited for; true if Redis took it.
+    pub(crate) async fn store_now(
+        &self,
+        key: Arc<str>,
+        stamp: Stamp,
+        ttl: Duration,
+        value: Bytes,
+        release_lease: bool,
+    ) -> bool {
+        let this = self;
+        {
             let ttl_ms = ttl.as_millis().clamp(1, u32::MAX as u128) as u32;
             let bytes = codec::encode(&stamp, unix_ms(), ttl_ms, &value);
             let mut p = redis::pipe();
@@ -494,7 +507,8 @@ impl Shared {
             if stored.is_ok() {
                 inc(&this.c.stores);
             }
-        });
+            stored.is_ok()
+        }
     }
 
     /// Gives back a fill lease without storing (the fill failed or was
@@ -508,11 +522,19 @@ impl Shared {
         });
     }
 
-    /// Publishes an invalidation: bumps the generation (or, for a clear,
-    /// the epoch), then appends it to its shard's stream and publishes it.
-    /// Returns the new generation if the bump was done; what could not be
-    /// done is kept and done by the heartbeat.
+    /// Publishes an invalidation: [`bump`](Self::bump), then
+    /// [`announce`](Self::announce). Returns the new generation if the bump
+    /// was done; what could not be done is kept and done by the heartbeat.
     pub(crate) async fn publish(&self, kind: Kind, name: &str) -> Option<u64> {
+        let generation = self.bump(kind, name).await?;
+        self.announce(kind, name, generation).await;
+        Some(generation)
+    }
+
+    /// Bumps the generation of a key or tag (for a clear, replaces the
+    /// epoch): from now on no reader serves a shared entry stamped before.
+    /// `None` (and the invalidation kept) if Redis did not take it.
+    pub(crate) async fn bump(&self, kind: Kind, name: &str) -> Option<u64> {
         let generation = if kind == Kind::Clear {
             let epoch = rand::random::<u64>() | 1;
             let mut c = redis::cmd("SET");
@@ -533,6 +555,12 @@ impl Shared {
         if kind != Kind::Clear {
             self.learn_generation(kind, name, generation);
         }
+        Some(generation)
+    }
+
+    /// Tells the other instances (the bus) about a bumped invalidation;
+    /// kept for the heartbeat if Redis did not take it.
+    pub(crate) async fn announce(&self, kind: Kind, name: &str, generation: u64) {
         let msg = Message {
             origin: self.instance,
             kind,
@@ -546,7 +574,6 @@ impl Shared {
         } else {
             inc(&self.c.published);
         }
-        Some(generation)
     }
 
     /// Publishes what could not be published before; true if nothing is left.
