@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, with its set-up: starts PostgreSQL (with
-# pg_stat_statements), Redis and our PgBouncer (127.0.0.1:6432, transaction
-# mode) if they are down, then runs every test of every crate (unit,
-# integration, doc). PostgreSQL and PgBouncer tests never skip: they fail
-# when the server cannot be reached.
+# pg_stat_statements), Redis, our PgBouncer (127.0.0.1:6432, transaction
+# mode), a local Redis Cluster (127.0.0.1:7000-7005) and headless Chromium
+# if they are down, then runs every test of every crate (unit, integration,
+# doc). No test skips: one that needs a service fails when it cannot reach it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -134,8 +134,11 @@ pub struct MemoryCache {
 /// holds at most the cache's keys.
 #[derive(Default)]
 struct TagIndex {
-    keys: parking_lot::Mutex<HashMap<Arc<str>, HashMap<Arc<str>, usize>>>,
+    keys: parking_lot::Mutex<HashMap<Arc<str>, KeysOfTag>>,
 }
+
+/// The keys holding one tag, each with its entry's identity.
+type KeysOfTag = HashMap<Arc<str>, usize>;
 
 /// The identity of an entry, for the tag index.
 fn identity(entry: &CacheEntry) -> usize {
@@ -390,10 +393,16 @@ mod tests {
             c.insert(Arc::from("a"), tagged("t")).await;
             c.sweep().await;
             c.invalidate_tag("t").await;
-            assert!(c.get("a").await.is_none(), "the stored-again entry is listed");
+            assert!(
+                c.get("a").await.is_none(),
+                "the stored-again entry is listed"
+            );
             assert!(c.get("b").await.is_some());
             c.sweep().await;
-            assert!(c.tags.keys.lock().get("t").is_none(), "the index forgets dropped keys");
+            assert!(
+                c.tags.keys.lock().get("t").is_none(),
+                "the index forgets dropped keys"
+            );
         });
     }
 

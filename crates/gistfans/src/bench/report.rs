@@ -173,10 +173,13 @@ impl ModeReport {
             p99: ms(h.value_at_quantile(0.99)),
             max: ms(h.max()),
         });
-        let shared = |snap: &Snapshot, name: &str| {
-            snap.monitor.as_ref()?.get("shared")?.get(name)?.as_i64()
+        let shared =
+            |snap: &Snapshot, name: &str| snap.monitor.as_ref()?.get("shared")?.get(name)?.as_i64();
+        let delta = |name: &str| {
+            shared(after, name)
+                .zip(shared(before, name))
+                .map(|(a, b)| a - b)
         };
-        let delta = |name: &str| shared(after, name).zip(shared(before, name)).map(|(a, b)| a - b);
         let top = |name: &str| {
             field(&after.monitor, name)
                 .zip(field(&before.monitor, name))

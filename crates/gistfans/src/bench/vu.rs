@@ -246,7 +246,11 @@ async fn confirm(
     let n = vu.t.bases.len();
     if n == 1 {
         let after = vu.page(user, true).await?;
-        return Ok(if fresh(&after) { WriteOutcome::Seen } else { WriteOutcome::Stale });
+        return Ok(if fresh(&after) {
+            WriteOutcome::Seen
+        } else {
+            WriteOutcome::Stale
+        });
     }
     let acked = Instant::now();
     vu.at = (vu.home + 1) % n;
@@ -256,12 +260,19 @@ async fn confirm(
             Err(e) => break Err(e),
             Ok(after) if fresh(&after) => {
                 let us = acked.elapsed().as_micros() as u64;
-                let h = vu.res.delivery.get_or_insert_with(|| {
-                    Histogram::new(3).expect("3 significant figures")
-                });
+                let h = vu
+                    .res
+                    .delivery
+                    .get_or_insert_with(|| Histogram::new(3).expect("3 significant figures"));
                 let _ = h.record(us.max(1));
                 let again = vu.page(user, true).await;
-                break again.map(|a| if fresh(&a) { WriteOutcome::Seen } else { WriteOutcome::Stale });
+                break again.map(|a| {
+                    if fresh(&a) {
+                        WriteOutcome::Seen
+                    } else {
+                        WriteOutcome::Stale
+                    }
+                });
             }
             Ok(_) if acked.elapsed() > DELIVERY_BOUND => break Ok(WriteOutcome::Stale),
             Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,

@@ -141,6 +141,21 @@ pub async fn run_mode(
     );
     report.add_instances(t.bases.len(), total.delivery.as_ref(), &before, &after);
     eprintln!("{}", report.one_line());
+    if let Some(shared) = after.monitor.as_ref().and_then(|m| m.get("shared")) {
+        // The shared level's own counts (all instances, since they started).
+        let n = |k: &str| {
+            shared
+                .get(k)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        eprintln!(
+            "    shared level: {} hits, {} misses, {} stores, {} refused stale, {} lease waits, {} updates refused, {} received, {} replayed, {} flushes, bus lag p99 {} ms",
+            n("hits"), n("misses"), n("stores"), n("refusedStale"), n("leaseWaits"),
+            n("updatesRefused"), n("received"), n("replayed"), n("flushes"),
+            shared["deliveryLagMs"]["p99"]
+        );
+    }
     Ok(report)
 }
 

@@ -285,7 +285,7 @@ impl<DB: Database> Manager<DB> {
         G: FnOnce(R) -> Result<T, sqlx::Error> + Send,
     {
         let fetched_at = std::time::Instant::now();
-        let shared = match self.from_shared::<T>(call, since, fetched_at).await {
+        let shared = match self.shared_step::<T>(call, since, fetched_at).await {
             SharedStep::Served(value) => {
                 if let Some(guard) = leader {
                     guard.finish(Ok(value.clone() as Arc<dyn Any + Send + Sync>));

@@ -134,7 +134,7 @@ impl<DB: Database> Manager<DB> {
     /// A miss's shared step, as the leader: the shared entry if current (or
     /// once the instance holding the fill lease has stored it), else what
     /// the fill needs.
-    pub(super) async fn from_shared<T: CacheValue>(
+    pub(super) async fn shared_step<T: CacheValue>(
         &self,
         call: &Call,
         since: Seq,
@@ -302,6 +302,15 @@ impl<DB: Database> Manager<DB> {
         updates: Vec<Update>,
     ) -> Invalidation {
         let shared = self.shared().cloned();
+        // The keys' fill leases first: an instance missing one of them
+        // between the bump and the store waits for the updated value.
+        let leased: Vec<bool> = match &shared {
+            Some(s) => {
+                let takes = updates.iter().map(|u| s.lease_for_update(&u.key));
+                futures::future::join_all(takes).await
+            }
+            None => Vec::new(),
+        };
         let generation = match &shared {
             Some(s) => s.bump(Kind::Tag, &tag).await,
             None => None,
@@ -312,26 +321,38 @@ impl<DB: Database> Manager<DB> {
             generation,
         };
         let mut ready = Vec::new();
-        for u in updates {
+        for (i, u) in updates.into_iter().enumerate() {
+            let leased = leased.get(i).copied().unwrap_or(false);
             match &shared {
-                None => ready.push((u, None)),
+                None => ready.push((u, None, false)),
                 Some(s) => match updated(s, u.before.as_deref(), &after) {
-                    Some(stamp) => ready.push((u, Some(stamp))),
-                    None => s.count_update_refused(),
+                    Some(stamp) => ready.push((u, Some(stamp), leased)),
+                    None => {
+                        s.count_update_refused();
+                        if leased {
+                            s.release(u.key.clone());
+                        }
+                    }
                 },
             }
         }
         if let Some(s) = &shared {
-            let stores = ready.iter().filter_map(|(u, stamp)| {
-                let (stamp, bytes) = (stamp.clone()?, u.encoded.clone()?);
-                Some(s.store_now(u.key.clone(), stamp, u.ttl_left, bytes, false))
+            let stores = ready.iter().map(|(u, stamp, leased)| async move {
+                match (stamp.clone(), u.encoded.clone()) {
+                    (Some(stamp), Some(bytes)) => {
+                        s.store_now(u.key.clone(), stamp, u.ttl_left, bytes, *leased)
+                            .await;
+                    }
+                    _ if *leased => s.release(u.key.clone()),
+                    _ => {}
+                }
             });
             futures::future::join_all(stores).await;
         }
         self.inner.log.invalidate_tag(&tag);
         self.inner.cache.invalidate_tag(&tag).await;
         let tags: Arc<[Arc<str>]> = options.tags.clone().into();
-        for (u, stamp) in ready {
+        for (u, stamp, _) in ready {
             self.put_updated(&tags, u, stamp, &after).await;
         }
         if let (Some(s), Some(g)) = (&shared, generation) {
@@ -376,7 +397,7 @@ impl<DB: Database> Manager<DB> {
     /// shared hot set (the most recently filled keys) into this instance's
     /// cache, checked like any shared read; for a new instance, instead of
     /// warming from the database. Returns how many it copied.
-    pub async fn warm_from_shared<T: CacheValue>(&self, prefix: &str, limit: usize) -> usize {
+    pub async fn warm_shared_step<T: CacheValue>(&self, prefix: &str, limit: usize) -> usize {
         self.warm_erased(prefix, limit, &decoder::<T>).await
     }
 

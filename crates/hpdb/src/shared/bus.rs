@@ -265,7 +265,7 @@ async fn heartbeat(
         }
     });
     futures::future::try_join_all(shards).await?;
-    if round % 50 == 0 {
+    if round.is_multiple_of(50) {
         let mut c = redis::cmd("ZREMRANGEBYRANK");
         c.arg(shared.names.hot()).arg(0).arg(-(HOT_MAX as i64) - 1);
         shared.redis.probe::<i64>(&c).await?;

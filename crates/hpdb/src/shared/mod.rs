@@ -40,8 +40,10 @@
 mod bus;
 mod client;
 mod codec;
+mod level;
 mod message;
 mod names;
+mod status;
 
 use std::{
     collections::HashSet,
@@ -52,28 +54,23 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
-use futures::future::join_all;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use redis::PushInfo;
-use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 pub(crate) use bus::{start as start_bus, LocalCache};
 pub use codec::Stamp;
+pub(crate) use level::{Lease, SharedLookup};
 pub(crate) use names::Kind;
+pub use status::SharedStatus;
 
 use self::{
     client::{Redis, Target},
     message::{Message, StreamId},
     names::{Names, SHARDS},
 };
-use crate::{
-    breaker::CircuitState,
-    config::SharedConfig,
-    metrics::{histogram, Bucket, Distribution, Percentiles},
-};
+use crate::{config::SharedConfig, metrics::histogram};
 
 /// Entries kept per bus stream (about; trimmed with `MAXLEN ~`).
 pub(crate) const STREAM_LEN: usize = 10_000;
@@ -107,30 +104,6 @@ struct Counters {
 struct Pending {
     names: HashSet<(Kind, String)>,
     clear: bool,
-}
-
-/// What the shared level had for a key.
-pub(crate) enum SharedLookup {
-    /// A current entry: its value's bytes, its stamp, its time left.
-    Hit {
-        value: Bytes,
-        stamp: Stamp,
-        ttl_left: Duration,
-    },
-    /// Nothing current. `stamp` is what a fill starting now must carry
-    /// (`None`: Redis did not answer, so the fill is not shared).
-    Miss { stamp: Option<Stamp>, lease: Lease },
-}
-
-/// The fill lease, after a miss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lease {
-    /// This instance fills the key.
-    Won,
-    /// Another instance is filling it.
-    Held,
-    /// Not asked for, or Redis did not answer.
-    None,
 }
 
 /// The shared level and the bus, as the manager uses them.
@@ -288,240 +261,6 @@ impl Shared {
             .and_upsert_with(|old| old.map_or(gen, |o| o.into_value().max(gen)));
     }
 
-    /// Reads the entry under `key` and the generations of `key` and `tags`,
-    /// and asks for the fill lease if `lease` says for how long, all in one
-    /// round trip (the lease is given back at once if the entry is there:
-    /// a miss, the case that goes to the database, waits for nothing more).
-    pub(crate) async fn lookup(
-        self: &Arc<Self>,
-        key: &str,
-        tags: &[Arc<str>],
-        lease: Option<Duration>,
-    ) -> SharedLookup {
-        let epoch = self.epoch();
-        let not_shared = SharedLookup::Miss {
-            stamp: None,
-            lease: Lease::None,
-        };
-        if epoch == 0 || self.is_pending(key, tags) {
-            return not_shared;
-        }
-        // The entry, its key's generation and its lease share a slot: one pipeline.
-        let mut own = redis::pipe();
-        own.cmd("MGET")
-            .arg(self.names.entry(key))
-            .arg(self.names.generation(Kind::Key, key));
-        if let Some(d) = lease {
-            own.cmd("SET")
-                .arg(self.names.lease(key))
-                .arg(self.instance)
-                .arg("NX")
-                .arg("PX")
-                .arg(d.as_millis().max(1) as u64);
-        }
-        let own = async {
-            if lease.is_some() {
-                self.redis
-                    .pipeline::<(Vec<Option<Vec<u8>>>, Option<String>)>(&own)
-                    .await
-                    .map(|(e, l)| (e, Some(l)))
-            } else {
-                self.redis
-                    .pipeline::<(Vec<Option<Vec<u8>>>,)>(&own)
-                    .await
-                    .map(|(e,)| (e, None))
-            }
-        };
-        let tag_gens = async {
-            if self.redis.target().is_cluster() {
-                // Tags hash to different slots: one GET each, concurrently.
-                let gets = tags.iter().map(|t| {
-                    let mut c = redis::cmd("GET");
-                    c.arg(self.names.generation(Kind::Tag, t));
-                    async move { self.redis.query::<Option<Vec<u8>>>(&c).await }
-                });
-                join_all(gets)
-                    .await
-                    .into_iter()
-                    .collect::<Result<Vec<_>, _>>()
-            } else if tags.is_empty() {
-                Ok(Vec::new())
-            } else {
-                let mut c = redis::cmd("MGET");
-                for t in tags {
-                    c.arg(self.names.generation(Kind::Tag, t));
-                }
-                self.redis.query::<Vec<Option<Vec<u8>>>>(&c).await
-            }
-        };
-        let (own, gens) = futures::join!(own, tag_gens);
-        let (Ok((mut own, lease)), Ok(gens)) = (own, gens) else {
-            inc(&self.c.misses);
-            return not_shared;
-        };
-        let lease = match lease {
-            Some(Some(_)) => Lease::Won,
-            Some(None) => Lease::Held,
-            None => Lease::None,
-        };
-        let key_gen = generation(own.pop().flatten());
-        let stamp = Stamp {
-            epoch,
-            key_gen,
-            tag_gens: tags
-                .iter()
-                .cloned()
-                .zip(gens.into_iter().map(generation))
-                .collect(),
-        };
-        if let Some(hit) = own
-            .pop()
-            .flatten()
-            .and_then(|raw| self.current(raw, &stamp))
-        {
-            inc(&self.c.hits);
-            if lease == Lease::Won {
-                self.release(Arc::from(key));
-            }
-            return hit;
-        }
-        inc(&self.c.misses);
-        if lease == Lease::Won {
-            inc(&self.c.leases_won);
-        }
-        SharedLookup::Miss {
-            stamp: Some(stamp),
-            lease,
-        }
-    }
-
-    /// The entry in `raw` if its stamp is `current` and it has time left.
-    fn current(&self, raw: Vec<u8>, current: &Stamp) -> Option<SharedLookup> {
-        let env = match codec::decode(Bytes::from(raw)) {
-            Ok(env) => env,
-            Err(why) => {
-                tracing::debug!(why, "shared entry not readable: a miss");
-                return None;
-            }
-        };
-        if env.stamp != *current {
-            inc(&self.c.refused);
-            return None;
-        }
-        let expires = env.stored_at_ms + u64::from(env.ttl_ms);
-        let left = expires.checked_sub(unix_ms()).filter(|ms| *ms > 0)?;
-        Some(SharedLookup::Hit {
-            value: env.value,
-            stamp: env.stamp,
-            ttl_left: Duration::from_millis(left),
-        })
-    }
-
-    /// The current entry under `key` whatever its tags (read from the
-    /// entry itself): for warming, where the caller does not know them.
-    pub(crate) async fn read_any(self: &Arc<Self>, key: &str) -> Option<(Bytes, Stamp, Duration)> {
-        let mut c = redis::cmd("GET");
-        c.arg(self.names.entry(key));
-        let raw = self.redis.query::<Option<Vec<u8>>>(&c).await.ok()??;
-        let env = codec::decode(Bytes::from(raw)).ok()?;
-        let tags: Vec<Arc<str>> = env.stamp.tag_gens.iter().map(|(t, _)| t.clone()).collect();
-        match self.lookup(key, &tags, None).await {
-            SharedLookup::Hit {
-                value,
-                stamp,
-                ttl_left,
-            } => Some((value, stamp, ttl_left)),
-            SharedLookup::Miss { .. } => None,
-        }
-    }
-
-    /// Waits for the instance holding the fill lease of `key` to store it:
-    /// polls with backoff until the entry is there, the lease is free (and
-    /// then taken: this instance fills), or `until`.
-    pub(crate) async fn wait_for_fill(
-        self: &Arc<Self>,
-        key: &str,
-        tags: &[Arc<str>],
-        lease: Duration,
-        until: tokio::time::Instant,
-    ) -> SharedLookup {
-        inc(&self.c.lease_waits);
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let now = tokio::time::Instant::now();
-            if now + pause >= until {
-                return self.lookup(key, tags, None).await;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(25));
-            match self.lookup(key, tags, Some(lease)).await {
-                SharedLookup::Miss {
-                    lease: Lease::Held, ..
-                } => continue,
-                other => return other,
-            }
-        }
-    }
-
-    /// Stores a fill (in a task of its own: the caller does not wait), and
-    /// gives back the fill lease if this instance held it.
-    pub(crate) fn store(
-        self: &Arc<Self>,
-        key: Arc<str>,
-        stamp: Stamp,
-        ttl: Duration,
-        value: Bytes,
-        release_lease: bool,
-    ) {
-        let this = self.clone();
-        tokio::spawn(async move { this.store_now(key, stamp, ttl, value, release_lease).await });
-    }
-
-    /// [`store`](Self::store), waited for; true if Redis took it.
-    pub(crate) async fn store_now(
-        &self,
-        key: Arc<str>,
-        stamp: Stamp,
-        ttl: Duration,
-        value: Bytes,
-        release_lease: bool,
-    ) -> bool {
-        let this = self;
-        {
-            let ttl_ms = ttl.as_millis().clamp(1, u32::MAX as u128) as u32;
-            let bytes = codec::encode(&stamp, unix_ms(), ttl_ms, &value);
-            let mut p = redis::pipe();
-            p.cmd("SET")
-                .arg(this.names.entry(&key))
-                .arg(bytes)
-                .arg("PX")
-                .arg(ttl_ms)
-                .ignore();
-            if release_lease {
-                p.cmd("DEL").arg(this.names.lease(&key)).ignore();
-            }
-            let mut hot = redis::cmd("ZADD");
-            hot.arg(this.names.hot()).arg(unix_ms()).arg(key.as_ref());
-            let (stored, _) =
-                futures::join!(this.redis.pipeline::<()>(&p), this.redis.query::<i64>(&hot));
-            if stored.is_ok() {
-                inc(&this.c.stores);
-            }
-            stored.is_ok()
-        }
-    }
-
-    /// Gives back a fill lease without storing (the fill failed or was
-    /// invalidated).
-    pub(crate) fn release(self: &Arc<Self>, key: Arc<str>) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut c = redis::cmd("DEL");
-            c.arg(this.names.lease(&key));
-            let _ = this.redis.query::<i64>(&c).await;
-        });
-    }
-
     /// Publishes an invalidation: [`bump`](Self::bump), then
     /// [`announce`](Self::announce). Returns the new generation if the bump
     /// was done; what could not be done is kept and done by the heartbeat.
@@ -590,18 +329,6 @@ impl Shared {
         !p.clear && p.names.is_empty()
     }
 
-    /// The most recently filled keys starting with `prefix` (the shared hot
-    /// set), newest first.
-    pub(crate) async fn hot_keys(&self, prefix: &str, limit: usize) -> Vec<String> {
-        let mut c = redis::cmd("ZREVRANGE");
-        c.arg(self.names.hot()).arg(0).arg(HOT_MAX as i64);
-        let keys: Vec<String> = self.redis.query(&c).await.unwrap_or_default();
-        keys.into_iter()
-            .filter(|k| k.starts_with(prefix))
-            .take(limit)
-            .collect()
-    }
-
     pub(crate) fn count_update_refused(&self) {
         inc(&self.c.updates_refused);
     }
@@ -615,106 +342,4 @@ impl Shared {
         self.c.lag_sum_us.fetch_add(lag, Ordering::Relaxed);
         self.lag.lock().saturating_record(lag.max(1));
     }
-
-    /// A snapshot of the shared level's figures.
-    pub(crate) fn status(&self) -> SharedStatus {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let c = &self.c;
-        let lag = Distribution::of(&self.lag.lock(), get(&c.lag_sum_us));
-        let pending = {
-            let p = self.pending.lock();
-            p.names.len() as u64 + u64::from(p.clear)
-        };
-        SharedStatus {
-            target: self.redis.target().redacted(),
-            cluster: self.redis.target().is_cluster(),
-            circuit: self.redis.circuit(),
-            bus_current: self
-                .since_confirmed()
-                .is_some_and(|d| d <= self.config.bus_lease),
-            seconds_since_confirmed: self.since_confirmed().map(|d| d.as_secs_f64()),
-            hits: get(&c.hits),
-            misses: get(&c.misses),
-            stores: get(&c.stores),
-            refused_stale: get(&c.refused),
-            leases_won: get(&c.leases_won),
-            lease_waits: get(&c.lease_waits),
-            published: get(&c.published),
-            received: get(&c.received),
-            replayed: get(&c.replayed),
-            flushes: get(&c.flushes),
-            reconnects: get(&c.reconnects),
-            pending,
-            warmed: get(&c.warmed),
-            lease_refusals: get(&c.lease_refusals),
-            updates_refused: get(&c.updates_refused),
-            redis_commands: get(&self.redis.commands),
-            redis_failures: get(&self.redis.failures),
-            redis_call_ms: Distribution::of(&self.redis.latency.lock(), 0).percentiles,
-            delivery_lag_ms: lag.percentiles,
-            delivery_lag_histogram: lag.buckets,
-            delivery_lag_sum_ms: lag.sum_ms,
-        }
-    }
-}
-
-/// The shared level's figures, in [`Status`](crate::Status).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SharedStatus {
-    /// Where Redis is (passwords replaced).
-    pub target: String,
-    /// A Redis Cluster.
-    pub cluster: bool,
-    /// The breaker in front of Redis.
-    pub circuit: CircuitState,
-    /// The bus was confirmed current within the lease.
-    pub bus_current: bool,
-    /// Since the last confirming heartbeat.
-    pub seconds_since_confirmed: Option<f64>,
-    /// Lookups served by the shared level.
-    pub hits: u64,
-    /// Lookups it could not serve.
-    pub misses: u64,
-    /// Fills and updates stored in it.
-    pub stores: u64,
-    /// Entries found but refused: a newer write or clear had passed them.
-    pub refused_stale: u64,
-    /// Fill leases this instance took.
-    pub leases_won: u64,
-    /// Misses that waited for another instance's fill.
-    pub lease_waits: u64,
-    /// Invalidations published.
-    pub published: u64,
-    /// Invalidations from other instances applied (pushed or replayed).
-    pub received: u64,
-    /// Of those, applied from a stream replay.
-    pub replayed: u64,
-    /// Times the in-process cache was emptied (clear, lost epoch, trimmed stream).
-    pub flushes: u64,
-    /// Times the bus found Redis again after losing it.
-    pub reconnects: u64,
-    /// Invalidations waiting to be published (a pending clear counts one).
-    pub pending: u64,
-    /// Entries copied into the in-process cache at start-up.
-    pub warmed: u64,
-    /// In-process entries not served because the bus was unconfirmed for
-    /// longer than the lease and they were older than it.
-    pub lease_refusals: u64,
-    /// Updates in place not stored: another write (or a missing version)
-    /// came between the snapshot and the write.
-    pub updates_refused: u64,
-    /// Commands sent to Redis.
-    pub redis_commands: u64,
-    /// Commands that failed or timed out.
-    pub redis_failures: u64,
-    /// How long Redis calls took, as this process saw them (queueing in
-    /// this process included).
-    pub redis_call_ms: Percentiles,
-    /// Publish to apply, other instances' invalidations.
-    pub delivery_lag_ms: Percentiles,
-    /// The same, as cumulative buckets.
-    pub delivery_lag_histogram: Vec<Bucket>,
-    /// Sum of the lags, ms.
-    pub delivery_lag_sum_ms: f64,
 }
