@@ -45,6 +45,7 @@ trait Controls: Send + Sync {
     fn peek_versioned<'a>(
         &'a self,
         key: &'a str,
+        decode: Decode<'a>,
     ) -> BoxFuture<'a, Option<Versioned<dyn Any + Send + Sync>>>;
     fn update_tag<'a>(
         &'a self,
@@ -101,8 +102,9 @@ impl<DB: Database> Controls for Manager<DB> {
     fn peek_versioned<'a>(
         &'a self,
         key: &'a str,
+        decode: Decode<'a>,
     ) -> BoxFuture<'a, Option<Versioned<dyn Any + Send + Sync>>> {
-        Box::pin(self.peek_versioned_erased(key))
+        Box::pin(self.peek_versioned_erased(key, decode))
     }
     fn update_tag<'a>(
         &'a self,
@@ -198,11 +200,8 @@ impl Control {
     }
 
     /// See [`Manager::peek_versioned`].
-    pub async fn peek_versioned<T: Send + Sync + 'static>(
-        &self,
-        key: &str,
-    ) -> Option<Versioned<T>> {
-        let v = self.manager.peek_versioned(key).await?;
+    pub async fn peek_versioned<T: CacheValue>(&self, key: &str) -> Option<Versioned<T>> {
+        let v = self.manager.peek_versioned(key, &decoder::<T>).await?;
         Some(Versioned {
             value: v.value.downcast::<T>().ok()?,
             ttl_left: v.ttl_left,

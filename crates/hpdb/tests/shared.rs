@@ -227,3 +227,38 @@ async fn cluster_instances_missing_one_cold_key_make_one_query() {
     testkit::redis::require_cluster();
     instances_missing_one_cold_key_make_one_query(&testkit::redis::cluster_url()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_instance_warms_from_the_shared_hot_set_not_the_database() {
+    let redis = RedisServer::start();
+    let db = database().await;
+    let ns = testkit::unique("ns");
+    let a = instance(&db, &redis.url(), &ns).await;
+    for id in 1..=5 {
+        assert_eq!(read(&a, id).await.source, Source::Database);
+    }
+    // The fills reach the shared level (stored in tasks of their own).
+    assert!(
+        testkit::pg::eventually(Duration::from_secs(5), || async { shared(&a).stores >= 5 }).await,
+        "{:?}",
+        shared(&a)
+    );
+    let b = instance(&db, &redis.url(), &ns).await;
+    let queries = b.status().database_queries;
+    assert_eq!(b.warm_from_shared::<i64>("v:", 100).await, 5);
+    assert_eq!(
+        b.warm_from_shared::<i64>("other:", 100).await,
+        0,
+        "by prefix"
+    );
+    for id in 1..=5 {
+        let r = read(&b, id).await;
+        assert_eq!((*r.value, r.source), (0, Source::Cache), "row {id}");
+    }
+    assert_eq!(
+        b.status().database_queries,
+        queries,
+        "no query to warm or read"
+    );
+    assert_eq!(shared(&b).warmed, 5);
+}

@@ -44,22 +44,22 @@ impl DataAggregationService {
         guards
     }
 
-    /// The cached aggregates of `user_id` (every include set), read before
-    /// a write.
+    /// The cached aggregates of `user_id` (every include set, in process or
+    /// in the shared level), read before a write.
     async fn snapshot(&self, user_id: i64) -> Snapshot {
-        let mut out = Vec::with_capacity(8);
-        for inc in Include::all_combinations() {
-            let k = key(user_id, inc);
-            if let Some(v) = self
-                .db
-                .control()
-                .peek_versioned::<CachedAggregate>(&k)
-                .await
-            {
-                out.push((k, v));
+        let control = self.db.control();
+        let peeks = Include::all_combinations().map(|inc| {
+            let (control, k) = (control.clone(), key(user_id, inc));
+            async move {
+                let v = control.peek_versioned::<CachedAggregate>(&k).await?;
+                Some((k, v))
             }
-        }
-        out
+        });
+        futures::future::join_all(peeks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// After the write: the user's tag invalidated here and, through the

@@ -10,9 +10,12 @@
 //!     │
 //! single-flight ─follower─▶ wait for the leader's outcome
 //!     │leader
+//! shared level (Redis, if configured) ─current─▶ return (and keep in process)
+//!     │miss (fill lease taken, or another instance's fill waited for)
 //! priority gate (queued) ─▶ sqlx pool (acquire) ─▶ closure (execute)
 //!     │
-//! store in cache (unless invalidated meanwhile) ─▶ hand outcome to followers
+//! store in cache (unless invalidated meanwhile), and in the shared level
+//!     ─▶ hand outcome to followers
 //! ```
 //!
 //! The pool is sqlx's, wrapped rather than replaced: the gate admits at most

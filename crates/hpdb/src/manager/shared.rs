@@ -229,11 +229,11 @@ impl<DB: Database> Manager<DB> {
 
     /// The cached value under `key` (fresh, current), with what
     /// [`update_tag`](Self::update_tag) needs; read it before the write.
-    pub async fn peek_versioned<T: Send + Sync + 'static>(
-        &self,
-        key: &str,
-    ) -> Option<Versioned<T>> {
-        let v = self.peek_versioned_erased(key).await?;
+    /// In process first; else, with a shared level, its current shared
+    /// entry (so that a write updates in place what any instance cached,
+    /// not only what this one did).
+    pub async fn peek_versioned<T: CacheValue>(&self, key: &str) -> Option<Versioned<T>> {
+        let v = self.peek_versioned_erased(key, &decoder::<T>).await?;
         Some(Versioned {
             value: v.value.downcast::<T>().ok()?,
             ttl_left: v.ttl_left,
@@ -244,13 +244,23 @@ impl<DB: Database> Manager<DB> {
     pub(crate) async fn peek_versioned_erased(
         &self,
         key: &str,
+        decode: Decode<'_>,
     ) -> Option<Versioned<dyn Any + Send + Sync>> {
-        let entry = self.peek_entry(key).await?;
-        let ttl_left = entry.ttl.checked_sub(entry.stored_at.elapsed())?;
+        if let Some(entry) = self.peek_entry(key).await {
+            if let Some(ttl_left) = entry.ttl.checked_sub(entry.stored_at.elapsed()) {
+                return Some(Versioned {
+                    value: entry.value,
+                    ttl_left,
+                    stamp: entry.stamp,
+                });
+            }
+        }
+        let (bytes, stamp, ttl_left) = self.shared()?.read_any(key).await?;
+        let (value, _) = decode(bytes)?;
         Some(Versioned {
-            value: entry.value,
+            value,
             ttl_left,
-            stamp: entry.stamp,
+            stamp: Some(Arc::new(stamp)),
         })
     }
 
@@ -397,7 +407,7 @@ impl<DB: Database> Manager<DB> {
     /// shared hot set (the most recently filled keys) into this instance's
     /// cache, checked like any shared read; for a new instance, instead of
     /// warming from the database. Returns how many it copied.
-    pub async fn warm_shared_step<T: CacheValue>(&self, prefix: &str, limit: usize) -> usize {
+    pub async fn warm_from_shared<T: CacheValue>(&self, prefix: &str, limit: usize) -> usize {
         self.warm_erased(prefix, limit, &decoder::<T>).await
     }
 
