@@ -234,7 +234,39 @@ impl Shared {
         release_lease: bool,
     ) {
         let this = self.clone();
-        tokio::spawn(async move { this.store_now(key, stamp, ttl, value, release_lease).await });
+        tokio::spawn(async move {
+            // A write may have bumped a generation since the stamp was read:
+            // then this fill predates it and would only overwrite (perhaps
+            // the writer's updated value) with an entry every reader refuses.
+            if this.still_current(&key, &stamp).await {
+                this.store_now(key, stamp, ttl, value, release_lease).await;
+            } else {
+                inc(&this.c.fills_dropped);
+                if release_lease {
+                    this.release(key);
+                }
+            }
+        });
+    }
+
+    /// True if the generations of `key` and of the stamp's tags are still
+    /// the stamp's (or Redis did not say: the readers check anyway).
+    async fn still_current(&self, key: &str, stamp: &Stamp) -> bool {
+        let tags: Vec<Arc<str>> = stamp.tag_gens.iter().map(|(t, _)| t.clone()).collect();
+        let mut own = redis::cmd("GET");
+        own.arg(self.names.generation(Kind::Key, key));
+        let (own, gens) = futures::join!(
+            self.redis.query::<Option<Vec<u8>>>(&own),
+            self.read_tag_gens(&tags)
+        );
+        let (Ok(own), Ok(gens)) = (own, gens) else {
+            return true;
+        };
+        generation(own) == stamp.key_gen
+            && gens
+                .into_iter()
+                .map(generation)
+                .eq(stamp.tag_gens.iter().map(|(_, g)| *g))
     }
 
     /// [`store`](Self::store), waited for; true if Redis took it.

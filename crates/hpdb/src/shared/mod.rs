@@ -96,6 +96,7 @@ struct Counters {
     warmed: AtomicU64,
     lease_refusals: AtomicU64,
     updates_refused: AtomicU64,
+    fills_dropped: AtomicU64,
     lag_sum_us: AtomicU64,
 }
 

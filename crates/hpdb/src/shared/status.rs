@@ -43,6 +43,7 @@ impl Shared {
             warmed: get(&c.warmed),
             lease_refusals: get(&c.lease_refusals),
             updates_refused: get(&c.updates_refused),
+            fills_dropped: get(&c.fills_dropped),
             redis_commands: get(&self.redis.commands),
             redis_failures: get(&self.redis.failures),
             redis_call_ms: Distribution::of(&self.redis.latency.lock(), 0).percentiles,
@@ -99,6 +100,9 @@ pub struct SharedStatus {
     /// Updates in place not stored: another write (or a missing version)
     /// came between the snapshot and the write.
     pub updates_refused: u64,
+    /// Fills not stored in the shared level: a write bumped a generation
+    /// while they were fetched.
+    pub fills_dropped: u64,
     /// Commands sent to Redis.
     pub redis_commands: u64,
     /// Commands that failed or timed out.
