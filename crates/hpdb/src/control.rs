@@ -201,12 +201,10 @@ impl Control {
 
     /// See [`Manager::peek_versioned`].
     pub async fn peek_versioned<T: CacheValue>(&self, key: &str) -> Option<Versioned<T>> {
-        let v = self.manager.peek_versioned(key, &decoder::<T>).await?;
-        Some(Versioned {
-            value: v.value.downcast::<T>().ok()?,
-            ttl_left: v.ttl_left,
-            stamp: v.stamp,
-        })
+        self.manager
+            .peek_versioned(key, &decoder::<T>)
+            .await?
+            .downcast()
     }
 
     /// See [`Manager::update_tag`].

@@ -8,7 +8,7 @@ mod common_shared;
 
 use std::time::Duration;
 
-use common_shared::{database, instance, read, shared, write};
+use common_shared::{read, shared, two_instances, write};
 use hpdb::Manager;
 use sqlx::Postgres;
 use testkit::redis::RedisServer;
@@ -88,12 +88,7 @@ async fn recovered(ms: &[&Manager<Postgres>]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_then_restarted_empty() {
     let mut redis = RedisServer::start();
-    let db = database().await;
-    let ns = testkit::unique("ns");
-    let (a, b) = (
-        instance(&db, &redis.url(), &ns).await,
-        instance(&db, &redis.url(), &ns).await,
-    );
+    let (_db, a, b) = two_instances(&redis.url()).await;
     read(&a, 1).await;
     read(&b, 1).await;
     redis.kill();
@@ -126,12 +121,7 @@ async fn redis_killed_then_restarted_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_frozen() {
     let redis = RedisServer::start();
-    let db = database().await;
-    let ns = testkit::unique("ns");
-    let (a, b) = (
-        instance(&db, &redis.url(), &ns).await,
-        instance(&db, &redis.url(), &ns).await,
-    );
+    let (_db, a, b) = two_instances(&redis.url()).await;
     read(&a, 2).await;
     redis.freeze();
     let frozen_for = Duration::from_secs(3);
@@ -147,12 +137,7 @@ async fn redis_frozen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_by_client_pause() {
     let redis = RedisServer::start();
-    let db = database().await;
-    let ns = testkit::unique("ns");
-    let (a, b) = (
-        instance(&db, &redis.url(), &ns).await,
-        instance(&db, &redis.url(), &ns).await,
-    );
+    let (_db, a, b) = two_instances(&redis.url()).await;
     read(&a, 3).await;
     assert_eq!(redis.cli(&["client", "pause", "2500", "ALL"]).trim(), "OK");
     reads_stay_within_the_lease(&a, &b, 3, Duration::from_secs(3), async {}).await;
@@ -162,12 +147,7 @@ async fn redis_paused_by_client_pause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_connections_killed() {
     let redis = RedisServer::start();
-    let db = database().await;
-    let ns = testkit::unique("ns");
-    let (a, b) = (
-        instance(&db, &redis.url(), &ns).await,
-        instance(&db, &redis.url(), &ns).await,
-    );
+    let (_db, a, b) = two_instances(&redis.url()).await;
     read(&a, 4).await;
     let kill = async {
         let mut killed = 0;
@@ -210,12 +190,7 @@ fn a_replica() -> u16 {
 async fn cluster_failover() {
     testkit::redis::require_cluster();
     let url = testkit::redis::cluster_url();
-    let db = database().await;
-    let ns = testkit::unique("ns");
-    let (a, b) = (
-        instance(&db, &url, &ns).await,
-        instance(&db, &url, &ns).await,
-    );
+    let (_db, a, b) = two_instances(&url).await;
     read(&a, 5).await;
     let replica = a_replica();
     let failover = async {

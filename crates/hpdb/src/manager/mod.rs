@@ -42,6 +42,7 @@ mod health;
 mod pipeline;
 mod shared;
 mod status;
+mod update;
 
 use std::{
     any::Any,
@@ -58,8 +59,10 @@ use tokio::{task::JoinHandle, time::Instant};
 
 pub use builder::{BuildError, ManagerBuilder};
 pub use health::HealthReport;
-pub(crate) use shared::{decoder, Decode, Update};
-pub use shared::{Invalidation, Versioned};
+pub use shared::Invalidation;
+pub(crate) use shared::{decoder, Decode};
+pub(crate) use update::Update;
+pub use update::Versioned;
 
 use crate::{
     admission::Gate,

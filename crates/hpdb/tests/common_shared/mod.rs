@@ -78,3 +78,13 @@ pub async fn delivered(m: &Manager<Postgres>, n: u64) {
         shared(m)
     );
 }
+
+/// A fresh database and two instances over it sharing `redis` under a
+/// namespace of their own.
+pub async fn two_instances(redis: &str) -> (TestDatabase, Manager<Postgres>, Manager<Postgres>) {
+    let db = database().await;
+    let ns = testkit::unique("ns");
+    let a = instance(&db, redis, &ns).await;
+    let b = instance(&db, redis, &ns).await;
+    (db, a, b)
+}
