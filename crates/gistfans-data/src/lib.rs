@@ -28,6 +28,6 @@ pub use db::{migrate, session_url, sqlite_options, Backend, Db};
 pub use error::DataError;
 pub use model::{Include, Post, UserAggregate};
 pub use rendered::RenderedAggregate;
-pub use service::{AggregateOptions, DataAggregationService, Served};
+pub use service::{AggregateOptions, DataAggregationService, Preload, PreloadStats, Served};
 pub use users::{UserCard, UserDirectory, MAX_IDS};
 pub use writes::NewPost;

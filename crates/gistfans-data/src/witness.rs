@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use sqlx::{postgres::PgConnectOptions, postgres::PgPoolOptions, PgPool};
+use sqlx::{postgres::PgConnectOptions, postgres::PgPoolOptions, ConnectOptions, PgPool};
 
 const APP: &str = "gistfans_bench_witness";
 
@@ -120,5 +120,51 @@ impl PeakSampler {
     pub fn finish(self) -> Option<i64> {
         self.task.abort();
         Some(self.peak.load(Ordering::Relaxed)).filter(|p| *p >= 0)
+    }
+}
+
+/// CPU-heavy queries running back to back on a PostgreSQL server, to slow
+/// it down for everyone; they stop when this is dropped.
+pub struct SlowDown {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SlowDown {
+    /// Starts `workers` connections to the `postgres` database of the
+    /// server at `url` (another database than the measured one, so their
+    /// statements count in none of its figures), each summing a long
+    /// series in a loop.
+    pub async fn start(url: &str, workers: u32) -> Result<SlowDown, sqlx::Error> {
+        let opts = PgConnectOptions::from_str(url)?
+            .database("postgres")
+            .application_name("gistfans_bench_slowdown")
+            // They are slow on purpose.
+            .disable_statement_logging();
+        let pool = PgPoolOptions::new()
+            .max_connections(workers)
+            .connect_with(opts)
+            .await?;
+        let tasks = (0..workers)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let burn = sqlx::query("SELECT sum(i) FROM generate_series(1, 3000000) i");
+                        if burn.execute(&pool).await.is_err() {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Ok(SlowDown { tasks })
+    }
+}
+
+impl Drop for SlowDown {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }

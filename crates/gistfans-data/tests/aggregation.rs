@@ -28,7 +28,7 @@ async fn setup(url: &str) -> DataAggregationService {
     migrate(url, None).await.unwrap();
     seed(url, &SeedConfig::small(), false).await.unwrap();
     let db = Db::connect(url, ManagerConfig::new()).await.unwrap();
-    DataAggregationService::new(db).with_preloading(false)
+    DataAggregationService::new(db).with_preload(gistfans_data::Preload::Off)
 }
 
 async fn sqlite() -> Env {

@@ -73,9 +73,23 @@
     }
   }
 
+  // The profile the viewer came from, when it was another profile page of
+  // this site: the server learns which profiles are opened after which and
+  // preloads the likely next ones.
+  function cameFrom() {
+    try {
+      const ref = new URL(document.referrer);
+      const m = ref.origin === location.origin && ref.pathname.match(/^\/u\/([1-9][0-9]{0,17})$/);
+      return m && m[1] !== String(id) ? `&from=${m[1]}` : "";
+    } catch (_) {
+      return "";
+    }
+  }
+
   async function loadAggregate() {
     const old = kept();
-    const r = await getJson(`/api/user/stats-optimized?userId=${encodeURIComponent(id)}`, old ? { "If-None-Match": old.etag } : {});
+    const url = `/api/user/stats-optimized?userId=${encodeURIComponent(id)}${cameFrom()}`;
+    const r = await getJson(url, old ? { "If-None-Match": old.etag } : {});
     if (r.status === 304) return { status: 304, data: old.body };
     const etag = r.resp.headers.get("ETag");
     if (etag) keep(etag, r.body);

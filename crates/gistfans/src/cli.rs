@@ -13,6 +13,8 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Context;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use gistfans_data::Preload;
+
 use crate::server::{self, defaults, ServerConfig};
 
 pub mod manager_flags;
@@ -100,6 +102,11 @@ pub struct ServeArgs {
     /// Profiles of the most-followed users to warm at start-up.
     #[arg(long, env = "WARM_USERS", default_value_t = defaults::WARM_USERS)]
     pub warm_users: i64,
+    /// Which profiles reading a profile preloads: `off`, `followees` (its
+    /// user's latest followees) or `learned` (those, and what viewers
+    /// opened next after it lately).
+    #[arg(long, env = "PRELOAD", default_value_t = defaults::PRELOAD)]
+    pub preload: Preload,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     pub log_json: bool,
@@ -133,7 +140,7 @@ impl ServeArgs {
             ),
             warm_users: self.warm_users,
             stream: Default::default(),
-            preloading: true,
+            preload: self.preload,
         })
     }
 }
@@ -365,6 +372,6 @@ mod tests {
         assert_eq!(c.manager.query_timeout, Duration::from_millis(1234));
         assert_eq!(c.request_timeout, Duration::from_secs(5));
         assert_eq!(c.limits.drain_timeout, Duration::from_secs(6));
-        assert!(c.preloading);
+        assert_eq!(c.preload, crate::server::defaults::PRELOAD);
     }
 }

@@ -11,7 +11,7 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
-use gistfans_data::{seed, Backend, DataAggregationService, Db};
+use gistfans_data::{seed, Backend, DataAggregationService, Db, Preload};
 use hpdb::ManagerConfig;
 use tokio::net::TcpListener;
 
@@ -39,6 +39,8 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: usize = 0;
     /// Profiles of the most-followed users warmed at start-up.
     pub const WARM_USERS: i64 = 200;
+    /// Which profiles a profile view preloads.
+    pub const PRELOAD: gistfans_data::Preload = gistfans_data::Preload::Followees;
 }
 
 /// Everything the server is built from.
@@ -65,9 +67,9 @@ pub struct ServerConfig {
     pub warm_users: i64,
     /// Bounds of the dashboard's status stream (clients, lifetime, backlog).
     pub stream: StreamLimits,
-    /// Whether reading a profile preloads the profiles it links to (off
-    /// only in tests that count queries or need a profile to stay uncached).
-    pub preloading: bool,
+    /// Which profiles reading a profile preloads (off only in tests that
+    /// count queries or need a profile to stay uncached).
+    pub preload: Preload,
 }
 
 impl ServerConfig {
@@ -91,7 +93,7 @@ impl ServerConfig {
             ),
             warm_users: defaults::WARM_USERS,
             stream: StreamLimits::default(),
-            preloading: true,
+            preload: defaults::PRELOAD,
         }
     }
 }
@@ -142,7 +144,7 @@ impl Server {
             config.manager,
         )
         .await?;
-        let service = DataAggregationService::new(db.clone()).with_preloading(config.preloading);
+        let service = DataAggregationService::new(db.clone()).with_preload(config.preload);
         spawn_warming(service.clone(), config.warm_users);
         if config.admin_token.is_none() {
             tracing::info!("admin routes disabled (set ADMIN_TOKEN to enable them)");

@@ -91,7 +91,11 @@ fn method_label(method: &Method) -> &'static str {
 
 /// Renders the metrics: the recorder's, then the manager's status (counters
 /// as counters, levels as gauges, latency and wait as histograms).
-pub fn render(handle: &PrometheusHandle, s: &hpdb::Status) -> String {
+pub fn render(
+    handle: &PrometheusHandle,
+    s: &hpdb::Status,
+    preload: &gistfans_data::PreloadStats,
+) -> String {
     use metrics::{counter, gauge};
     gauge!("hpdb_connections", "state" => "active").set(s.active_connections as f64);
     gauge!("hpdb_connections", "state" => "idle").set(s.idle_connections as f64);
@@ -128,6 +132,14 @@ pub fn render(handle: &PrometheusHandle, s: &hpdb::Status) -> String {
     if let Some(r) = &s.shared {
         shared_metrics(r);
     }
+    tuning_metrics(&s.tuning);
+    for (outcome, value) in [
+        ("issued", preload.issued),
+        ("used", preload.used),
+        ("wasted", preload.wasted),
+    ] {
+        counter!("gistfans_preloads_total", "outcome" => outcome).absolute(value);
+    }
     let mut text = handle.render();
     if let Some(r) = &s.shared {
         histogram_text(
@@ -153,6 +165,23 @@ pub fn render(handle: &PrometheusHandle, s: &hpdb::Status) -> String {
         s.acquire_wait_sum_ms,
     );
     text
+}
+
+/// Self-tuning: the pool's automatic limit, each TTL class's TTL (classes
+/// are bounded by hpdb, 64 and an overflow), and how many changes.
+fn tuning_metrics(t: &hpdb::TuningStatus) {
+    use metrics::{counter, gauge};
+    counter!("hpdb_tuning_changes_total").absolute(t.changes);
+    if let Some(p) = &t.pool {
+        gauge!("hpdb_tuning_pool_limit").set(p.limit as f64);
+        if let Some(ms) = p.baseline_ms {
+            gauge!("hpdb_tuning_pool_baseline_seconds").set(ms / 1000.0);
+        }
+    }
+    for class in t.ttl_classes.iter().flatten() {
+        let ttl = class.ttl_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
+        gauge!("hpdb_tuning_ttl_seconds", "class" => class.class.clone()).set(ttl);
+    }
 }
 
 /// The shared level's figures (Redis L2 and the bus), when there is one.

@@ -176,7 +176,7 @@ async fn admin_needs_the_token(backend: Backend) {
     // Preloading off: this test counts queries (`totalQueries` after a reset).
     let app = spawn_app_with(backend, |c| {
         c.admin_token = Some(TOKEN.into());
-        c.preloading = false;
+        c.preload = gistfans_data::Preload::Off;
     })
     .await;
     let url = format!("{}/api/admin/connection-pool-monitor", app.base);
@@ -503,7 +503,7 @@ async fn postgres_outage_answers_503_and_recovers() {
     let mut server = test_config(&url);
     server.manager = config;
     // User 2 must stay uncached: preloading could cache it as a followee of user 1.
-    server.preloading = false;
+    server.preload = gistfans_data::Preload::Off;
     let app = start(server).await;
     app.profile(1).await; // cached from here on
 

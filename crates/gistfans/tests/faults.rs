@@ -199,7 +199,8 @@ async fn postgres_outage_under_load() {
 async fn clients_hanging_up_mid_write_leave_caches_right(backend: Backend) {
     let app = spawn_app(backend, None).await;
     let posts: Vec<i64> = (1..=120).collect();
-    let fresh_service = DataAggregationService::new(app.db.clone()).with_preloading(false);
+    let fresh_service =
+        DataAggregationService::new(app.db.clone()).with_preload(gistfans_data::Preload::Off);
     // Warm every author's and starrer's cached profile first.
     let mut users: Vec<i64> = (1..=60).collect();
     for user in &users {

@@ -38,6 +38,9 @@ struct State {
     in_use: usize,
     next_seq: u64,
     waiters: BTreeMap<QueueKey, oneshot::Sender<Permit>>,
+    /// Most slots in use, and most waiters, since [`Gate::take_peaks`].
+    peak_in_use: usize,
+    peak_queued: usize,
 }
 
 /// A counting semaphore with a priority queue in front of it.
@@ -80,6 +83,8 @@ impl Gate {
                 in_use: 0,
                 next_seq: 0,
                 waiters: BTreeMap::new(),
+                peak_in_use: 0,
+                peak_queued: 0,
             }),
             epoch: Instant::now(),
             aging_step,
@@ -100,6 +105,7 @@ impl Gate {
             let mut st = self.state.lock();
             if st.waiters.is_empty() && st.in_use < st.limit {
                 st.in_use += 1;
+                st.peak_in_use = st.peak_in_use.max(st.in_use);
                 return Permit {
                     gate: Some(self.clone()),
                 };
@@ -108,6 +114,7 @@ impl Gate {
             st.next_seq += 1;
             let (tx, rx) = oneshot::channel();
             st.waiters.insert(key, tx);
+            st.peak_queued = st.peak_queued.max(st.waiters.len());
             (key, rx)
         };
         let _queued = QueuedGuard { gate: self, key };
@@ -122,6 +129,7 @@ impl Gate {
         let mut st = self.state.lock();
         if st.waiters.is_empty() && st.in_use < st.limit {
             st.in_use += 1;
+            st.peak_in_use = st.peak_in_use.max(st.in_use);
             Some(Permit {
                 gate: Some(self.clone()),
             })
@@ -143,6 +151,7 @@ impl Gate {
                 return;
             };
             st.in_use += 1;
+            st.peak_in_use = st.peak_in_use.max(st.in_use);
             let permit = Permit {
                 gate: Some(self.clone()),
             };
@@ -173,6 +182,16 @@ impl Gate {
 
     pub(crate) fn queued(&self) -> usize {
         self.state.lock().waiters.len()
+    }
+
+    /// The most slots in use and the most waiters since the last call,
+    /// then starts over from the current figures.
+    pub(crate) fn take_peaks(&self) -> (usize, usize) {
+        let mut st = self.state.lock();
+        let peaks = (st.peak_in_use, st.peak_queued);
+        st.peak_in_use = st.in_use;
+        st.peak_queued = st.waiters.len();
+        peaks
     }
 }
 

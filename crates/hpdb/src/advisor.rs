@@ -12,6 +12,8 @@ use crate::{breaker::CircuitState, config::AdvisorConfig, metrics::Status};
 
 /// The knob most advice is about, named as the environment names it.
 const POOL_MAX: &str = crate::env::POOL_MAX.name;
+/// The knob that lets TTLs follow each class's reads and writes.
+const ADAPTIVE_TTL: &str = crate::env::CACHE_ADAPTIVE_TTL.name;
 
 /// What a piece of advice is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,6 +67,29 @@ pub struct Advice {
     pub observed: f64,
     /// The threshold it crossed.
     pub threshold: f64,
+    /// The setting to change and the value to give it, when the advice is
+    /// that concrete (`None` for alerts about the database or the code).
+    pub setting: Option<Setting>,
+}
+
+/// A knob and the value advice suggests for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Setting {
+    /// The environment variable, e.g. `DB_POOL_MAX`.
+    pub knob: &'static str,
+    /// The value to set it to.
+    pub value: String,
+}
+
+impl Advice {
+    fn set(mut self, knob: &'static str, value: impl ToString) -> Self {
+        self.setting = Some(Setting {
+            knob,
+            value: value.to_string(),
+        });
+        self
+    }
 }
 
 impl Advice {
@@ -118,23 +143,29 @@ fn advice(
         message,
         observed,
         threshold,
+        setting: None,
     }
 }
 
-/// Hit rate below target (a recommendation) or far below it (an alert).
+/// Hit rate below target (a recommendation, unless adaptive TTLs already
+/// act on it) or far below it (an alert).
 fn cache_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
     let lookups = s.cache_hits + s.cache_misses;
-    if lookups >= t.min_lookups && s.cache_hit_rate < t.min_hit_rate {
-        out.push(advice(
-            AdviceKind::IncreaseCacheTtl,
-            Severity::Recommendation,
-            s.cache_hit_rate,
-            t.min_hit_rate,
-            format!(
-                "cache hit rate is {:.1}% (target {:.0}%): lengthen the cache TTL or the cache size",
-                s.cache_hit_rate, t.min_hit_rate
-            ),
-        ));
+    let tuned = s.tuning.ttl_classes.is_some();
+    if lookups >= t.min_lookups && s.cache_hit_rate < t.min_hit_rate && !tuned {
+        out.push(
+            advice(
+                AdviceKind::IncreaseCacheTtl,
+                Severity::Recommendation,
+                s.cache_hit_rate,
+                t.min_hit_rate,
+                format!(
+                    "cache hit rate is {:.1}% (target {:.0}%): let TTLs follow each key class ({ADAPTIVE_TTL}=true), or lengthen the cache TTL or size",
+                    s.cache_hit_rate, t.min_hit_rate
+                ),
+            )
+            .set(ADAPTIVE_TTL, true),
+        );
     }
     if lookups >= t.min_lookups && s.cache_hit_rate < t.alert_hit_rate {
         out.push(advice(
@@ -178,19 +209,29 @@ fn latency_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
     }
 }
 
-/// Queries waiting for a connection; every connection busy.
+/// Queries waiting for a connection (a recommendation, unless automatic
+/// sizing can still grow the pool itself); every connection busy.
 fn queue_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
-    if s.pending_requests > t.max_pending {
-        out.push(advice(
-            AdviceKind::IncreasePoolSize,
-            Severity::Recommendation,
-            s.pending_requests as f64,
-            t.max_pending as f64,
-            format!(
-                "{} queries are waiting for a connection (target at most {}): raise {POOL_MAX} if the database has headroom",
-                s.pending_requests, t.max_pending
-            ),
-        ));
+    let auto_has_room = s
+        .tuning
+        .pool
+        .as_ref()
+        .is_some_and(|p| p.limit < p.max as usize);
+    if s.pending_requests > t.max_pending && !auto_has_room {
+        let suggested = suggested_pool(s);
+        out.push(
+            advice(
+                AdviceKind::IncreasePoolSize,
+                Severity::Recommendation,
+                s.pending_requests as f64,
+                t.max_pending as f64,
+                format!(
+                    "{} queries are waiting for a connection (target at most {}): raise {POOL_MAX} to {suggested} if the database has headroom",
+                    s.pending_requests, t.max_pending
+                ),
+            )
+            .set(POOL_MAX, suggested),
+        );
     }
     if s.pending_requests > 0 && s.active_connections >= s.max_connections {
         out.push(advice(
@@ -204,6 +245,18 @@ fn queue_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
             ),
         ));
     }
+}
+
+/// The pool size to suggest: half again as many, and at least enough for
+/// the queue, within the database's budget when it is known.
+fn suggested_pool(s: &Status) -> u32 {
+    let current = s.tuning.pool.as_ref().map_or(s.max_connections, |p| p.max);
+    let more = (current / 2)
+        .max(1)
+        .max(s.pending_requests.min(u64::from(current)) as u32);
+    let want = current + more;
+    s.connection_budget
+        .map_or(want, |b| want.min(b.max(current)))
 }
 
 /// The circuit open; the pool larger than the database allows; recent
@@ -301,6 +354,12 @@ mod tests {
             connection_limit_refusals: 0,
             seconds_since_limit_refusal: None,
             shared: None,
+            tuning: crate::manager::TuningStatus {
+                pool: None,
+                ttl_classes: None,
+                events: vec![],
+                changes: 0,
+            },
             latency_ms: Percentiles {
                 p50: 5.0,
                 p95: 20.0,
@@ -393,9 +452,62 @@ mod tests {
         s.pending_requests = 10;
         assert!(fired(&s, AdviceKind::IncreasePoolSize).is_none());
         s.pending_requests = 11;
+        let a = fired(&s, AdviceKind::IncreasePoolSize).unwrap();
+        assert_eq!(a.observed, 11.0);
+        // The knob and a value: ten more for eleven waiting on ten slots.
+        let setting = a.setting.unwrap();
         assert_eq!(
-            fired(&s, AdviceKind::IncreasePoolSize).unwrap().observed,
-            11.0
+            (setting.knob, setting.value.as_str()),
+            ("DB_POOL_MAX", "20")
+        );
+        // Within the database's budget when it is known.
+        s.connection_budget = Some(15);
+        assert_eq!(
+            fired(&s, AdviceKind::IncreasePoolSize)
+                .unwrap()
+                .setting
+                .unwrap()
+                .value,
+            "15"
+        );
+    }
+
+    #[test]
+    fn self_tuning_takes_over_the_advice_it_can_act_on() {
+        let mut s = quiet();
+        s.pending_requests = 11;
+        s.cache_hit_rate = 50.0;
+        let pool = |limit| crate::manager::PoolTuningStatus {
+            limit,
+            min: 2,
+            max: 10,
+            baseline_ms: None,
+            service_ms: None,
+            last_reason: None,
+        };
+        s.tuning.pool = Some(pool(6));
+        s.tuning.ttl_classes = Some(vec![]);
+        // The pool can still grow by itself, and TTLs already adapt.
+        assert!(fired(&s, AdviceKind::IncreasePoolSize).is_none());
+        assert!(fired(&s, AdviceKind::IncreaseCacheTtl).is_none());
+        // At its maximum, the advice is to raise the maximum.
+        s.tuning.pool = Some(pool(10));
+        assert_eq!(
+            fired(&s, AdviceKind::IncreasePoolSize)
+                .unwrap()
+                .setting
+                .unwrap()
+                .knob,
+            "DB_POOL_MAX"
+        );
+        s.tuning.ttl_classes = None;
+        let ttl = fired(&s, AdviceKind::IncreaseCacheTtl)
+            .unwrap()
+            .setting
+            .unwrap();
+        assert_eq!(
+            (ttl.knob, ttl.value.as_str()),
+            ("DB_CACHE_ADAPTIVE_TTL", "true")
         );
     }
 

@@ -81,8 +81,9 @@ pub trait CacheLayer: Send + Sync + 'static {
     /// Drops the entry under `key`.
     fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
     /// Drops entries tagged `tag`: later `get`s must not return them (the
-    /// invalidation log's stamps do not outlive cached entries).
-    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, ()>;
+    /// invalidation log's stamps do not outlive cached entries). Returns the
+    /// keys it dropped, for per-class statistics (empty if it cannot tell).
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Arc<str>>>;
     /// Drops everything.
     fn clear(&self) -> BoxFuture<'_, ()>;
     /// Removes expired entries now (called every `sweep_interval`).
@@ -233,11 +234,12 @@ impl CacheLayer for MemoryCache {
         ready(()).boxed()
     }
 
-    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, ()> {
-        for key in self.tags.take(tag) {
-            self.cache.invalidate(&key);
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Arc<str>>> {
+        let keys = self.tags.take(tag);
+        for key in &keys {
+            self.cache.invalidate(key);
         }
-        ready(()).boxed()
+        ready(keys).boxed()
     }
 
     fn clear(&self) -> BoxFuture<'_, ()> {

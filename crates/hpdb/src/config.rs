@@ -13,6 +13,7 @@
 //! | --- | --- | --- |
 //! | `DB_POOL_MIN` | `pool.min_connections` | 2 |
 //! | `DB_POOL_MAX` | `pool.max_connections` | 10 |
+//! | `DB_POOL_AUTO` | `pool.auto_size` (`true`: the limit follows the database within min and max) | false |
 //! | `DB_POOL_CEILING` | `pool.max_connections_ceiling` (0 = `DB_POOL_MAX`) | 0 |
 //! | `DB_POOL_TIMEOUT` | `pool.idle_timeout` | 30000 |
 //! | `DB_ACQUIRE_TIMEOUT` | `pool.acquire_timeout` | 10000 |
@@ -27,6 +28,7 @@
 //! | `DB_CACHE_MAX_BYTES` | `cache.max_bytes` | 67108864 |
 //! | `DB_CACHE_TTL` | `cache.ttl` | 300000 |
 //! | `DB_CACHE_MAX_TTL` | `cache.max_ttl` | 3600000 |
+//! | `DB_CACHE_ADAPTIVE_TTL` | `cache.adaptive_ttl` (`true`: each key class's TTL follows its reads and writes) | false |
 //! | `DB_CACHE_POLICY` | `cache.policy` (`lru` or `tinylfu`) | `tinylfu` |
 //! | `DB_CACHE_STALE_GRACE` | `cache.stale_grace` | 60000 |
 //! | `DB_CACHE_SWEEP_INTERVAL` | `cache.sweep_interval` | 60000 |
@@ -65,6 +67,12 @@ pub struct PoolConfig {
     /// admits more concurrent holders than this, so the database never sees
     /// more connections from this process.
     pub max_connections: u32,
+    /// Let the concurrency controller (`tuning::concurrency`) choose how many
+    /// queries run at once, within `[min_connections, max_connections]`,
+    /// from the database's service time and the queue at the gate (default
+    /// off). Set `max_connections` to what the database can give this
+    /// process; the controller finds how much of it pays.
+    pub auto_size: bool,
     /// Highest size `resize` may set at run time (default: `max_connections`).
     /// The underlying sqlx pool is built with this bound.
     pub max_connections_ceiling: Option<u32>,
@@ -98,6 +106,7 @@ impl Default for PoolConfig {
         Self {
             min_connections: 2,
             max_connections: 10,
+            auto_size: false,
             max_connections_ceiling: None,
             idle_timeout: Duration::from_secs(30),
             acquire_timeout: Duration::from_secs(10),
@@ -195,6 +204,13 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// Longest TTL a query may ask for (default 1 h); longer ones are clamped.
     pub max_ttl: Duration,
+    /// Let the TTL of entries stored without one of their own follow each
+    /// key class's reads and writes (`tuning::ttl`): `ttl` while a class is
+    /// new, longer for read-mostly classes (up to `max_ttl`), shorter or
+    /// not cached at all for classes written about as often as read
+    /// (default off). Invalidation stays what keeps results fresh; the TTL
+    /// only caps how long a missed invalidation could last.
+    pub adaptive_ttl: bool,
     /// After its TTL an entry is kept this much longer, served only when the
     /// database is unavailable (stale-if-error). Default 60 s; zero disables.
     pub stale_grace: Duration,
@@ -213,6 +229,7 @@ impl Default for CacheConfig {
             max_bytes: 64 * 1024 * 1024,
             ttl: Duration::from_secs(300),
             max_ttl: Duration::from_secs(3600),
+            adaptive_ttl: false,
             stale_grace: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(60),
             policy: CachePolicy::TinyLfu,

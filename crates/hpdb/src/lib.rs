@@ -21,6 +21,7 @@
 //! | status | [`Status`] | six headline figures (connections, queue, queries, hit rate, mean response time) plus percentiles, wait histogram, counters |
 //! | server-side deadlines | [`StatementDeadline`], [`postgres`] | a query past its deadline stops on the server too; PostgreSQL behind a transaction-mode pooler (PgBouncer) without prepared-statement errors |
 //! | shared level and bus | `shared` (`REDIS_URL`; [`SharedConfig`], [`SharedStatus`]) | a Redis level under every instance's in-process cache (one node or a Cluster); invalidations reach every instance (streams + sharded pub/sub, replayed after a gap); a fill that raced a write is never served (generations); N instances missing a key make one query (fill leases); Redis down or slow never fails or hangs a call |
+//! | self-tuning | [`tuning`] (`DB_POOL_AUTO`, `DB_CACHE_ADAPTIVE_TTL`; [`TuningStatus`]) | the pool's size follows the database's service time (Vegas) within `[DB_POOL_MIN, DB_POOL_MAX]`; each key class's TTL follows its reads and writes; a co-visitation model predicts what to preload; every change logged with its reason |
 //! | advice | [`advise`] | recommendations (cache TTL, slow queries, pool size) and alerts (low hit rate, slow responses, exhausted pool, open circuit, leaks, connection limits), each with its figure and threshold |
 //!
 //! ## Consistency
@@ -68,8 +69,9 @@ pub mod postgres;
 mod redact;
 mod shared;
 mod single_flight;
+pub mod tuning;
 
-pub use advisor::{advise, Advice, AdviceKind, Severity};
+pub use advisor::{advise, Advice, AdviceKind, Setting, Severity};
 pub use batch::{BatchFn, BatchLoader};
 pub use breaker::CircuitState;
 pub use cache::{CacheEntry, CacheLayer, CacheStats, CacheValue, MemoryCache};
@@ -83,8 +85,8 @@ pub use deadline::StatementDeadline;
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;
 pub use manager::{
-    BuildError, HealthReport, Invalidation, Manager, ManagerBuilder, QueryFn, QueryResult,
-    Versioned,
+    BuildError, HealthReport, Invalidation, Manager, ManagerBuilder, PoolTuningStatus, QueryFn,
+    QueryResult, TuningStatus, Versioned,
 };
 pub use metrics::{Bucket, Percentiles, Status, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};

@@ -291,4 +291,6 @@ pub struct Status {
     pub seconds_since_limit_refusal: Option<f64>,
     /// The shared level (Redis) and the bus, if configured.
     pub shared: Option<crate::shared::SharedStatus>,
+    /// Self-tuning: the pool's automatic limit, adaptive TTLs, the latest changes.
+    pub tuning: crate::manager::TuningStatus,
 }

@@ -17,6 +17,8 @@ use tokio::{
 struct State {
     up: AtomicBool,
     connect_delay_ms: AtomicU64,
+    /// Added before each chunk the target sends back (µs).
+    latency_us: AtomicU64,
     accepted: AtomicU64,
     links: Mutex<Vec<JoinHandle<()>>>,
     target: String,
@@ -40,6 +42,7 @@ impl Proxy {
         let state = Arc::new(State {
             up: AtomicBool::new(true),
             connect_delay_ms: AtomicU64::new(0),
+            latency_us: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             links: Mutex::new(Vec::new()),
             target: target.to_string(),
@@ -92,6 +95,15 @@ impl Proxy {
             .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Delays every chunk the target sends back by `latency` (0 to stop),
+    /// on open links too: the target answers that much later, as a slowed
+    /// database would.
+    pub fn set_latency(&self, latency: Duration) {
+        self.state
+            .latency_us
+            .store(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
     /// Connections accepted while up.
     pub fn accepted(&self) -> u64 {
         self.state.accepted.load(Ordering::Relaxed)
@@ -107,17 +119,48 @@ async fn accept_loop(listener: TcpListener, st: Arc<State>) {
         st.accepted.fetch_add(1, Ordering::Relaxed);
         let delay = Duration::from_millis(st.connect_delay_ms.load(Ordering::Relaxed));
         let target = st.target.clone();
+        let state = st.clone();
         let link = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            if let Ok(mut server) = TcpStream::connect(&target).await {
+            if let Ok(server) = TcpStream::connect(&target).await {
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                let (mut from_client, mut to_client) = client.split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let up = async {
+                    let copied = tokio::io::copy(&mut from_client, &mut to_server).await;
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut to_server).await;
+                    copied
+                };
+                let down = answer(&mut from_server, &mut to_client, &state);
+                let _ = tokio::join!(up, down);
             }
         });
         let mut links = st.links.lock();
         links.retain(|l| !l.is_finished());
         links.push(link);
+    }
+}
+
+/// Copies the target's answers to the client, each chunk after the
+/// latency in force when it arrived.
+async fn answer(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    st: &State,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        let latency = st.latency_us.load(Ordering::Relaxed);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_micros(latency)).await;
+        }
+        to.write_all(&buf[..n]).await?;
     }
 }
 

@@ -10,10 +10,12 @@
 //!   read the cached aggregates, write to the database, invalidate the keys
 //!   (which also stops any fetch that started before the write from storing
 //!   or sharing its result), then store the updated aggregates (`writes`).
-//! - Preloading: after a profile is served, the profiles its user follows
-//!   most recently are warmed at low priority, a few at a time, only while
-//!   nobody is queued for a connection; at start-up the most-followed users
-//!   are warmed the same way (`preload`).
+//! - Preloading: after a profile is served, the profiles its viewer is
+//!   likely to open next (its user's latest followees; with the learned
+//!   rule, what viewers opened next after it lately) are warmed at low
+//!   priority, a few at a time, only while nobody is queued for a
+//!   connection; at start-up the most-followed users are warmed the same
+//!   way (`preload`).
 
 mod preload;
 mod reads;
@@ -25,6 +27,9 @@ use hpdb::{Priority, Source};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::{model::Include, rendered::RenderedAggregate, Db};
+
+use preload::Preloader;
+pub use preload::{Preload, PreloadStats};
 
 /// Options of [`DataAggregationService::get_user_aggregated_data`], as in the seed.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +44,9 @@ pub struct AggregateOptions {
     pub priority: Priority,
     /// Fetch and store without looking in the cache first (warming).
     pub refresh: bool,
+    /// The profile the viewer came from, if known: what the learned
+    /// preloading rule learns from.
+    pub viewed_from: Option<i64>,
 }
 
 impl Default for AggregateOptions {
@@ -49,6 +57,7 @@ impl Default for AggregateOptions {
             cache_ttl: None,
             priority: Priority::HIGH,
             refresh: false,
+            viewed_from: None,
         }
     }
 }
@@ -84,7 +93,7 @@ pub struct DataAggregationService {
     /// Users preloaded lately: each is preloaded at most once a minute, so a
     /// hot page does not spawn work on every view.
     recently_preloaded: moka::sync::Cache<i64, ()>,
-    preload_enabled: bool,
+    preloader: Arc<Preloader>,
 }
 
 fn key(user_id: i64, include: Include) -> String {
@@ -96,10 +105,10 @@ fn tag(user_id: i64) -> String {
 }
 
 impl DataAggregationService {
-    /// A service over `db`, preloading on.
+    /// A service over `db`, preloading by the followee rule.
     pub fn new(db: Db) -> Self {
+        let ttl = db.control().config().cache.ttl;
         Self {
-            db,
             locks: (0..LOCK_STRIPES)
                 .map(|_| Arc::new(Mutex::new(())))
                 .collect(),
@@ -108,13 +117,16 @@ impl DataAggregationService {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
-            preload_enabled: true,
+            preloader: Arc::new(Preloader::new(Preload::Followees, ttl)),
+            db,
         }
     }
 
-    /// Turns preloading on or off (tests that count queries turn it off).
-    pub fn with_preloading(mut self, on: bool) -> Self {
-        self.preload_enabled = on;
+    /// Sets which profiles are preloaded after a profile is served (tests
+    /// that count queries turn it off).
+    pub fn with_preload(mut self, rule: Preload) -> Self {
+        let ttl = self.db.control().config().cache.ttl;
+        self.preloader = Arc::new(Preloader::new(rule, ttl));
         self
     }
 

@@ -18,8 +18,8 @@ impl DataAggregationService {
         let Some(aggregate) = cached.0.clone() else {
             return Ok(None);
         };
-        if self.preload_enabled && options.priority > Priority::LOW && source != Source::Stale {
-            self.preload_followees(&aggregate.data);
+        if options.priority > Priority::LOW && source != Source::Stale {
+            self.after_page(&aggregate.data, options.viewed_from);
         }
         Ok(Some(Served { aggregate, source }))
     }

@@ -170,6 +170,24 @@
     put("shared-pending", r.pending);
   }
 
+  // What the tuning loops do: the pool's automatic limit (when on) and the
+  // last changes any loop made, newest first.
+  function tuning(t) {
+    const p = t.pool;
+    put("tuning-limit", p ? p.limit : null, p ? `${p.limit} of ${p.min}–${p.max}` : "Fixed (DB_POOL_AUTO off)");
+    put("tuning-baseline", p && p.baselineMs, p && p.baselineMs != null ? fmt(p.baselineMs, 2) + " ms" : "–");
+    put("tuning-service", p && p.serviceMs, p && p.serviceMs != null ? fmt(p.serviceMs, 2) + " ms" : "–");
+    put("tuning-changes", t.changes);
+    const recent = t.events.slice(-8).reverse();
+    $("tuning-events").replaceChildren(...(recent.length ? recent : [null]).map((e) => {
+      const li = document.createElement("li");
+      if (!e) { li.textContent = "None."; return li; }
+      const at = new Date(e.atUnixMs).toLocaleTimeString();
+      li.textContent = `${at} ${e.knob}: ${e.from} → ${e.to} (${e.reason})`;
+      return li;
+    }));
+  }
+
   function render(sample) {
     const s = sample.status;
     const prev = history.length > 1 ? history[history.length - 2] : null;
@@ -195,6 +213,7 @@
     put("suspected-leaks", s.suspectedLeaks.length,
       s.suspectedLeaks.length ? s.suspectedLeaks.map((l) => l.key + " (" + l.heldMs + " ms)").join(", ") : "None");
     shared(s.shared);
+    tuning(s.tuning);
     advice("alerts", sample.alerts);
     advice("recommendations", sample.recommendations);
     const size = $("pool-size");

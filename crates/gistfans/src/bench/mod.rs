@@ -25,6 +25,7 @@ mod html;
 mod measures;
 mod probe;
 mod report;
+mod scenario;
 mod server;
 mod soak;
 mod vu;
@@ -95,6 +96,30 @@ pub struct BenchArgs {
     /// `DB_POOL_MAX` or 10).
     #[arg(long)]
     pub pool_max: Option<u32>,
+    /// Let the pool's size follow the database (`true`) or keep it at
+    /// --pool-max (`false`) in the server this command starts (default:
+    /// the product's, `DB_POOL_AUTO`).
+    #[arg(long, value_name = "BOOL")]
+    pub pool_auto: Option<bool>,
+    /// Default cache TTL (ms) of the server this command starts (default:
+    /// the product's, `DB_CACHE_TTL` or 5 min).
+    #[arg(long, value_name = "MS")]
+    pub cache_ttl_ms: Option<u64>,
+    /// Adaptive TTLs in the server this command starts (default: the
+    /// product's, `DB_CACHE_ADAPTIVE_TTL`).
+    #[arg(long, value_name = "BOOL")]
+    pub cache_adaptive_ttl: Option<bool>,
+    /// Preloading rule of the server this command starts: off, followees,
+    /// learned (default: the product's, `PRELOAD`).
+    #[arg(long)]
+    pub preload: Option<gistfans_data::Preload>,
+    /// Run a self-tuning scenario instead of the mode comparison, on
+    /// PostgreSQL: `pool` (load steps and a slowed database, fixed pools
+    /// against the automatic one), `ttl` (fixed against adaptive TTLs),
+    /// `navigation` (viewers following links: learned preloading against
+    /// the followee rule and none). Each starts its own servers.
+    #[arg(long)]
+    pub scenario: Option<scenario::Scenario>,
     /// Most cache entries of the server this command starts (default: the
     /// product's, `DB_CACHE_SIZE` or 65,536, with the 64 MiB byte bound).
     #[arg(long)]
@@ -130,6 +155,9 @@ pub struct BenchArgs {
 /// Runs the benchmark; fails if any page load failed or a read was stale.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     prepare(&mut args)?;
+    if let Some(scenario) = args.scenario {
+        return scenario::run(scenario, &args).await;
+    }
     let witness = std::sync::Arc::new(
         gistfans_data::witness::Witness::connect(match &args.url {
             Some(_) => None,

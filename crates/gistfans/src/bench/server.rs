@@ -53,6 +53,18 @@ pub(crate) fn serve_args(args: &BenchArgs, port: u16) -> Vec<String> {
     if let Some(n) = args.pool_max {
         argv.push(format!("--pool-max={n}"));
     }
+    if let Some(on) = args.pool_auto {
+        argv.push(format!("--pool-auto={on}"));
+    }
+    if let Some(ms) = args.cache_ttl_ms {
+        argv.push(format!("--cache-ttl-ms={ms}"));
+    }
+    if let Some(on) = args.cache_adaptive_ttl {
+        argv.push(format!("--cache-adaptive-ttl={on}"));
+    }
+    if let Some(rule) = args.preload {
+        argv.push(format!("--preload={}", rule.name()));
+    }
     if let Some(n) = args.cache_size {
         argv.push(format!("--cache-size={n}"));
     }
@@ -225,7 +237,7 @@ impl Target {
         r.json().await.ok()
     }
 
-    async fn monitor(&self) -> Option<Value> {
+    pub(super) async fn monitor(&self) -> Option<Value> {
         self.monitor_of(0).await
     }
 

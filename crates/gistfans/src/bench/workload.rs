@@ -141,7 +141,8 @@ pub async fn run_mode(
     );
     report.add_instances(t.bases.len(), total.delivery.as_ref(), &before, &after);
     eprintln!("{}", report.one_line());
-    if let Some(shared) = after.monitor.as_ref().and_then(|m| m.get("shared")) {
+    let shared = after.monitor.as_ref().and_then(|m| m.get("shared"));
+    if let Some(shared) = shared.filter(|s| !s.is_null()) {
         // The shared level's own counts (all instances, since they started).
         let n = |k: &str| {
             shared

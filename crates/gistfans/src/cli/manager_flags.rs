@@ -22,6 +22,10 @@ pub struct PoolArgs {
     /// Most connections open.
     #[arg(long, id = "pool.max_connections", value_name = "N")]
     pub pool_max: Option<u32>,
+    /// Let the pool's size follow the database's service time, within the
+    /// minimum and the maximum (`true` or `false`).
+    #[arg(long, id = "pool.auto_size", value_name = "BOOL")]
+    pub pool_auto: Option<bool>,
     /// Highest pool size a resize may set at run time (0: the pool's maximum).
     #[arg(long, id = "pool.max_connections_ceiling", value_name = "N")]
     pub pool_ceiling: Option<u32>,
@@ -65,6 +69,9 @@ pub struct PoolArgs {
     /// Longest TTL a query may ask for.
     #[arg(long, id = "cache.max_ttl", value_name = "MS")]
     pub cache_max_ttl_ms: Option<u64>,
+    /// Let each key class's TTL follow its reads and writes (`true` or `false`).
+    #[arg(long, id = "cache.adaptive_ttl", value_name = "BOOL")]
+    pub cache_adaptive_ttl: Option<bool>,
     /// Cache eviction policy: `lru` or `tinylfu`.
     #[arg(long, id = "cache.policy", value_name = "POLICY", value_parser = parse_policy)]
     pub cache_policy: Option<CachePolicy>,
@@ -163,6 +170,7 @@ impl PoolArgs {
         let ms = Duration::from_millis;
         set(&mut c.pool.min_connections, self.pool_min);
         set(&mut c.pool.max_connections, self.pool_max);
+        set(&mut c.pool.auto_size, self.pool_auto);
         let ceiling = self.pool_ceiling.map(|n| (n > 0).then_some(n));
         set(&mut c.pool.max_connections_ceiling, ceiling);
         set(&mut c.pool.idle_timeout, self.pool_idle_timeout_ms.map(ms));
@@ -179,6 +187,7 @@ impl PoolArgs {
         set(&mut c.cache.max_bytes, self.cache_max_bytes);
         set(&mut c.cache.ttl, self.cache_ttl_ms.map(ms));
         set(&mut c.cache.max_ttl, self.cache_max_ttl_ms.map(ms));
+        set(&mut c.cache.adaptive_ttl, self.cache_adaptive_ttl);
         set(&mut c.cache.policy, self.cache_policy);
         set(&mut c.cache.stale_grace, self.cache_stale_grace_ms.map(ms));
         set(
@@ -322,6 +331,8 @@ mod tests {
             "lru" => "tinylfu".into(),
             "" => "redis://127.0.0.1:6390".into(),
             "hpdb" => "hpdb_other".into(),
+            "false" => "true".into(),
+            "true" => "false".into(),
             n => (n.parse::<u64>().unwrap() + 1).to_string(),
         }
     }

@@ -75,6 +75,20 @@ pub struct MonitorReport {
     /// The configuration in force.
     #[schema(value_type = Object)]
     pub config: ManagerConfig,
+    /// What preloading did: the rule, preloads issued, used and wasted.
+    #[schema(value_type = Object)]
+    pub preload: PreloadReport,
+}
+
+/// Preloading's rule and figures.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreloadReport {
+    /// Which profiles a profile view preloads.
+    pub rule: gistfans_data::Preload,
+    /// Its figures since start.
+    #[serde(flatten)]
+    pub stats: gistfans_data::PreloadStats,
 }
 
 /// A management action. Every variant is a struct variant, even without
@@ -123,11 +137,16 @@ pub async fn monitor(
     let control = state.db().control();
     let (status, advice, config) = (control.status(), control.advice(), control.config().clone());
     let (alerts, recommendations) = advice.into_iter().partition(Advice::is_alert);
+    let preload = PreloadReport {
+        rule: state.service.preload_rule(),
+        stats: state.service.preload_stats(),
+    };
     Ok(Json(MonitorReport {
         status,
         alerts,
         recommendations,
         config,
+        preload,
     }))
 }
 

@@ -27,7 +27,11 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 /// Prometheus metrics: requests per route, latency, pool, cache.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = crate::telemetry::render(&state.metrics, &state.db().status());
+    let body = crate::telemetry::render(
+        &state.metrics,
+        &state.db().status(),
+        &state.service.preload_stats(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

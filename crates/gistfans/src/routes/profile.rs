@@ -25,6 +25,9 @@ pub struct ProfileQuery {
     pub user_id: Option<String>,
     /// Comma-separated optional parts: `recentPosts`, `starHistory`, `social` (default all).
     pub include: Option<String>,
+    /// The profile the viewer came from (a positive integer), if any: the
+    /// learned preloading rule learns which profiles are opened after which.
+    pub from: Option<String>,
 }
 
 /// The aggregated profile of one user.
@@ -56,8 +59,10 @@ pub async fn stats_optimized(
             ))
         })?,
     };
+    let viewed_from = q.from.as_deref().map(|f| parse_id(f, "from")).transpose()?;
     let options = AggregateOptions {
         include,
+        viewed_from,
         ..AggregateOptions::default()
     };
     let served = state

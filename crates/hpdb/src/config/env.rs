@@ -136,6 +136,20 @@ impl EnvValue for Option<u32> {
     }
 }
 
+/// `true`/`false` (also `1`/`0`, `on`/`off`).
+impl EnvValue for bool {
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "on" => Ok(true),
+            "false" | "0" | "off" => Ok(false),
+            _ => Err("is not true or false".to_string()),
+        }
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl EnvValue for String {
     fn parse(raw: &str) -> Result<Self, String> {
         Ok(raw.to_string())
@@ -206,6 +220,8 @@ env_vars! {
     POOL_MIN = "DB_POOL_MIN" => pool.min_connections;
     /// Most connections open.
     POOL_MAX = "DB_POOL_MAX" => pool.max_connections;
+    /// Let the concurrency controller choose the pool's size within `[DB_POOL_MIN, DB_POOL_MAX]`.
+    POOL_AUTO = "DB_POOL_AUTO" => pool.auto_size;
     /// Highest size a run-time resize may set (0 = `DB_POOL_MAX`).
     POOL_CEILING = "DB_POOL_CEILING" => pool.max_connections_ceiling;
     /// Idle connections above the minimum close after this long (ms).
@@ -234,6 +250,8 @@ env_vars! {
     CACHE_TTL = "DB_CACHE_TTL" => cache.ttl;
     /// Longest time to live a query may ask for (ms).
     CACHE_MAX_TTL = "DB_CACHE_MAX_TTL" => cache.max_ttl;
+    /// Let each key class's TTL follow its reads and writes (`DB_CACHE_TTL` is the starting point).
+    CACHE_ADAPTIVE_TTL = "DB_CACHE_ADAPTIVE_TTL" => cache.adaptive_ttl;
     /// Eviction policy: `lru` or `tinylfu`.
     CACHE_POLICY = "DB_CACHE_POLICY" => cache.policy;
     /// How long an expired result may still be served while the database is down (ms).
@@ -391,6 +409,8 @@ mod tests {
             "lru" => "tinylfu".into(),
             "" => "redis://127.0.0.1:6390".into(),
             "hpdb" => "hpdb_other".into(),
+            "false" => "true".into(),
+            "true" => "false".into(),
             n => (n.parse::<u64>().unwrap() + 1).to_string(),
         }
     }

@@ -94,11 +94,20 @@ impl<DB: Database> Manager<DB> {
         query: F,
     ) -> Result<T, Error> {
         let inner = &self.inner;
-        let mut conn = self.acquire_connection(key, started, deadline).await?;
+        let mut conn = match self.acquire_connection(key, started, deadline).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                if matches!(e, Error::Timeout { .. }) {
+                    inner.tuning.overloaded();
+                }
+                return Err(e);
+            }
+        };
         inner.metrics.record_wait(queued_at.elapsed());
         let _held = inner.leaks.hold(key);
         inc(&inner.metrics.c.db_queries);
-        let left = deadline.saturating_duration_since(Instant::now());
+        let began = Instant::now();
+        let left = deadline.saturating_duration_since(began);
         let framed =
             run_with_deadline::<DB, T, F>(&mut *conn, inner.deadline.as_deref(), left, query);
         let result = match timeout_at(deadline, framed).await {
@@ -128,6 +137,10 @@ impl<DB: Database> Manager<DB> {
                 Ok(v)
             }
         };
+        match &result {
+            Err(Error::Timeout { .. }) => inner.tuning.overloaded(),
+            _ => inner.tuning.served(began.elapsed()),
+        }
         // The connection goes back before the slot is handed on.
         drop(conn);
         drop(permit);
@@ -201,6 +214,7 @@ impl<DB: Database> Manager<DB> {
     fn open_failed(&self, key: &Arc<str>, started: Instant, e: sqlx::Error) -> Error {
         if is_connection_limit_error(&e) {
             self.inner.metrics.limit_refused();
+            self.inner.tuning.overloaded();
             tracing::error!(error = %e, "the database refused a connection: it is at its connection limit");
         }
         if !matches!(e, sqlx::Error::PoolClosed) {

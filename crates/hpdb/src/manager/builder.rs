@@ -7,7 +7,7 @@ use std::sync::{atomic::AtomicU32, Arc};
 use sqlx::{pool::PoolOptions, Connection, Database};
 use tokio::time::Instant;
 
-use super::{Inner, Manager};
+use super::{tuning::Tuning, Inner, Manager};
 use crate::{
     admission::Gate,
     breaker::CircuitBreaker,
@@ -182,8 +182,10 @@ impl<DB: Database> ManagerBuilder<DB> {
             }
             None => (None, None),
         };
+        let tuning = Tuning::new(&config);
         let inner = Arc::new(Inner {
-            gate: Gate::new(p.max_connections as usize, config.admission.aging_step),
+            gate: Gate::new(tuning.initial_limit(&config), config.admission.aging_step),
+            tuning,
             opens: Arc::new(tokio::sync::Semaphore::new(
                 p.max_concurrent_opens.max(1) as usize
             )),

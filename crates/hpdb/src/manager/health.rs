@@ -200,6 +200,7 @@ impl<DB: Database> Manager<DB> {
         });
         let mut tasks = self.inner.tasks.lock();
         tasks.extend([health, leaks, sweep]);
+        tasks.extend(self.spawn_tuning_loops());
         let pushes = self.inner.pushes.lock().take();
         if let (Some(shared), Some(pushes)) = (self.inner.shared.clone(), pushes) {
             let local: Weak<dyn crate::shared::LocalCache> = Arc::downgrade(&self.inner) as _;

@@ -42,6 +42,7 @@ mod health;
 mod pipeline;
 mod shared;
 mod status;
+mod tuning;
 mod update;
 
 use std::{
@@ -61,6 +62,7 @@ pub use builder::{BuildError, ManagerBuilder};
 pub use health::HealthReport;
 pub use shared::Invalidation;
 pub(crate) use shared::{decoder, Decode};
+pub use tuning::{PoolTuningStatus, TuningStatus};
 pub(crate) use update::Update;
 pub use update::Versioned;
 
@@ -128,6 +130,8 @@ struct Inner<DB: Database> {
     deadline: Option<Arc<dyn StatementDeadline>>,
     /// The shared level and bus, if configured.
     shared: Option<Arc<crate::shared::Shared>>,
+    /// What self-tuning measures and changes.
+    tuning: tuning::Tuning,
     /// Its pushes, until the bus starts with the background tasks.
     pushes: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>>>,
 }
@@ -204,20 +208,7 @@ impl<DB: Database> Manager<DB> {
             Some(s) => s.bump(kind, name).await,
             None => None,
         };
-        match kind {
-            Kind::Key => {
-                self.inner.log.invalidate_key(name);
-                self.inner.cache.invalidate(name).await;
-            }
-            Kind::Tag => {
-                self.inner.log.invalidate_tag(name);
-                self.inner.cache.invalidate_tag(name).await;
-            }
-            Kind::Clear => {
-                self.inner.log.invalidate_all();
-                self.inner.cache.clear().await;
-            }
-        }
+        self.inner.drop_local(kind, name).await;
         if let (Some(s), Some(g)) = (self.inner.shared.as_ref(), generation) {
             s.announce(kind, name, g).await;
         }
@@ -286,12 +277,15 @@ impl<DB: Database> Manager<DB> {
         value: Arc<dyn Any + Send + Sync>,
         size: u32,
     ) {
+        let Some(ttl) = self.ttl_for(&key, options) else {
+            return;
+        };
         let tags: Arc<[Arc<str>]> = options.tags.clone().into();
         let since = self.inner.log.snapshot();
         let fill = Fill {
             since,
             fetched_at: std::time::Instant::now(),
-            ttl: self.ttl_for(options),
+            ttl,
             stamp: None,
         };
         self.store_sized(&key, &tags, &fill, value, size).await;

@@ -28,6 +28,7 @@ use crate::{
     options::{QueryOptions, Source},
     shared::Stamp,
     single_flight::{self, LeaderGuard, Outcome, Role},
+    tuning::ttl::TtlTuner,
 };
 
 /// One call of `execute_query`, as the steps after the breaker need it.
@@ -201,6 +202,7 @@ impl<DB: Database> Manager<DB> {
             if inner.log.is_current(key, &entry.tags, entry.seq) {
                 if entry.is_fresh() && self.may_serve(&entry) {
                     inc(&inner.metrics.c.cache_hits);
+                    inner.tuning.read(key, true);
                     return Ok(Lookup::Hit(downcast::<T>(key, entry.value)?));
                 }
                 if options.stale_if_error {
@@ -209,6 +211,7 @@ impl<DB: Database> Manager<DB> {
             }
         }
         inc(&inner.metrics.c.cache_misses);
+        inner.tuning.read(key, false);
         Ok(Lookup::Miss(stale))
     }
 
@@ -316,11 +319,11 @@ impl<DB: Database> Manager<DB> {
         match outcome {
             Ok(value) => {
                 let value = Arc::new(value);
-                if call.options.use_cache {
+                if let Some(ttl) = self.ttl_for(&call.key, &call.options) {
                     let fill = Fill {
                         since,
                         fetched_at,
-                        ttl: self.ttl_for(&call.options),
+                        ttl,
                         stamp: shared.stamp.clone(),
                     };
                     self.store(&call.key, &call.tags, &fill, value.clone())
@@ -394,10 +397,22 @@ impl<DB: Database> Manager<DB> {
         }
     }
 
-    /// The TTL `options` ask for, capped by the configured maximum.
-    pub(super) fn ttl_for(&self, options: &QueryOptions) -> Duration {
+    /// The TTL to store `key`'s result with: the one `options` ask for,
+    /// else its class's (adaptive TTLs) or the default; capped by the
+    /// configured maximum. `None`: do not cache it (not asked to, or its
+    /// class is written about as often as read).
+    pub(super) fn ttl_for(&self, key: &str, options: &QueryOptions) -> Option<Duration> {
         let cache = &self.inner.config.cache;
-        options.ttl.unwrap_or(cache.ttl).min(cache.max_ttl)
+        if !options.use_cache {
+            return None;
+        }
+        match options.ttl {
+            Some(ttl) => Some(ttl.min(cache.max_ttl)),
+            None => self
+                .inner
+                .tuning
+                .ttl_for(TtlTuner::class_of(key), cache.ttl, cache.max_ttl),
+        }
     }
 }
 

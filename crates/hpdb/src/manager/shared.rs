@@ -238,14 +238,7 @@ impl<DB: Database> LocalCache for Inner<DB> {
     fn invalidate<'a>(&'a self, kind: Kind, name: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             match kind {
-                Kind::Key => {
-                    self.log.invalidate_key(name);
-                    self.cache.invalidate(name).await;
-                }
-                Kind::Tag => {
-                    self.log.invalidate_tag(name);
-                    self.cache.invalidate_tag(name).await;
-                }
+                Kind::Key | Kind::Tag => self.drop_local(kind, name).await,
                 Kind::Clear => self.flush().await,
             }
         })

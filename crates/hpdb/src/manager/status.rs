@@ -73,6 +73,7 @@ impl<DB: Database> Manager<DB> {
             connection_limit_refusals: get(&c.limit_refusals),
             seconds_since_limit_refusal: inner.metrics.since_limit_refusal(),
             shared: inner.shared.as_ref().map(|s| s.status()),
+            tuning: self.tuning_status(),
         }
     }
 

@@ -204,8 +204,7 @@ impl<DB: Database> Manager<DB> {
             });
             futures::future::join_all(stores).await;
         }
-        self.inner.log.invalidate_tag(&tag);
-        self.inner.cache.invalidate_tag(&tag).await;
+        self.inner.drop_local(Kind::Tag, &tag).await;
         let tags: Arc<[Arc<str>]> = options.tags.clone().into();
         for (u, stamp, _) in ready {
             self.put_updated(&tags, u, stamp, &after).await;

@@ -1,0 +1,217 @@
+//! Self-tuning against real databases: the automatic pool limit on
+//! PostgreSQL (through the fault proxy, which can slow every answer down),
+//! and adaptive TTLs on SQLite.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use hpdb::{Manager, QueryOptions, Source};
+use sqlx::Postgres;
+
+/// A manager sizing its own pool within [2, 24], on PostgreSQL behind `proxy`.
+async fn auto_manager(proxy: &testkit::Proxy) -> Manager<Postgres> {
+    let mut config = common::config(2, 24);
+    config.pool.auto_size = true;
+    Manager::<Postgres>::builder(config)
+        .connect_with(testkit::pg::options().host("127.0.0.1").port(proxy.port()))
+        .await
+        .unwrap()
+}
+
+/// `clients` tasks running a 2 ms query back to back, uncached and
+/// uncoalesced, until `stop`.
+fn load(
+    m: &Manager<Postgres>,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..clients)
+        .map(|_| {
+            let (m, stop) = (m.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut failed = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = m
+                        .execute_query::<i32, _>(
+                            "sleep",
+                            QueryOptions::uncached().coalesce(false),
+                            |c| {
+                                Box::pin(async move {
+                                    sqlx::query_scalar("SELECT 1 FROM pg_sleep(0.002)")
+                                        .fetch_one(c)
+                                        .await
+                                })
+                            },
+                        )
+                        .await;
+                    failed += u64::from(r.is_err());
+                }
+                failed
+            })
+        })
+        .collect()
+}
+
+fn limit(m: &Manager<Postgres>) -> usize {
+    m.status().tuning.pool.expect("auto sizing is on").limit
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automatic_limit_grows_with_demand_and_backs_off_when_latency_is_injected() {
+    let proxy = testkit::Proxy::start(&testkit::pg::host_port())
+        .await
+        .unwrap();
+    let m = auto_manager(&proxy).await;
+    assert_eq!(limit(&m), 2, "it starts at the minimum");
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&m, 48, &stop);
+    // pg_sleep does not saturate the database: concurrency pays, the
+    // limit grows while callers queue.
+    let grew = testkit::pg::eventually(Duration::from_secs(15), || {
+        let l = limit(&m);
+        async move { l >= 12 }
+    })
+    .await;
+    assert!(grew, "the limit did not grow: {}", limit(&m));
+    let before = limit(&m);
+    // Every answer now comes 20 ms later: latency far above the baseline.
+    proxy.set_latency(Duration::from_millis(20));
+    let backed_off = testkit::pg::eventually(Duration::from_secs(6), || {
+        let l = limit(&m);
+        async move { l + 4 <= before }
+    })
+    .await;
+    let status = m.status().tuning;
+    assert!(
+        backed_off,
+        "the limit stayed at {} (was {before})",
+        limit(&m)
+    );
+    let reasons: Vec<&str> = status.events.iter().map(|e| e.reason.as_str()).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("latency rose")),
+        "{reasons:?}"
+    );
+    assert!(status.events.iter().all(|e| e.knob == "DB_POOL_MAX"));
+    // Through it all the gate admitted no more than the limit allowed.
+    let admitted_bound = status
+        .events
+        .iter()
+        .filter_map(|e| e.to.parse::<usize>().ok())
+        .max();
+    assert!(admitted_bound.unwrap() <= 24);
+    stop.store(true, Ordering::Relaxed);
+    proxy.set_latency(Duration::ZERO);
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 0, "a query failed");
+    }
+    let p = m.status().tuning.pool.unwrap();
+    assert!((2..=24).contains(&p.limit), "{p:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automatic_limit_falls_back_when_the_load_goes_away() {
+    let proxy = testkit::Proxy::start(&testkit::pg::host_port())
+        .await
+        .unwrap();
+    let m = auto_manager(&proxy).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&m, 48, &stop);
+    assert!(
+        testkit::pg::eventually(Duration::from_secs(15), || {
+            let l = limit(&m);
+            async move { l >= 12 }
+        })
+        .await
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 0);
+    }
+    // One client: it never needs more than one slot, so the limit decays.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&m, 1, &stop);
+    let fell = testkit::pg::eventually(Duration::from_secs(15), || {
+        let l = limit(&m);
+        async move { l <= 3 }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(fell, "the limit stayed at {}", limit(&m));
+    let events = m.status().tuning.events;
+    assert!(
+        events.iter().any(|e| e.reason.contains("load fell")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn adaptive_ttls_lengthen_read_mostly_classes_and_stop_caching_churning_ones() {
+    let mut config = common::config(1, 2);
+    config.cache.adaptive_ttl = true;
+    config.cache.ttl = Duration::from_secs(60);
+    let h = common::sqlite(config).await;
+    let m = &h.manager;
+    let read = |key: String| {
+        let table = h.table.clone();
+        async move {
+            m.execute_query_traced::<i64, _>(key, QueryOptions::default(), move |c| {
+                Box::pin(async move {
+                    // Safe: a table name the harness generated.
+                    let sql = sqlx::AssertSqlSafe(format!("SELECT v FROM {table} WHERE id = 1"));
+                    sqlx::query_scalar(sql).fetch_one(c).await
+                })
+            })
+            .await
+            .unwrap()
+            .source
+        }
+    };
+    // "hot": read a hundred times, never written.
+    for _ in 0..100 {
+        read("hot:1".into()).await;
+    }
+    // "churn": each read followed by a write of the same key.
+    for _ in 0..40 {
+        read("churn:1".into()).await;
+        m.invalidate("churn:1").await;
+    }
+    let classes = m.status().tuning.ttl_classes.unwrap();
+    let ttl = |name: &str| classes.iter().find(|c| c.class == name).unwrap().ttl_ms;
+    assert_eq!(
+        ttl("hot"),
+        Some(3_600_000),
+        "read-mostly: up to DB_CACHE_MAX_TTL"
+    );
+    assert_eq!(ttl("churn"), None, "written as often as read: not cached");
+    // Not cached means what it says: two reads in a row both reach the database.
+    assert_eq!(read("churn:2".into()).await, Source::Database);
+    assert_eq!(read("churn:2".into()).await, Source::Database);
+    // A new hot key is cached (with the class's TTL).
+    read("hot:2".into()).await;
+    assert_eq!(read("hot:2".into()).await, Source::Cache);
+    // The monitor's log says what moved, and why.
+    let logged = testkit::pg::eventually(Duration::from_secs(5), || {
+        let events = m.status().tuning.events;
+        async move {
+            events
+                .iter()
+                .any(|e| e.knob == "DB_CACHE_TTL:churn" && e.to == "not cached")
+                && events
+                    .iter()
+                    .any(|e| e.knob == "DB_CACHE_TTL:hot" && e.to == "3600000 ms")
+        }
+    })
+    .await;
+    assert!(logged, "{:?}", m.status().tuning.events);
+}
