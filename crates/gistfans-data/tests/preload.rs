@@ -59,12 +59,28 @@ async fn not_a_followee_of(s: &DataAggregationService, a: i64) -> i64 {
         .unwrap()
 }
 
+/// Waits until the preloads in flight are done: their count stops moving
+/// (two at a time, each profile at most once a minute, so it does).
+async fn settle(s: &DataAggregationService) {
+    let mut last = s.preload_stats().issued;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = s.preload_stats().issued;
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
 /// Viewers go from `a` to `b` twice (the cache emptied after each, so
-/// nothing is left cached by the views themselves), then one more views `a`.
+/// nothing is left cached by the views themselves), then, once the
+/// preloads those views started are done, one more views `a`.
 async fn walk(s: &DataAggregationService, a: i64, b: i64) {
     for _ in 0..2 {
         view(s, a, None).await;
         view(s, b, Some(a)).await;
+        settle(s).await;
         s.db().control().clear_cache().await;
     }
     view(s, a, None).await;
@@ -78,14 +94,8 @@ async fn the_learned_rule_preloads_what_viewers_open_next_and_counts_its_use() {
     s.db().control().clear_cache().await;
     let before = s.preload_stats();
     walk(&s, a, b).await;
-    let issued = testkit::pg::eventually(Duration::from_secs(5), || {
-        let n = s.preload_stats().issued;
-        async move { n > before.issued }
-    })
-    .await;
-    assert!(issued, "nothing was preloaded: {:?}", s.preload_stats());
-    // Give the followees' preloads a moment too, then open b: from the cache.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let preloaded = testkit::pg::eventually(Duration::from_secs(10), || s.is_cached(b)).await;
+    assert!(preloaded, "b was not preloaded: {:?}", s.preload_stats());
     assert_eq!(view(&s, b, Some(a)).await, Source::Cache);
     let stats = s.preload_stats();
     assert!(stats.used > before.used, "{stats:?}");
@@ -99,7 +109,8 @@ async fn the_followee_rule_alone_does_not_preload_a_stranger() {
     let b = not_a_followee_of(&s, a).await;
     s.db().control().clear_cache().await;
     walk(&s, a, b).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle(&s).await;
+    assert!(!s.is_cached(b).await);
     assert_eq!(view(&s, b, Some(a)).await, Source::Database);
     assert_eq!(
         s.preload_stats().observed,

@@ -73,17 +73,20 @@
     }
   }
 
-  // The profile the viewer came from, when it was another profile page of
-  // this site: the server learns which profiles are opened after which and
-  // preloads the likely next ones.
+  // The profile this tab showed before, if another: the server learns which
+  // profiles are opened after which and preloads the likely next ones. (Kept
+  // in sessionStorage: pages send no Referer, their policy is no-referrer.)
+  const LAST = "gistfans:lastProfile";
   function cameFrom() {
+    let prev = null;
     try {
-      const ref = new URL(document.referrer);
-      const m = ref.origin === location.origin && ref.pathname.match(/^\/u\/([1-9][0-9]{0,17})$/);
-      return m && m[1] !== String(id) ? `&from=${m[1]}` : "";
+      prev = sessionStorage.getItem(LAST);
+      sessionStorage.setItem(LAST, String(id));
     } catch (_) {
       return "";
     }
+    const ok = prev && /^[1-9][0-9]{0,15}$/.test(prev) && Number(prev) <= Number.MAX_SAFE_INTEGER;
+    return ok && prev !== String(id) ? `&from=${prev}` : "";
   }
 
   async function loadAggregate() {

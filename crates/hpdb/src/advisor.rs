@@ -217,8 +217,9 @@ fn queue_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
         .pool
         .as_ref()
         .is_some_and(|p| p.limit < p.max as usize);
-    if s.pending_requests > t.max_pending && !auto_has_room {
-        let suggested = suggested_pool(s);
+    let suggested = suggested_pool(s);
+    let current = s.tuning.pool.as_ref().map_or(s.max_connections, |p| p.max);
+    if s.pending_requests > t.max_pending && !auto_has_room && suggested > current {
         out.push(
             advice(
                 AdviceKind::IncreasePoolSize,
@@ -233,7 +234,9 @@ fn queue_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
             .set(POOL_MAX, suggested),
         );
     }
-    if s.pending_requests > 0 && s.active_connections >= s.max_connections {
+    // Below its maximum, the automatic limit holds callers at the gate on
+    // purpose (the database would only queue them itself).
+    if s.pending_requests > 0 && s.active_connections >= s.max_connections && !auto_has_room {
         out.push(advice(
             AdviceKind::PoolExhausted,
             Severity::Critical,
@@ -248,7 +251,8 @@ fn queue_rules(s: &Status, t: &AdvisorConfig, out: &mut Vec<Advice>) {
 }
 
 /// The pool size to suggest: half again as many, and at least enough for
-/// the queue, within the database's budget when it is known.
+/// the queue, within the database's budget when it is known (no more than
+/// the current size when the budget allows nothing more).
 fn suggested_pool(s: &Status) -> u32 {
     let current = s.tuning.pool.as_ref().map_or(s.max_connections, |p| p.max);
     let more = (current / 2)

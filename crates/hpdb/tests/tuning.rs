@@ -26,7 +26,9 @@ async fn auto_manager(proxy: &testkit::Proxy) -> Manager<Postgres> {
 }
 
 /// `clients` tasks running a 2 ms query back to back, uncached and
-/// uncoalesced, until `stop`.
+/// uncoalesced, until `stop` or their first failure (a failing call can
+/// return at once, and a loop of those would never yield); each returns
+/// its failures.
 fn load(
     m: &Manager<Postgres>,
     clients: usize,
@@ -51,7 +53,10 @@ fn load(
                             },
                         )
                         .await;
-                    failed += u64::from(r.is_err());
+                    if r.is_err() {
+                        failed += 1;
+                        break;
+                    }
                 }
                 failed
             })
@@ -70,6 +75,8 @@ async fn the_automatic_limit_grows_with_demand_and_backs_off_when_latency_is_inj
         .unwrap();
     let m = auto_manager(&proxy).await;
     assert_eq!(limit(&m), 2, "it starts at the minimum");
+    let refused = m.resize(10).unwrap_err().to_string();
+    assert!(refused.contains("DB_POOL_AUTO"), "{refused}");
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = load(&m, 48, &stop);
     // pg_sleep does not saturate the database: concurrency pays, the
@@ -214,4 +221,50 @@ async fn adaptive_ttls_lengthen_read_mostly_classes_and_stop_caching_churning_on
     })
     .await;
     assert!(logged, "{:?}", m.status().tuning.events);
+}
+
+#[tokio::test]
+async fn a_class_bypassed_for_its_tag_writes_stays_bypassed_while_they_go_on() {
+    let mut config = common::config(1, 2);
+    config.cache.adaptive_ttl = true;
+    let h = common::sqlite(config).await;
+    let m = &h.manager;
+    let read = || {
+        let table = h.table.clone();
+        async move {
+            let options = QueryOptions::default().tag("t:1");
+            m.execute_query_traced::<i64, _>("tagged:1", options, move |c| {
+                Box::pin(async move {
+                    // Safe: a table name the harness generated.
+                    let sql = sqlx::AssertSqlSafe(format!("SELECT v FROM {table} WHERE id = 1"));
+                    sqlx::query_scalar(sql).fetch_one(c).await
+                })
+            })
+            .await
+            .unwrap()
+            .source
+        }
+    };
+    // Each read followed by a write of its tag: bypassed once judged...
+    for _ in 0..30 {
+        read().await;
+        m.invalidate_tag("t:1").await;
+    }
+    let ttl = |m: &Manager<sqlx::Sqlite>| {
+        let classes = m.status().tuning.ttl_classes.unwrap();
+        classes.iter().find(|c| c.class == "tagged").unwrap().ttl_ms
+    };
+    assert_eq!(ttl(m), None);
+    // ...and still while the writes go on, though nothing of the class is
+    // cached for them to drop any more.
+    for _ in 0..120 {
+        assert_eq!(read().await, Source::Database);
+        m.invalidate_tag("t:1").await;
+    }
+    let classes = m.status().tuning.ttl_classes.unwrap();
+    let c = classes.iter().find(|c| c.class == "tagged").unwrap();
+    assert_eq!(c.ttl_ms, None, "{classes:?}");
+    // Every write counted, not only those that found an entry to drop
+    // (else the class would hover at the threshold, cached every other time).
+    assert!(c.writes > 0.95 * c.reads, "{classes:?}");
 }

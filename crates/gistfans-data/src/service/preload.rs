@@ -188,13 +188,7 @@ impl DataAggregationService {
             let this = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let cached = this
-                    .db
-                    .control()
-                    .peek_cached::<CachedAggregate>(&key(id, Include::ALL))
-                    .await
-                    .is_some();
-                if cached {
+                if this.is_cached(id).await {
                     return;
                 }
                 match this.load(id, AggregateOptions::warming()).await {
@@ -206,6 +200,16 @@ impl DataAggregationService {
                 }
             });
         }
+    }
+
+    /// Whether `user_id`'s whole profile is in the in-process cache now
+    /// (looking does not count as a read, and stores nothing).
+    pub async fn is_cached(&self, user_id: i64) -> bool {
+        self.db
+            .control()
+            .peek_cached::<CachedAggregate>(&key(user_id, Include::ALL))
+            .await
+            .is_some()
     }
 
     /// Which profiles a profile view preloads.

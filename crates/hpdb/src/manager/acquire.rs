@@ -137,9 +137,12 @@ impl<DB: Database> Manager<DB> {
                 Ok(v)
             }
         };
+        // What the database's answers say about it: the time a query took
+        // (one cut short by its deadline took at least that); a query's own
+        // error says nothing about the database's load.
         match &result {
-            Err(Error::Timeout { .. }) => inner.tuning.overloaded(),
-            _ => inner.tuning.served(began.elapsed()),
+            Ok(_) | Err(Error::Timeout { .. }) => inner.tuning.served(began.elapsed()),
+            Err(_) => {}
         }
         // The connection goes back before the slot is handed on.
         drop(conn);

@@ -208,7 +208,7 @@ impl<DB: Database> Manager<DB> {
             Some(s) => s.bump(kind, name).await,
             None => None,
         };
-        self.inner.drop_local(kind, name).await;
+        self.inner.drop_local(kind, name, &[]).await;
         if let (Some(s), Some(g)) = (self.inner.shared.as_ref(), generation) {
             s.announce(kind, name, g).await;
         }
@@ -303,8 +303,17 @@ impl<DB: Database> Manager<DB> {
     }
 
     /// Changes the number of connections the gate admits at once. Must stay
-    /// within `[min_connections, ceiling]`.
+    /// within `[min_connections, ceiling]`; refused while the pool sizes
+    /// itself (`pool.auto_size`), whose loop owns the limit.
     pub fn resize(&self, max_connections: u32) -> Result<(), ConfigError> {
+        if self.inner.config.pool.auto_size {
+            return Err(ConfigError(format!(
+                "the pool sizes itself ({}=true) within [{}, {}]: change those bounds instead",
+                crate::env::POOL_AUTO.name,
+                crate::env::POOL_MIN.name,
+                crate::env::POOL_MAX.name
+            )));
+        }
         let ceiling = self.inner.config.pool.ceiling();
         let min = self.inner.min_connections.load(Ordering::Relaxed);
         if max_connections == 0 || max_connections > ceiling || max_connections < min {

@@ -28,7 +28,6 @@ use crate::{
     options::{QueryOptions, Source},
     shared::Stamp,
     single_flight::{self, LeaderGuard, Outcome, Role},
-    tuning::ttl::TtlTuner,
 };
 
 /// One call of `execute_query`, as the steps after the breaker need it.
@@ -411,7 +410,7 @@ impl<DB: Database> Manager<DB> {
             None => self
                 .inner
                 .tuning
-                .ttl_for(TtlTuner::class_of(key), cache.ttl, cache.max_ttl),
+                .ttl_for(key, &options.tags, cache.ttl, cache.max_ttl),
         }
     }
 }

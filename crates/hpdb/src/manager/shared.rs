@@ -15,6 +15,7 @@ use super::{pipeline::Call, pipeline::Fill, Inner, Manager};
 use crate::{
     cache::{weigh, CacheEntry, CacheValue},
     invalidation::Seq,
+    options::QueryOptions,
     shared::{Kind, Lease, LocalCache, Shared, SharedLookup, Stamp},
 };
 
@@ -103,7 +104,9 @@ impl<DB: Database> Manager<DB> {
         let Some(shared) = self.shared() else {
             return not_shared();
         };
-        if !call.options.use_cache {
+        // Not cached (asked not to, or its class is bypassed): no shared
+        // hit to copy in process, no fill lease to make others wait.
+        if self.ttl_for(&call.key, &call.options).is_none() {
             return not_shared();
         }
         let left = call.deadline.saturating_duration_since(Instant::now());
@@ -213,6 +216,9 @@ impl<DB: Database> Manager<DB> {
     }
 
     async fn warm_one(&self, shared: &Arc<Shared>, key: String, decode: Decode<'_>) -> bool {
+        if self.ttl_for(&key, &QueryOptions::default()).is_none() {
+            return false;
+        }
         let since = self.inner.log.snapshot();
         let fetched_at = std::time::Instant::now();
         let Some((value, stamp, ttl_left)) = shared.read_any(&key).await else {
@@ -238,7 +244,7 @@ impl<DB: Database> LocalCache for Inner<DB> {
     fn invalidate<'a>(&'a self, kind: Kind, name: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             match kind {
-                Kind::Key | Kind::Tag => self.drop_local(kind, name).await,
+                Kind::Key | Kind::Tag => self.drop_local(kind, name, &[]).await,
                 Kind::Clear => self.flush().await,
             }
         })

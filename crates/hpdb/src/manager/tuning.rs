@@ -3,7 +3,8 @@
 //!
 //! Invariants:
 //! - The pool loop runs only with `pool.auto_size`, and changes nothing
-//!   but the gate's limit, within `[min_connections, max_connections]`.
+//!   but the gate's limit, within `[min_connections, max_connections]`;
+//!   nothing else changes that limit meanwhile (`resize` is refused).
 //! - The TTL tuner runs only with `cache.adaptive_ttl`, and changes only
 //!   the TTL of entries stored without one of their own.
 //! - Measuring costs the query path a few relaxed atomic adds; no lock is
@@ -35,6 +36,9 @@ use crate::{
     },
 };
 
+/// Most tags remembered for bypassed classes.
+const BYPASSED_TAGS: u64 = 10_000;
+
 /// What the query path tells the pool loop.
 #[derive(Default)]
 struct Samples {
@@ -58,6 +62,9 @@ pub(super) struct Tuning {
     ttl: Option<TtlTuner>,
     /// The TTL a class starts at.
     ttl_base: Duration,
+    /// Tags of results whose class is bypassed, and that class (the last
+    /// seen under the tag), at most [`BYPASSED_TAGS`].
+    bypassed_tags: moka::sync::Cache<Arc<str>, Arc<str>>,
     /// Each class's TTL when last logged (ms; `None`: not cached).
     ttl_logged: Mutex<HashMap<String, Option<u64>>>,
     log: TuningLog,
@@ -91,7 +98,8 @@ impl Tuning {
             samples: Samples::default(),
             pool,
             ttl,
-            ttl_base: c.ttl,
+            ttl_base: c.ttl.min(c.max_ttl),
+            bypassed_tags: moka::sync::Cache::new(BYPASSED_TAGS),
             ttl_logged: Mutex::new(HashMap::new()),
             log: TuningLog::default(),
         }
@@ -125,29 +133,53 @@ impl Tuning {
         }
     }
 
-    /// Writes dropped or replaced the entries under `keys`.
-    fn wrote<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
-        if let Some(t) = &self.ttl {
-            for key in keys {
-                t.on_write(TtlTuner::class_of(key));
+    /// A write of `key`, or of `tag` that dropped `dropped` (whose keys in
+    /// `restored` the write puts back updated in place: for those the write
+    /// cost the cache nothing). A tag also counts for the classes it
+    /// bypasses, of which nothing is cached to drop.
+    fn wrote(&self, key_or_tag: (Kind, &str), dropped: &[Arc<str>], restored: &[Arc<str>]) {
+        let Some(t) = &self.ttl else { return };
+        match key_or_tag {
+            (Kind::Key, key) => t.on_write(TtlTuner::class_of(key)),
+            (Kind::Tag, tag) => {
+                for key in dropped.iter().filter(|k| !restored.contains(k)) {
+                    t.on_write(TtlTuner::class_of(key));
+                }
+                if let Some(class) = self.bypassed_tags.get(tag) {
+                    t.on_write(&class);
+                }
             }
+            (Kind::Clear, _) => {}
         }
     }
 
-    /// The TTL for a new entry of `class` without one of its own: the
-    /// class's, else `default`; never above `cap`. `None`: do not cache it.
+    /// The TTL for a new entry of `key` (tagged `tags`) without one of its
+    /// own: its class's, else `default`; never above `cap`. `None`: do not
+    /// cache it (its class is written about as often as read).
     pub(super) fn ttl_for(
         &self,
-        class: &str,
+        key: &str,
+        tags: &[Arc<str>],
         default: Duration,
         cap: Duration,
     ) -> Option<Duration> {
         let Some(tuner) = &self.ttl else {
             return Some(default.min(cap));
         };
+        let class = TtlTuner::class_of(key);
         match tuner.decide(class, cap) {
             TtlDecision::Cache(ttl) => Some(ttl),
-            TtlDecision::Bypass => None,
+            TtlDecision::Bypass => {
+                // Remember which class the tags would have dropped, so
+                // their writes still count (else the class would stop
+                // seeing writes, and flap back to cached).
+                for tag in tags {
+                    if self.bypassed_tags.get(&**tag).as_deref() != Some(class) {
+                        self.bypassed_tags.insert(tag.clone(), class.into());
+                    }
+                }
+                None
+            }
         }
     }
 }
@@ -155,24 +187,26 @@ impl Tuning {
 impl<DB: Database> Inner<DB> {
     /// Drops a key's or a tag's entries from this instance: the
     /// invalidation log first (so no running fetch stores its result),
-    /// then the cache; each dropped entry counts as a write of its class.
-    pub(super) async fn drop_local(&self, kind: Kind, name: &str) {
-        match kind {
+    /// then the cache. Counts the write for adaptive TTLs, except for the
+    /// keys in `restored`, which the caller puts back updated in place.
+    pub(super) async fn drop_local(&self, kind: Kind, name: &str, restored: &[Arc<str>]) {
+        let dropped = match kind {
             Kind::Key => {
                 self.log.invalidate_key(name);
                 self.cache.invalidate(name).await;
-                self.tuning.wrote([name]);
+                Vec::new()
             }
             Kind::Tag => {
                 self.log.invalidate_tag(name);
-                let keys = self.cache.invalidate_tag(name).await;
-                self.tuning.wrote(keys.iter().map(|k| &**k));
+                self.cache.invalidate_tag(name).await
             }
             Kind::Clear => {
                 self.log.invalidate_all();
                 self.cache.clear().await;
+                Vec::new()
             }
-        }
+        };
+        self.tuning.wrote((kind, name), &dropped, restored);
     }
 }
 
@@ -272,7 +306,10 @@ impl Tuning {
                 // A new class at the default TTL has not moved.
                 (None, Some(ms)) => ms != self.ttl_base.as_millis() as u64,
                 (None, None) => true,
-                (Some(Some(a)), Some(b)) => b * 4 >= a * 5 || b * 5 <= a * 4,
+                (Some(Some(a)), Some(b)) => {
+                    b.saturating_mul(4) >= a.saturating_mul(5)
+                        || b.saturating_mul(5) <= a.saturating_mul(4)
+                }
                 (Some(a), b) => a.is_some() != b.is_some(),
             };
             if !moved {
@@ -329,12 +366,9 @@ async fn pool_loop<DB: Database>(weak: Weak<Inner<DB>>) {
         let Some(pool) = &inner.tuning.pool else {
             return;
         };
+        // The loop alone sets the gate's limit (`resize` is refused while
+        // the pool sizes itself).
         let mut l = pool.lock();
-        // A manual `resize` moved the gate: carry on from there.
-        let gate_limit = inner.gate.limit();
-        if gate_limit != l.controller.limit() {
-            l.controller.set_limit(gate_limit);
-        }
         if let Some(change) = l.controller.on_window(&window) {
             l.last_reason = Some(change.reason);
             inner.gate.set_limit(change.to);

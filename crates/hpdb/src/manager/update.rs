@@ -204,7 +204,8 @@ impl<DB: Database> Manager<DB> {
             });
             futures::future::join_all(stores).await;
         }
-        self.inner.drop_local(Kind::Tag, &tag).await;
+        let restored: Vec<Arc<str>> = ready.iter().map(|(u, _, _)| u.key.clone()).collect();
+        self.inner.drop_local(Kind::Tag, &tag, &restored).await;
         let tags: Arc<[Arc<str>]> = options.tags.clone().into();
         for (u, stamp, _) in ready {
             self.put_updated(&tags, u, stamp, &after).await;

@@ -57,8 +57,6 @@
 
 use std::{collections::VecDeque, time::Duration};
 
-use serde::Serialize;
-
 /// Length of a measuring window.
 pub const WINDOW: Duration = Duration::from_millis(250);
 /// Queries a window needs before its latency says anything; a window with
@@ -83,13 +81,13 @@ pub struct Window {
     pub peak_in_use: usize,
     /// Most callers waiting at the gate at once.
     pub peak_queued: usize,
-    /// Queries that ran out of time or found no connection.
+    /// Queries that found no connection in time, and connections the
+    /// database refused for being full.
     pub overloads: u64,
 }
 
 /// Why the limit moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// Callers waited and the database showed no queueing: more concurrency pays.
     Demand,
@@ -107,7 +105,7 @@ impl Reason {
         match self {
             Reason::Demand => "callers waited and latency stayed at its baseline",
             Reason::Latency => "latency rose above its baseline (queries queue in the database)",
-            Reason::Overload => "queries timed out or found no connection",
+            Reason::Overload => "queries found no connection in time, or the database refused one",
             Reason::Idle => "load fell: under half the slots used, nobody waiting",
         }
     }
@@ -156,11 +154,6 @@ impl LimitController {
     /// The current limit.
     pub fn limit(&self) -> usize {
         self.limit
-    }
-
-    /// Moves the limit by hand (a manual resize); it stays within `[min, max]`.
-    pub fn set_limit(&mut self, limit: usize) {
-        self.limit = limit.clamp(self.min, self.max);
     }
 
     /// The unloaded service time `R0` now, if any window has been measured.
