@@ -162,6 +162,23 @@ async fn the_automatic_limit_falls_back_when_the_load_goes_away() {
     );
 }
 
+/// Reads row 1 of the harness's table under `key` with `options`; where
+/// the result came from.
+async fn read_row(h: &common::Harness<sqlx::Sqlite>, key: &str, options: QueryOptions) -> Source {
+    let table = h.table.clone();
+    h.manager
+        .execute_query_traced::<i64, _>(key.to_string(), options, move |c| {
+            Box::pin(async move {
+                // Safe: a table name the harness generated.
+                let sql = sqlx::AssertSqlSafe(format!("SELECT v FROM {table} WHERE id = 1"));
+                sqlx::query_scalar(sql).fetch_one(c).await
+            })
+        })
+        .await
+        .unwrap()
+        .source
+}
+
 #[tokio::test]
 async fn adaptive_ttls_lengthen_read_mostly_classes_and_stop_caching_churning_ones() {
     let mut config = common::config(1, 2);
@@ -169,28 +186,14 @@ async fn adaptive_ttls_lengthen_read_mostly_classes_and_stop_caching_churning_on
     config.cache.ttl = Duration::from_secs(60);
     let h = common::sqlite(config).await;
     let m = &h.manager;
-    let read = |key: String| {
-        let table = h.table.clone();
-        async move {
-            m.execute_query_traced::<i64, _>(key, QueryOptions::default(), move |c| {
-                Box::pin(async move {
-                    // Safe: a table name the harness generated.
-                    let sql = sqlx::AssertSqlSafe(format!("SELECT v FROM {table} WHERE id = 1"));
-                    sqlx::query_scalar(sql).fetch_one(c).await
-                })
-            })
-            .await
-            .unwrap()
-            .source
-        }
-    };
+    let read = |key: &'static str| read_row(&h, key, QueryOptions::default());
     // "hot": read a hundred times, never written.
     for _ in 0..100 {
-        read("hot:1".into()).await;
+        read("hot:1").await;
     }
     // "churn": each read followed by a write of the same key.
     for _ in 0..40 {
-        read("churn:1".into()).await;
+        read("churn:1").await;
         m.invalidate("churn:1").await;
     }
     let classes = m.status().tuning.ttl_classes.unwrap();
@@ -202,11 +205,11 @@ async fn adaptive_ttls_lengthen_read_mostly_classes_and_stop_caching_churning_on
     );
     assert_eq!(ttl("churn"), None, "written as often as read: not cached");
     // Not cached means what it says: two reads in a row both reach the database.
-    assert_eq!(read("churn:2".into()).await, Source::Database);
-    assert_eq!(read("churn:2".into()).await, Source::Database);
+    assert_eq!(read("churn:2").await, Source::Database);
+    assert_eq!(read("churn:2").await, Source::Database);
     // A new hot key is cached (with the class's TTL).
-    read("hot:2".into()).await;
-    assert_eq!(read("hot:2".into()).await, Source::Cache);
+    read("hot:2").await;
+    assert_eq!(read("hot:2").await, Source::Cache);
     // The monitor's log says what moved, and why.
     let logged = testkit::pg::eventually(Duration::from_secs(5), || {
         let events = m.status().tuning.events;
@@ -229,22 +232,7 @@ async fn a_class_bypassed_for_its_tag_writes_stays_bypassed_while_they_go_on() {
     config.cache.adaptive_ttl = true;
     let h = common::sqlite(config).await;
     let m = &h.manager;
-    let read = || {
-        let table = h.table.clone();
-        async move {
-            let options = QueryOptions::default().tag("t:1");
-            m.execute_query_traced::<i64, _>("tagged:1", options, move |c| {
-                Box::pin(async move {
-                    // Safe: a table name the harness generated.
-                    let sql = sqlx::AssertSqlSafe(format!("SELECT v FROM {table} WHERE id = 1"));
-                    sqlx::query_scalar(sql).fetch_one(c).await
-                })
-            })
-            .await
-            .unwrap()
-            .source
-        }
-    };
+    let read = || read_row(&h, "tagged:1", QueryOptions::default().tag("t:1"));
     // Each read followed by a write of its tag: bypassed once judged...
     for _ in 0..30 {
         read().await;

@@ -60,8 +60,6 @@ pub(super) struct Tuning {
     samples: Samples,
     pool: Option<Mutex<PoolLoop>>,
     ttl: Option<TtlTuner>,
-    /// The TTL a class starts at.
-    ttl_base: Duration,
     /// Tags of results whose class is bypassed, and that class (the last
     /// seen under the tag), at most [`BYPASSED_TAGS`].
     bypassed_tags: moka::sync::Cache<Arc<str>, Arc<str>>,
@@ -98,7 +96,6 @@ impl Tuning {
             samples: Samples::default(),
             pool,
             ttl,
-            ttl_base: c.ttl.min(c.max_ttl),
             bypassed_tags: moka::sync::Cache::new(BYPASSED_TAGS),
             ttl_logged: Mutex::new(HashMap::new()),
             log: TuningLog::default(),
@@ -304,7 +301,7 @@ impl Tuning {
             let before = logged.get(&class.class).copied();
             let moved = match (before, class.ttl_ms) {
                 // A new class at the default TTL has not moved.
-                (None, Some(ms)) => ms != self.ttl_base.as_millis() as u64,
+                (None, Some(ms)) => ms != tuner.policy().base.as_millis() as u64,
                 (None, None) => true,
                 (Some(Some(a)), Some(b)) => {
                     b.saturating_mul(4) >= a.saturating_mul(5)

@@ -171,6 +171,11 @@ impl TtlTuner {
         Self { policy, table }
     }
 
+    /// The policy in force (as `new` repaired it: `base` within `[min, max]`).
+    pub fn policy(&self) -> &TtlPolicy {
+        &self.policy
+    }
+
     /// The class of a key: its prefix before the first ':' (the whole key if none), at most 32 bytes (cut on a char boundary).
     pub fn class_of(key: &str) -> &str {
         cut(key.split_once(':').map_or(key, |(prefix, _)| prefix))
