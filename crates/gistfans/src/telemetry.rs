@@ -194,6 +194,7 @@ fn shared_metrics(r: &hpdb::SharedStatus) {
         1.0
     });
     gauge!("hpdb_shared_pending_invalidations").set(r.pending as f64);
+    gauge!("hpdb_shared_peers").set(r.peers as f64);
     for (name, value) in [
         ("hpdb_shared_hits_total", r.hits),
         ("hpdb_shared_misses_total", r.misses),
@@ -206,6 +207,10 @@ fn shared_metrics(r: &hpdb::SharedStatus) {
         ("hpdb_shared_replayed_total", r.replayed),
         ("hpdb_shared_flushes_total", r.flushes),
         ("hpdb_shared_reconnects_total", r.reconnects),
+        ("hpdb_shared_replaced_total", r.replaced),
+        ("hpdb_shared_lock_waits_total", r.lock_waits),
+        ("hpdb_shared_delivery_waits_total", r.delivery_waits),
+        ("hpdb_shared_delivery_timeouts_total", r.delivery_timeouts),
         ("hpdb_shared_redis_commands_total", r.redis_commands),
         ("hpdb_shared_redis_failures_total", r.redis_failures),
     ] {

@@ -51,6 +51,10 @@ pub struct CacheEntry {
     /// What it was checked against in the shared level (`None`: not
     /// shared, or fetched while Redis did not answer).
     pub stamp: Option<Arc<Stamp>>,
+    /// How to read the value back from its shared encoding (`None`: not
+    /// known): lets the bus replace an invalidated entry from the shared
+    /// level instead of only dropping it.
+    pub(crate) decode: Option<crate::manager::Decode>,
 }
 
 impl CacheEntry {
@@ -82,8 +86,9 @@ pub trait CacheLayer: Send + Sync + 'static {
     fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
     /// Drops entries tagged `tag`: later `get`s must not return them (the
     /// invalidation log's stamps do not outlive cached entries). Returns the
-    /// keys it dropped, for per-class statistics (empty if it cannot tell).
-    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Arc<str>>>;
+    /// entries it dropped, for per-class statistics and for replacing them
+    /// from the shared level (empty if it cannot tell).
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<(Arc<str>, CacheEntry)>>;
     /// Drops everything.
     fn clear(&self) -> BoxFuture<'_, ()>;
     /// Removes expired entries now (called every `sweep_interval`).
@@ -234,12 +239,17 @@ impl CacheLayer for MemoryCache {
         ready(()).boxed()
     }
 
-    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Arc<str>>> {
-        let keys = self.tags.take(tag);
-        for key in &keys {
-            self.cache.invalidate(key);
-        }
-        ready(keys).boxed()
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<(Arc<str>, CacheEntry)>> {
+        let dropped = self
+            .tags
+            .take(tag)
+            .into_iter()
+            .filter_map(|key| {
+                let entry = self.cache.remove(&key)?;
+                Some((key, entry))
+            })
+            .collect();
+        ready(dropped).boxed()
     }
 
     fn clear(&self) -> BoxFuture<'_, ()> {
@@ -349,6 +359,7 @@ mod tests {
             stored_at: Instant::now(),
             ttl,
             stamp: None,
+            decode: None,
         }
     }
 

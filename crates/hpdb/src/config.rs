@@ -48,6 +48,7 @@
 //! | `REDIS_TIMEOUT` | `shared.call_timeout` | 50 |
 //! | `REDIS_BUS_LEASE` | `shared.bus_lease` | 1000 |
 //! | `REDIS_FILL_LEASE` | `shared.fill_lease` | 2000 |
+//! | `REDIS_DELIVERY_WAIT` | `shared.delivery_wait` | 1000 |
 
 use std::{str::FromStr, time::Duration};
 
@@ -356,6 +357,12 @@ pub struct SharedConfig {
     /// How long the first instance to miss a key may fill it before the
     /// others stop waiting and query too (default 2 s).
     pub fill_lease: Duration,
+    /// How long an invalidation (and a write's cache step) waits for every
+    /// other live instance to confirm it has applied it (default 1 s, the
+    /// bus lease; 0: do not wait). With the wait at least the bus lease,
+    /// once a write is acknowledged no instance serves data from before
+    /// it: each has applied it, or stops serving its older entries.
+    pub delivery_wait: Duration,
 }
 
 fn redacted<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -373,6 +380,7 @@ impl Default for SharedConfig {
             call_timeout: Duration::from_millis(50),
             bus_lease: Duration::from_secs(1),
             fill_lease: Duration::from_secs(2),
+            delivery_wait: Duration::from_secs(1),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::{
     manager::{decoder, Decode, HealthReport, Invalidation, Manager, Update, Versioned},
     metrics::Status,
     options::QueryOptions,
+    shared::TagLocks,
 };
 
 /// A type-erased handle on a [`Manager`]. Cheap to clone.
@@ -45,7 +46,7 @@ trait Controls: Send + Sync {
     fn peek_versioned<'a>(
         &'a self,
         key: &'a str,
-        decode: Decode<'a>,
+        decode: Decode,
     ) -> BoxFuture<'a, Option<Versioned<dyn Any + Send + Sync>>>;
     fn update_tag<'a>(
         &'a self,
@@ -53,12 +54,8 @@ trait Controls: Send + Sync {
         options: &'a QueryOptions,
         updates: Vec<Update>,
     ) -> BoxFuture<'a, Invalidation>;
-    fn warm<'a>(
-        &'a self,
-        prefix: &'a str,
-        limit: usize,
-        decode: Decode<'a>,
-    ) -> BoxFuture<'a, usize>;
+    fn warm<'a>(&'a self, prefix: &'a str, limit: usize, decode: Decode) -> BoxFuture<'a, usize>;
+    fn lock_tags<'a>(&'a self, tags: &'a [&'a str]) -> BoxFuture<'a, TagLocks>;
     fn peek<'a>(
         &'a self,
         key: &'a str,
@@ -102,7 +99,7 @@ impl<DB: Database> Controls for Manager<DB> {
     fn peek_versioned<'a>(
         &'a self,
         key: &'a str,
-        decode: Decode<'a>,
+        decode: Decode,
     ) -> BoxFuture<'a, Option<Versioned<dyn Any + Send + Sync>>> {
         Box::pin(self.peek_versioned_erased(key, decode))
     }
@@ -114,13 +111,11 @@ impl<DB: Database> Controls for Manager<DB> {
     ) -> BoxFuture<'a, Invalidation> {
         Box::pin(self.update_tag_erased(tag, options, updates))
     }
-    fn warm<'a>(
-        &'a self,
-        prefix: &'a str,
-        limit: usize,
-        decode: Decode<'a>,
-    ) -> BoxFuture<'a, usize> {
+    fn warm<'a>(&'a self, prefix: &'a str, limit: usize, decode: Decode) -> BoxFuture<'a, usize> {
         Box::pin(self.warm_erased(prefix, limit, decode))
+    }
+    fn lock_tags<'a>(&'a self, tags: &'a [&'a str]) -> BoxFuture<'a, TagLocks> {
+        Box::pin(Manager::lock_tags(self, tags))
     }
     fn peek<'a>(
         &'a self,
@@ -202,7 +197,7 @@ impl Control {
     /// See [`Manager::peek_versioned`].
     pub async fn peek_versioned<T: CacheValue>(&self, key: &str) -> Option<Versioned<T>> {
         self.manager
-            .peek_versioned(key, &decoder::<T>)
+            .peek_versioned(key, decoder::<T>)
             .await?
             .downcast()
     }
@@ -218,9 +213,14 @@ impl Control {
         self.manager.update_tag(tag, options, updates).await
     }
 
+    /// See [`Manager::lock_tags`].
+    pub async fn lock_tags(&self, tags: &[&str]) -> TagLocks {
+        self.manager.lock_tags(tags).await
+    }
+
     /// See [`Manager::warm_from_shared`].
     pub async fn warm_from_shared<T: CacheValue>(&self, prefix: &str, limit: usize) -> usize {
-        self.manager.warm(prefix, limit, &decoder::<T>).await
+        self.manager.warm(prefix, limit, decoder::<T>).await
     }
 
     /// See [`Manager::peek_cached`].

@@ -91,4 +91,4 @@ pub use manager::{
 pub use metrics::{Bucket, Percentiles, Status, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};
 pub use redact::redacted_url;
-pub use shared::{SharedStatus, Stamp};
+pub use shared::{SharedStatus, Stamp, TagLocks};

@@ -1,21 +1,23 @@
 //! Writes and the cached aggregates they touch.
 //!
-//! Under a per-user lock (striped, taken in ascending order): read the
+//! Under a per-user lock (striped, taken in ascending order; with a shared
+//! level also the users' write locks across instances): read the
 //! cached aggregates, write to the database, invalidate the user's tag
 //! (which also stops any fetch that started before the write from storing
 //! or sharing its result, here and, through the shared level, on every
 //! instance), then store the aggregates updated in place. The lock orders
 //! writes on one instance; across instances the shared level's
 //! generations do (an update in place is stored only if it follows the
-//! snapshot's version directly). Each write and its cache step run in a
-//! task of their own ([`detached`]).
+//! snapshot's version directly); an aggregate whose update was refused
+//! for that reason is fetched again before the write is answered. Each
+//! write and its cache step run in a task of their own ([`detached`]).
 
 use std::sync::Arc;
 
-use hpdb::{QueryOptions, Versioned};
+use hpdb::{QueryOptions, TagLocks, Versioned};
 use tokio::sync::OwnedMutexGuard;
 
-use super::{key, tag, DataAggregationService, LOCK_STRIPES};
+use super::{key, tag, AggregateOptions, DataAggregationService, LOCK_STRIPES};
 use crate::{
     error::DataError,
     incremental,
@@ -24,15 +26,26 @@ use crate::{
     writes::{self, FollowChange, NewPost, StarChange},
 };
 
-/// A user's cached aggregates before a write: per key, the value with
-/// what an update in place needs (its time left, its shared version).
-type Snapshot = Vec<(String, Versioned<CachedAggregate>)>;
+/// A user's cached aggregates before a write: per include set, the value
+/// with what an update in place needs (its time left, its shared version).
+type Snapshot = Vec<(Include, Versioned<CachedAggregate>)>;
+
+/// Aggregates a write could not update in place (another instance wrote
+/// the same user meanwhile): fetched again before the write is answered.
+type Refill = Vec<(i64, Include)>;
+
+/// The locks a write holds: its users' stripes on this instance, then
+/// their tags' write locks across instances (see `hpdb::TagLocks`).
+struct WriteLocks {
+    _stripes: Vec<OwnedMutexGuard<()>>,
+    _tags: TagLocks,
+}
 
 impl DataAggregationService {
-    async fn lock(&self, mut users: Vec<i64>) -> Vec<OwnedMutexGuard<()>> {
+    async fn lock(&self, users: Vec<i64>) -> WriteLocks {
         // Stripes in ascending order: two writes locking the same two users never deadlock.
         let mut stripes: Vec<usize> = users
-            .drain(..)
+            .iter()
             .map(|u| u.rem_euclid(LOCK_STRIPES as i64) as usize)
             .collect();
         stripes.sort_unstable();
@@ -41,7 +54,12 @@ impl DataAggregationService {
         for s in stripes {
             guards.push(self.locks[s].clone().lock_owned().await);
         }
-        guards
+        let tags: Vec<String> = users.into_iter().map(tag).collect();
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        WriteLocks {
+            _stripes: guards,
+            _tags: self.db.control().lock_tags(&tags).await,
+        }
     }
 
     /// The cached aggregates of `user_id` (every include set, in process or
@@ -52,7 +70,7 @@ impl DataAggregationService {
             let (control, k) = (control.clone(), key(user_id, inc));
             async move {
                 let v = control.peek_versioned::<CachedAggregate>(&k).await?;
-                Some((k, v))
+                Some((inc, v))
             }
         });
         futures::future::join_all(peeks)
@@ -67,15 +85,17 @@ impl DataAggregationService {
     /// stored (see `hpdb::Manager::update_tag`). An update in place keeps
     /// the time its original had left, and is stored only if no other
     /// write to the user came between the snapshot and this one, on any
-    /// instance.
+    /// instance; the include sets whose update was refused are returned,
+    /// to be [`refill`](Self::refill)ed.
     async fn apply(
         &self,
         user_id: i64,
         before: Snapshot,
         update: impl Fn(&mut UserAggregate) -> bool,
-    ) {
+    ) -> Refill {
         let mut updates = Vec::with_capacity(before.len());
-        for (k, cached) in before {
+        let mut includes = Vec::with_capacity(before.len());
+        for (include, cached) in before {
             let Some(rendered) = cached.value.0.as_ref() else {
                 continue;
             };
@@ -84,14 +104,44 @@ impl DataAggregationService {
                 let value = Arc::new(CachedAggregate(Some(Arc::new(RenderedAggregate::new(
                     data,
                 )))));
-                updates.push((Arc::from(k), cached, value));
+                let k: Arc<str> = Arc::from(key(user_id, include));
+                includes.push((k.clone(), include));
+                updates.push((k, cached, value));
             }
         }
         let opts = QueryOptions::default().tag(tag(user_id));
-        self.db
+        let done = self
+            .db
             .control()
             .update_tag(&tag(user_id), &opts, updates)
             .await;
+        includes
+            .into_iter()
+            .filter(|(k, _)| done.refused().contains(k))
+            .map(|(_, include)| (user_id, include))
+            .collect()
+    }
+
+    /// Fetches again (through the cache, so once for every instance) the
+    /// aggregates a write could not update in place: cached before the
+    /// write, they are likely read next, and the write's answer waits for
+    /// them so that the read after it does not. Failures are left to that
+    /// read.
+    async fn refill(&self, refill: Refill) {
+        let loads = refill.into_iter().map(|(user_id, include)| {
+            let options = AggregateOptions {
+                include,
+                ..AggregateOptions::default()
+            };
+            async move { self.load(user_id, options).await }
+        });
+        for failed in futures::future::join_all(loads)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+        {
+            tracing::debug!(error = %failed, "refill after a write failed");
+        }
     }
 
     /// Creates a post; the author's cached aggregates gain it.
@@ -118,7 +168,7 @@ impl DataAggregationService {
     }
 
     async fn create_post_now(&self, author: i64, post: NewPost) -> Result<Post, DataError> {
-        let _g = self.lock(vec![author]).await;
+        let guards = self.lock(vec![author]).await;
         let before = self.snapshot(author).await;
         let post = writes::create_post(&self.db, author, post).await?;
         let recent = RecentPost {
@@ -128,8 +178,11 @@ impl DataAggregationService {
             created_at: post.created_at,
             stars: 0,
         };
-        self.apply(author, before, |a| incremental::post_created(a, &recent))
+        let refill = self
+            .apply(author, before, |a| incremental::post_created(a, &recent))
             .await;
+        drop(guards);
+        self.refill(refill).await;
         Ok(post)
     }
 
@@ -137,7 +190,7 @@ impl DataAggregationService {
         // The author is only known after the write; lock and snapshot by
         // looking it up first (a post's author never changes).
         let author = self.post_author(post).await?;
-        let _g = self.lock(vec![user, author]).await;
+        let guards = self.lock(vec![user, author]).await;
         let before_author = self.snapshot(author).await;
         let before_user = if user == author {
             Vec::new()
@@ -150,20 +203,26 @@ impl DataAggregationService {
             writes::unstar(&self.db, user, post).await?
         };
         let delta = if on { 1 } else { -1 };
-        if user == author {
+        let mut refill = if user == author {
             self.apply(author, before_author, |a| {
                 incremental::star_received(a, post, change.starred_at, delta)
                     && incremental::star_given(a, delta)
             })
-            .await;
+            .await
         } else {
             self.apply(author, before_author, |a| {
                 incremental::star_received(a, post, change.starred_at, delta)
             })
-            .await;
-            self.apply(user, before_user, |a| incremental::star_given(a, delta))
-                .await;
+            .await
+        };
+        if user != author {
+            refill.extend(
+                self.apply(user, before_user, |a| incremental::star_given(a, delta))
+                    .await,
+            );
         }
+        drop(guards);
+        self.refill(refill).await;
         Ok(change)
     }
 
@@ -184,7 +243,7 @@ impl DataAggregationService {
         if follower == followee {
             return Err(DataError::Invalid("a user cannot follow themselves".into()));
         }
-        let _g = self.lock(vec![follower, followee]).await;
+        let guards = self.lock(vec![follower, followee]).await;
         let (before_follower, before_followee) =
             (self.snapshot(follower).await, self.snapshot(followee).await);
         let change = if on {
@@ -193,14 +252,19 @@ impl DataAggregationService {
             writes::unfollow(&self.db, follower, followee).await?
         };
         let delta = if on { 1 } else { -1 };
-        self.apply(follower, before_follower, |a| {
-            incremental::followed(a, &change.followee, change.mutual, delta)
-        })
-        .await;
-        self.apply(followee, before_followee, |a| {
-            incremental::gained_follower(a, &change.follower, change.mutual, delta)
-        })
-        .await;
+        let mut refill = self
+            .apply(follower, before_follower, |a| {
+                incremental::followed(a, &change.followee, change.mutual, delta)
+            })
+            .await;
+        refill.extend(
+            self.apply(followee, before_followee, |a| {
+                incremental::gained_follower(a, &change.follower, change.mutual, delta)
+            })
+            .await,
+        );
+        drop(guards);
+        self.refill(refill).await;
         Ok(change)
     }
 }

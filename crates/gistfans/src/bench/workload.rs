@@ -151,9 +151,10 @@ pub async fn run_mode(
                 .unwrap_or(0)
         };
         eprintln!(
-            "    shared level: {} hits, {} misses, {} stores, {} refused stale, {} lease waits, {} updates refused, {} received, {} replayed, {} flushes, bus lag p99 {} ms",
-            n("hits"), n("misses"), n("stores"), n("refusedStale"), n("leaseWaits"),
-            n("updatesRefused"), n("received"), n("replayed"), n("flushes"),
+            "    shared level: {} hits, {} misses, {} stores, {} refused stale, {} lease waits, {} lock waits, {} updates refused, {} received, {} replaced, {} replayed, {} flushes, {} delivery waits ({} timed out), bus lag p99 {} ms",
+            n("hits"), n("misses"), n("stores"), n("refusedStale"), n("leaseWaits"), n("lockWaits"),
+            n("updatesRefused"), n("received"), n("replaced"), n("replayed"), n("flushes"),
+            n("deliveryWaits"), n("deliveryTimeouts"),
             shared["deliveryLagMs"]["p99"]
         );
     }

@@ -132,6 +132,10 @@ pub struct PoolArgs {
     /// How long other instances wait for the first one's fill of a key.
     #[arg(long, id = "shared.fill_lease", value_name = "MS")]
     pub redis_fill_lease_ms: Option<u64>,
+    /// How long a write waits for every other instance to apply its
+    /// invalidation before it is acknowledged (0: no wait).
+    #[arg(long, id = "shared.delivery_wait", value_name = "MS")]
+    pub redis_delivery_wait_ms: Option<u64>,
 }
 
 fn parse_policy(s: &str) -> Result<CachePolicy, String> {
@@ -217,6 +221,7 @@ impl PoolArgs {
         set(&mut r.call_timeout, self.redis_timeout_ms.map(ms));
         set(&mut r.bus_lease, self.redis_bus_lease_ms.map(ms));
         set(&mut r.fill_lease, self.redis_fill_lease_ms.map(ms));
+        set(&mut r.delivery_wait, self.redis_delivery_wait_ms.map(ms));
     }
 }
 

@@ -290,6 +290,8 @@ env_vars! {
     REDIS_BUS_LEASE = "REDIS_BUS_LEASE" => shared.bus_lease;
     /// How long other instances wait for the first one's fill of a key.
     REDIS_FILL_LEASE = "REDIS_FILL_LEASE" => shared.fill_lease;
+    /// How long an invalidation waits for every other instance to apply it (0: no wait).
+    REDIS_DELIVERY_WAIT = "REDIS_DELIVERY_WAIT" => shared.delivery_wait;
 }
 
 impl ManagerConfig {

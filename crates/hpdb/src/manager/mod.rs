@@ -209,10 +209,9 @@ impl<DB: Database> Manager<DB> {
             None => None,
         };
         self.inner.drop_local(kind, name, &[]).await;
-        if let (Some(s), Some(g)) = (self.inner.shared.as_ref(), generation) {
-            s.announce(kind, name, g).await;
-        }
-        Invalidation::new(kind, name, generation)
+        let mut done = Invalidation::new(kind, name, generation);
+        done.announce(self.inner.shared.as_ref()).await;
+        done
     }
 
     /// Reads the cached value under `key`, if fresh and current, without
@@ -288,7 +287,8 @@ impl<DB: Database> Manager<DB> {
             ttl,
             stamp: None,
         };
-        self.store_sized(&key, &tags, &fill, value, size).await;
+        self.store_sized(&key, &tags, &fill, value, size, None)
+            .await;
     }
 
     /// Tells the manager how many connections the database can give this
@@ -334,7 +334,12 @@ impl<DB: Database> Manager<DB> {
     }
 
     /// Closes the pool: waits for connections to come back, then closes them.
+    /// With a shared level, leaves the registry of live instances first
+    /// (other instances' writes stop waiting for this one).
     pub async fn close(&self) {
+        if let Some(s) = &self.inner.shared {
+            s.leave().await;
+        }
         self.inner.pool.close().await;
     }
 }

@@ -19,7 +19,10 @@ use tokio::{
 };
 use tracing::Instrument;
 
-use super::{shared::SharedStep, timeout_error, Manager, QueryFn, QueryResult};
+use super::{
+    shared::{decoder, Decode, SharedStep},
+    timeout_error, Manager, QueryFn, QueryResult,
+};
 use crate::{
     cache::{weigh, CacheEntry, CacheValue},
     error::{Error, TimeoutPhase},
@@ -361,7 +364,8 @@ impl<DB: Database> Manager<DB> {
         let Some(size) = weigh(key, &*value) else {
             return;
         };
-        self.store_sized(key, tags, fill, value, size).await;
+        self.store_sized(key, tags, fill, value, size, Some(decoder::<T>))
+            .await;
     }
 
     /// [`store`](Self::store) for a value whose size is known.
@@ -372,12 +376,8 @@ impl<DB: Database> Manager<DB> {
         fill: &Fill,
         value: Arc<dyn Any + Send + Sync>,
         size: u32,
+        decode: Option<Decode>,
     ) {
-        let inner = &self.inner;
-        // Invalidated while we were fetching: this result may predate the write.
-        if !inner.log.is_current(key, tags, fill.since) {
-            return;
-        }
         let entry = CacheEntry {
             value,
             size,
@@ -386,14 +386,9 @@ impl<DB: Database> Manager<DB> {
             stored_at: fill.fetched_at,
             ttl: fill.ttl,
             stamp: fill.stamp.clone(),
+            decode,
         };
-        inner.cache.insert(key.clone(), entry).await;
-        // An invalidation between the check above and the insert would
-        // otherwise leave a condemned entry in the cache after its stamp
-        // expires: look again, and drop what was stored if so.
-        if !inner.log.is_current(key, tags, fill.since) {
-            inner.cache.invalidate(key).await;
-        }
+        self.inner.insert_checked(key, entry).await;
     }
 
     /// The TTL to store `key`'s result with: the one `options` ask for,

@@ -26,6 +26,8 @@ pub struct Invalidation {
     pub(super) kind: Kind,
     pub(super) name: Arc<str>,
     pub(super) generation: Option<u64>,
+    pub(super) delivered: bool,
+    pub(super) refused: Vec<Arc<str>>,
 }
 
 impl Invalidation {
@@ -34,6 +36,8 @@ impl Invalidation {
             kind,
             name: Arc::from(name),
             generation,
+            delivered: false,
+            refused: Vec::new(),
         }
     }
 
@@ -47,11 +51,35 @@ impl Invalidation {
     pub fn generation(&self) -> Option<u64> {
         self.generation
     }
+
+    /// True if every other live instance confirmed it had applied this
+    /// invalidation before it returned (see `REDIS_DELIVERY_WAIT`); false
+    /// without a shared level, or if one did not confirm within the wait.
+    pub fn delivered(&self) -> bool {
+        self.delivered
+    }
+
+    /// Keys of a write's cache step ([`Manager::update_tag`]) whose updated
+    /// value was not stored because another write came between its
+    /// snapshot and this one: no instance holds a current value for them
+    /// until one is fetched again.
+    pub fn refused(&self) -> &[Arc<str>] {
+        &self.refused
+    }
+
+    /// Announces a bumped invalidation on the bus and waits for the other
+    /// instances to confirm it.
+    pub(super) async fn announce(&mut self, shared: Option<&Arc<Shared>>) {
+        if let (Some(s), Some(g)) = (shared, self.generation) {
+            if let Some(at) = s.announce(self.kind, &self.name, g).await {
+                self.delivered = s.await_delivery(at).await;
+            }
+        }
+    }
 }
 
 /// Turns a shared entry's bytes into a value and its weight.
-pub(crate) type Decode<'a> =
-    &'a (dyn Fn(Bytes) -> Option<(Arc<dyn Any + Send + Sync>, u32)> + Sync);
+pub(crate) type Decode = fn(Bytes) -> Option<(Arc<dyn Any + Send + Sync>, u32)>;
 
 /// [`Decode`] for a type.
 pub(crate) fn decoder<T: CacheValue>(bytes: Bytes) -> Option<(Arc<dyn Any + Send + Sync>, u32)> {
@@ -189,15 +217,10 @@ impl<DB: Database> Manager<DB> {
     /// cache, checked like any shared read; for a new instance, instead of
     /// warming from the database. Returns how many it copied.
     pub async fn warm_from_shared<T: CacheValue>(&self, prefix: &str, limit: usize) -> usize {
-        self.warm_erased(prefix, limit, &decoder::<T>).await
+        self.warm_erased(prefix, limit, decoder::<T>).await
     }
 
-    pub(crate) async fn warm_erased(
-        &self,
-        prefix: &str,
-        limit: usize,
-        decode: Decode<'_>,
-    ) -> usize {
+    pub(crate) async fn warm_erased(&self, prefix: &str, limit: usize, decode: Decode) -> usize {
         let Some(shared) = self.shared() else {
             return 0;
         };
@@ -215,7 +238,7 @@ impl<DB: Database> Manager<DB> {
         warmed
     }
 
-    async fn warm_one(&self, shared: &Arc<Shared>, key: String, decode: Decode<'_>) -> bool {
+    async fn warm_one(&self, shared: &Arc<Shared>, key: String, decode: Decode) -> bool {
         if self.ttl_for(&key, &QueryOptions::default()).is_none() {
             return false;
         }
@@ -234,18 +257,104 @@ impl<DB: Database> Manager<DB> {
             ttl: ttl_left,
             stamp: Some(Arc::new(stamp)),
         };
-        self.store_sized(&Arc::from(key), &tags, &fill, value, size)
+        self.store_sized(&Arc::from(key), &tags, &fill, value, size, Some(decode))
             .await;
         true
     }
 }
 
+/// Entries one bus message may replace from the shared level; the rest of
+/// what it names is only dropped.
+const REPLACE_MAX: usize = 16;
+
+impl<DB: Database> Inner<DB> {
+    /// Inserts `entry` unless `key` or one of its tags was invalidated since
+    /// the entry's fetch began (`entry.seq`): such a result may predate the
+    /// write. True if it stayed in.
+    pub(super) async fn insert_checked(&self, key: &Arc<str>, entry: CacheEntry) -> bool {
+        let (tags, since) = (entry.tags.clone(), entry.seq);
+        if !self.log.is_current(key, &tags, since) {
+            return false;
+        }
+        self.cache.insert(key.clone(), entry).await;
+        // An invalidation between the check above and the insert would
+        // otherwise leave a condemned entry in the cache after its stamp
+        // expires: look again, and drop what was stored if so.
+        if !self.log.is_current(key, &tags, since) {
+            self.cache.invalidate(key).await;
+            return false;
+        }
+        true
+    }
+
+    /// Puts back, from the shared level, entries another instance's write
+    /// made this instance drop: the writer stored their updated values
+    /// there, so the next read here is a hit in process, not a round trip.
+    /// Only current shared entries are taken (checked like any shared
+    /// read), and an invalidation arriving meanwhile wins.
+    async fn replace_from_shared(
+        &self,
+        shared: &Arc<Shared>,
+        dropped: Vec<(Arc<str>, CacheEntry)>,
+    ) {
+        let since = self.log.snapshot();
+        let replaced = dropped
+            .into_iter()
+            .filter(|(_, e)| e.stamp.is_some())
+            .filter_map(|(key, e)| Some((key, e.tags, e.decode?)))
+            .take(REPLACE_MAX)
+            .map(|(key, tags, decode)| async move {
+                let fetched_at = std::time::Instant::now();
+                let SharedLookup::Hit {
+                    value,
+                    stamp,
+                    ttl_left,
+                } = shared.look(&key, &tags, None).await
+                else {
+                    return;
+                };
+                let Some((value, size)) = decode(value) else {
+                    return;
+                };
+                let entry = CacheEntry {
+                    value,
+                    size,
+                    tags,
+                    seq: since,
+                    stored_at: fetched_at,
+                    ttl: ttl_left,
+                    stamp: Some(Arc::new(stamp)),
+                    decode: Some(decode),
+                };
+                if self.insert_checked(&key, entry).await {
+                    shared.count_replaced();
+                }
+            });
+        futures::future::join_all(replaced).await;
+    }
+}
+
 impl<DB: Database> LocalCache for Inner<DB> {
-    fn invalidate<'a>(&'a self, kind: Kind, name: &'a str) -> BoxFuture<'a, ()> {
+    fn invalidate<'a>(
+        &'a self,
+        kind: Kind,
+        name: &'a str,
+    ) -> BoxFuture<'a, Vec<(Arc<str>, CacheEntry)>> {
         Box::pin(async move {
             match kind {
                 Kind::Key | Kind::Tag => self.drop_local(kind, name, &[]).await,
-                Kind::Clear => self.flush().await,
+                Kind::Clear => {
+                    self.flush().await;
+                    Vec::new()
+                }
+            }
+        })
+    }
+
+    fn replace(&self, dropped: Vec<(Arc<str>, CacheEntry)>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(shared) = &self.shared {
+                self.replace_from_shared(shared, dropped).await;
             }
         })
     }

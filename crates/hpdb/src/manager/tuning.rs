@@ -26,6 +26,7 @@ use tokio::{task::JoinHandle, time::Instant};
 
 use super::{Inner, Manager};
 use crate::{
+    cache::CacheEntry,
     config::ManagerConfig,
     env,
     shared::Kind,
@@ -186,7 +187,13 @@ impl<DB: Database> Inner<DB> {
     /// invalidation log first (so no running fetch stores its result),
     /// then the cache. Counts the write for adaptive TTLs, except for the
     /// keys in `restored`, which the caller puts back updated in place.
-    pub(super) async fn drop_local(&self, kind: Kind, name: &str, restored: &[Arc<str>]) {
+    /// Returns the entries a tag invalidation dropped.
+    pub(super) async fn drop_local(
+        &self,
+        kind: Kind,
+        name: &str,
+        restored: &[Arc<str>],
+    ) -> Vec<(Arc<str>, CacheEntry)> {
         let dropped = match kind {
             Kind::Key => {
                 self.log.invalidate_key(name);
@@ -203,7 +210,9 @@ impl<DB: Database> Inner<DB> {
                 Vec::new()
             }
         };
-        self.tuning.wrote((kind, name), &dropped, restored);
+        let keys: Vec<Arc<str>> = dropped.iter().map(|(k, _)| k.clone()).collect();
+        self.tuning.wrote((kind, name), &keys, restored);
+        dropped
     }
 }
 

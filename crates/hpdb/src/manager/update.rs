@@ -16,7 +16,7 @@ use super::{
 use crate::{
     cache::{weigh, CacheValue},
     options::QueryOptions,
-    shared::{Kind, Shared, Stamp},
+    shared::{Kind, Shared, Stamp, TagLocks},
 };
 
 /// A cached value read before a write, with what an update in place needs.
@@ -48,6 +48,7 @@ pub(crate) struct Update {
     pub(crate) value: Arc<dyn Any + Send + Sync>,
     pub(crate) size: u32,
     pub(crate) encoded: Option<Bytes>,
+    pub(crate) decode: Option<Decode>,
 }
 
 impl Update {
@@ -66,6 +67,7 @@ impl Update {
                     ttl_left: before.ttl_left,
                     before: before.stamp,
                     encoded: if shared { value.encode() } else { None },
+                    decode: Some(decoder::<T>),
                     value,
                     size,
                 })
@@ -75,13 +77,27 @@ impl Update {
 }
 
 impl<DB: Database> Manager<DB> {
+    /// Takes the write locks of `tags` across instances (see [`TagLocks`]):
+    /// hold them from before [`peek_versioned`](Self::peek_versioned) to
+    /// after [`update_tag`](Self::update_tag), so that writes to a tag
+    /// through several instances take turns and their updates in place
+    /// follow each other. A fast path, never what makes it correct; without
+    /// a shared level (one instance: the caller's own lock orders writes)
+    /// it holds nothing.
+    pub async fn lock_tags(&self, tags: &[&str]) -> TagLocks {
+        match self.shared() {
+            Some(s) => s.lock_tags(tags).await,
+            None => TagLocks::none(),
+        }
+    }
+
     /// The cached value under `key` (fresh, current), with what
     /// [`update_tag`](Self::update_tag) needs; read it before the write.
     /// In process first; else, with a shared level, its current shared
     /// entry (so that a write updates in place what any instance cached,
     /// not only what this one did).
     pub async fn peek_versioned<T: CacheValue>(&self, key: &str) -> Option<Versioned<T>> {
-        self.peek_versioned_erased(key, &decoder::<T>)
+        self.peek_versioned_erased(key, decoder::<T>)
             .await?
             .downcast()
     }
@@ -89,7 +105,7 @@ impl<DB: Database> Manager<DB> {
     pub(crate) async fn peek_versioned_erased(
         &self,
         key: &str,
-        decode: Decode<'_>,
+        decode: Decode,
     ) -> Option<Versioned<dyn Any + Send + Sync>> {
         if let Some(entry) = self.peek_entry(key).await {
             if let Some(ttl_left) = entry.ttl.checked_sub(entry.stored_at.elapsed()) {
@@ -170,11 +186,8 @@ impl<DB: Database> Manager<DB> {
             Some(s) => s.bump(Kind::Tag, &tag).await,
             None => None,
         };
-        let after = Invalidation {
-            kind: Kind::Tag,
-            name: tag.clone(),
-            generation,
-        };
+        let mut after = Invalidation::new(Kind::Tag, &tag, generation);
+        let mut refused = Vec::new();
         let mut ready = Vec::new();
         for (i, u) in updates.into_iter().enumerate() {
             let leased = leased.get(i).copied().unwrap_or(false);
@@ -187,6 +200,7 @@ impl<DB: Database> Manager<DB> {
                         if leased {
                             s.release(u.key.clone());
                         }
+                        refused.push(u.key);
                     }
                 },
             }
@@ -210,9 +224,8 @@ impl<DB: Database> Manager<DB> {
         for (u, stamp, _) in ready {
             self.put_updated(&tags, u, stamp, &after).await;
         }
-        if let (Some(s), Some(g)) = (&shared, generation) {
-            s.announce(Kind::Tag, &tag, g).await;
-        }
+        after.announce(shared.as_ref()).await;
+        after.refused = refused;
         after
     }
 
@@ -242,7 +255,8 @@ impl<DB: Database> Manager<DB> {
             ttl: u.ttl_left,
             stamp: stamp.map(Arc::new),
         };
-        self.store_sized(&u.key, tags, &fill, u.value, u.size).await;
+        self.store_sized(&u.key, tags, &fill, u.value, u.size, u.decode)
+            .await;
         if !newest() {
             self.inner.cache.invalidate(&u.key).await;
         }

@@ -12,8 +12,11 @@ use futures::future::BoxFuture;
 use redis::{PushInfo, PushKind, Script, Value};
 use tokio::{sync::mpsc::UnboundedReceiver, task::JoinHandle, time::Instant};
 
+use crate::cache::CacheEntry;
+
 use super::{
     client::RedisCallError,
+    delivery::parse_ack,
     inc,
     message::{follows, parse_push, Message, Step, StreamId},
     names::{Kind, Names, SHARDS},
@@ -23,33 +26,53 @@ use super::{
 /// What the bus does to this instance's in-process cache.
 pub(crate) trait LocalCache: Send + Sync {
     /// Drops what a key or tag invalidation names, and stops fills in
-    /// flight from storing their older results.
-    fn invalidate<'a>(&'a self, kind: Kind, name: &'a str) -> BoxFuture<'a, ()>;
+    /// flight from storing their older results; returns what it dropped.
+    fn invalidate<'a>(
+        &'a self,
+        kind: Kind,
+        name: &'a str,
+    ) -> BoxFuture<'a, Vec<(Arc<str>, CacheEntry)>>;
+    /// Puts back dropped entries whose current values the shared level
+    /// holds (a writer stored its updated values there).
+    fn replace(&self, dropped: Vec<(Arc<str>, CacheEntry)>) -> BoxFuture<'_, ()>;
     /// Drops everything, with the same guarantee.
     fn flush(&self) -> BoxFuture<'_, ()>;
 }
 
-/// Appends `msg` to its shard's stream, then publishes it with its id and
-/// the id before it (read in the same script, so no append can come between).
-pub(super) async fn append(shared: &Shared, msg: &Message) -> Result<(), RedisCallError> {
-    let stream = shared.names.stream(Names::shard_of(&msg.name));
+/// Appends `msg` to its shard's stream and publishes it with its id and
+/// the id before it, in one script (one round trip, and no append can come
+/// between); the channel has the stream's name, so on a Cluster the same
+/// slot. Returns the shard and the id.
+pub(super) async fn append(
+    shared: &Shared,
+    msg: &Message,
+) -> Result<(usize, StreamId), RedisCallError> {
+    let shard = Names::shard_of(&msg.name);
+    let stream = shared.names.stream(shard);
     static SCRIPT: LazyLock<Script> = LazyLock::new(|| {
         Script::new(
             r"local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
           local prev = '0-0'
           if last[1] then prev = last[1][1] end
           local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
-          return {prev, id}",
+          redis.call(ARGV[3], KEYS[1], id .. '|' .. prev .. '|' .. ARGV[1])
+          return id",
         )
     });
     let mut invocation = SCRIPT.key(&stream);
-    invocation.arg(msg.to_string()).arg(STREAM_LEN);
-    let (prev, id): (String, String) = shared.redis.run_script(&invocation).await?;
-    let cmd = shared
-        .redis
-        .publish_cmd(&stream, &format!("{id}|{prev}|{msg}"));
-    shared.redis.query::<i64>(&cmd).await?;
-    Ok(())
+    invocation
+        .arg(msg.to_string())
+        .arg(STREAM_LEN)
+        .arg(shared.redis.publish_command());
+    let id: String = shared.redis.run_script(&invocation).await?;
+    let id = id.parse().map_err(|e: &str| {
+        RedisCallError::Redis(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "stream id",
+            e.to_string(),
+        )))
+    })?;
+    Ok((shard, id))
 }
 
 /// Starts the bus: the task applying pushed messages and the heartbeat.
@@ -71,6 +94,7 @@ async fn receive(
     local: Weak<dyn LocalCache>,
     mut pushes: UnboundedReceiver<PushInfo>,
 ) {
+    let acks = shared.names.acks(shared.instance);
     while let Some(push) = pushes.recv().await {
         let Some(local) = local.upgrade() else { return };
         if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
@@ -82,6 +106,12 @@ async fn receive(
         let (Some(channel), Some(payload)) = (text(channel), text(payload)) else {
             continue;
         };
+        if channel == acks {
+            if let Some((shard, id, by)) = parse_ack(&payload) {
+                shared.delivery.record(shard, id, by);
+            }
+            continue;
+        }
         let Some(shard) = (0..SHARDS).find(|s| shared.names.stream(*s) == channel) else {
             continue;
         };
@@ -93,19 +123,27 @@ async fn receive(
         match follows(*last, id, prev) {
             Step::Seen => {}
             Step::Apply => {
-                apply(&shared, &*local, &msg, false).await;
+                apply(&shared, &local, &msg, (shard, id), false).await;
                 *last = id;
             }
             Step::Replay => {
                 // A gap: the heartbeat will try again if this fails.
-                let _ = catch_up(&shared, &*local, shard, &mut last).await;
+                let _ = catch_up(&shared, &local, shard, &mut last).await;
             }
         }
     }
 }
 
-/// Applies one message from another instance.
-async fn apply(shared: &Shared, local: &dyn LocalCache, msg: &Message, replayed: bool) {
+/// Applies one message from another instance (the one at `at` in its
+/// shard's stream): drops what it names at once; then, in a task of its
+/// own, replaces what it can from the shared level and tells the origin.
+async fn apply(
+    shared: &Arc<Shared>,
+    local: &Arc<dyn LocalCache>,
+    msg: &Message,
+    at: (usize, StreamId),
+    replayed: bool,
+) {
     if msg.origin == shared.instance {
         return;
     }
@@ -126,16 +164,25 @@ async fn apply(shared: &Shared, local: &dyn LocalCache, msg: &Message, replayed:
         }
         kind => {
             shared.learn_generation(kind, &msg.name, msg.generation);
-            local.invalidate(kind, &msg.name).await;
+            let dropped = local.invalidate(kind, &msg.name).await;
+            if !dropped.is_empty() {
+                let (shared, local, msg) = (shared.clone(), local.clone(), msg.clone());
+                tokio::spawn(async move {
+                    local.replace(dropped).await;
+                    shared.confirm_applied(msg.origin, at.0, at.1, msg.published_us);
+                });
+                return;
+            }
         }
     }
+    shared.confirm_applied(msg.origin, at.0, at.1, msg.published_us);
 }
 
 /// Brings one shard up to its stream's head: replays what follows `last`,
 /// or empties the in-process cache if the stream no longer holds it.
 async fn catch_up(
-    shared: &Shared,
-    local: &dyn LocalCache,
+    shared: &Arc<Shared>,
+    local: &Arc<dyn LocalCache>,
     shard: usize,
     last: &mut StreamId,
 ) -> Result<(), RedisCallError> {
@@ -174,7 +221,7 @@ async fn catch_up(
                 .and_then(text)
                 .and_then(|m| m.parse::<Message>().ok());
             if let Some(msg) = msg {
-                apply(shared, local, &msg, true).await;
+                apply(shared, local, &msg, (shard, id), true).await;
             }
             *last = id;
         }
@@ -225,9 +272,11 @@ async fn heartbeat_loop(shared: Arc<Shared>, local: Weak<dyn LocalCache>) {
                 for s in 0..SHARDS {
                     shared.redis.subscribe(&shared.names.stream(s)).await?;
                 }
+                let acks = shared.names.acks(shared.instance);
+                shared.redis.subscribe(&acks).await?;
                 subscribed = true;
             }
-            heartbeat(&shared, &*local, round).await
+            heartbeat(&shared, &local, round).await
         }
         .await;
         let current = outcome.is_ok();
@@ -248,12 +297,12 @@ async fn heartbeat_loop(shared: Arc<Shared>, local: Weak<dyn LocalCache>) {
 }
 
 async fn heartbeat(
-    shared: &Shared,
-    local: &dyn LocalCache,
+    shared: &Arc<Shared>,
+    local: &Arc<dyn LocalCache>,
     round: u64,
 ) -> Result<(), RedisCallError> {
     shared.publish_pending().await;
-    let reset = check_epoch(shared, local).await?;
+    let reset = check_epoch(shared, &**local).await?;
     // The shards at once: a round costs about one round trip, not eight.
     let shards = (0..SHARDS).map(|shard| async move {
         let mut last = shared.shards[shard].lock().await;
@@ -265,6 +314,7 @@ async fn heartbeat(
         }
     });
     futures::future::try_join_all(shards).await?;
+    shared.register().await?;
     if round.is_multiple_of(50) {
         let mut c = redis::cmd("ZREMRANGEBYRANK");
         c.arg(shared.names.hot()).arg(0).arg(-(HOT_MAX as i64) - 1);

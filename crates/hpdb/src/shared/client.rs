@@ -337,13 +337,18 @@ impl Redis {
 
     /// The command that publishes `payload` on a bus channel.
     pub(crate) fn publish_cmd(&self, channel: &str, payload: &str) -> Cmd {
-        let mut cmd = redis::cmd(if self.target.is_cluster() {
+        let mut cmd = redis::cmd(self.publish_command());
+        cmd.arg(channel).arg(payload);
+        cmd
+    }
+
+    /// The name of the publishing command: sharded on a Cluster.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        if self.target.is_cluster() {
             "SPUBLISH"
         } else {
             "PUBLISH"
-        });
-        cmd.arg(channel).arg(payload);
-        cmd
+        }
     }
 }
 

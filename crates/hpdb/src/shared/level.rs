@@ -47,6 +47,22 @@ impl Shared {
         tags: &[Arc<str>],
         lease: Option<Duration>,
     ) -> SharedLookup {
+        let found = self.look(key, tags, lease).await;
+        match &found {
+            SharedLookup::Hit { .. } => inc(&self.c.hits),
+            SharedLookup::Miss { .. } => inc(&self.c.misses),
+        }
+        found
+    }
+
+    /// [`lookup`](Self::lookup) without counting a hit or a miss (the bus
+    /// replacing entries: not a read).
+    pub(crate) async fn look(
+        self: &Arc<Self>,
+        key: &str,
+        tags: &[Arc<str>],
+        lease: Option<Duration>,
+    ) -> SharedLookup {
         let epoch = self.epoch();
         let not_shared = SharedLookup::Miss {
             stamp: None,
@@ -57,7 +73,6 @@ impl Shared {
         }
         let (own, gens) = futures::join!(self.read_own(key, lease), self.read_tag_gens(tags));
         let (Ok((mut own, lease)), Ok(gens)) = (own, gens) else {
-            inc(&self.c.misses);
             return not_shared;
         };
         let lease = match lease {
@@ -80,13 +95,11 @@ impl Shared {
             .flatten()
             .and_then(|raw| self.current(raw, &stamp))
         {
-            inc(&self.c.hits);
             if lease == Lease::Won {
                 self.release(Arc::from(key));
             }
             return hit;
         }
-        inc(&self.c.misses);
         if lease == Lease::Won {
             inc(&self.c.leases_won);
         }
@@ -206,14 +219,16 @@ impl Shared {
         until: tokio::time::Instant,
     ) -> SharedLookup {
         inc(&self.c.lease_waits);
-        let mut pause = Duration::from_millis(2);
+        // Short pauses first: a writer's updated value is usually stored
+        // within a round trip or two of its bump.
+        let mut pause = Duration::from_millis(1);
         loop {
             let now = tokio::time::Instant::now();
             if now + pause >= until {
                 return self.lookup(key, tags, None).await;
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(25));
+            pause = (pause * 3 / 2).min(Duration::from_millis(25));
             match self.lookup(key, tags, Some(lease)).await {
                 SharedLookup::Miss {
                     lease: Lease::Held, ..
@@ -314,6 +329,10 @@ impl Shared {
             .arg("PX")
             .arg(self.config.fill_lease.as_millis().max(1) as u64);
         matches!(self.redis.query::<Option<String>>(&c).await, Ok(Some(_)))
+    }
+
+    pub(crate) fn count_replaced(&self) {
+        inc(&self.c.replaced);
     }
 
     /// Gives back a fill lease without storing (the fill failed or was

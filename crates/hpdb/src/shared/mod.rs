@@ -18,6 +18,15 @@
 //!   gap, reconnects, or misses a push replays the stream from the last id
 //!   it applied; one that cannot (the stream was trimmed past it, or Redis
 //!   lost its data: the epoch changed) empties its in-process cache.
+//! - **Delivery.** A receiver confirms each applied message to its origin
+//!   (on the origin's own channel), after putting back from the shared
+//!   level what the invalidation made it drop (the writer stored its
+//!   updated values there). The origin's invalidation waits, at most
+//!   `delivery_wait`, for every instance in the registry of live ones (a
+//!   sorted set scored by Redis's clock, refreshed by each heartbeat):
+//!   once it returns, the next read on any instance sees the write.
+//! - **Write locks.** Writers of one tag on several instances take turns
+//!   ([`TagLocks`]), so that each update in place follows the previous one.
 //! - **Confirmation.** A heartbeat reads every shard's head and the epoch
 //!   every `bus_lease / 5`; a round that finds nothing unapplied *confirms*
 //!   the instance current as of the round's start. While unconfirmed for
@@ -40,7 +49,9 @@
 mod bus;
 mod client;
 mod codec;
+mod delivery;
 mod level;
+mod lock;
 mod message;
 mod names;
 mod status;
@@ -62,6 +73,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 pub(crate) use bus::{start as start_bus, LocalCache};
 pub use codec::Stamp;
 pub(crate) use level::{Lease, SharedLookup};
+pub use lock::TagLocks;
 pub(crate) use names::Kind;
 pub use status::SharedStatus;
 
@@ -98,6 +110,10 @@ struct Counters {
     updates_refused: AtomicU64,
     fills_dropped: AtomicU64,
     lag_sum_us: AtomicU64,
+    delivery_waits: AtomicU64,
+    delivery_timeouts: AtomicU64,
+    lock_waits: AtomicU64,
+    replaced: AtomicU64,
 }
 
 /// Invalidations not yet published.
@@ -124,6 +140,7 @@ pub(crate) struct Shared {
     shards: Vec<tokio::sync::Mutex<StreamId>>,
     c: Counters,
     lag: Mutex<Histogram<u64>>,
+    delivery: delivery::Delivery,
 }
 
 /// Checks a `REDIS_URL` without connecting.
@@ -181,6 +198,7 @@ impl Shared {
                 .collect(),
             c: Counters::default(),
             lag: Mutex::new(histogram()),
+            delivery: delivery::Delivery::default(),
         };
         Ok((shared, rx))
     }
@@ -263,9 +281,10 @@ impl Shared {
     }
 
     /// Publishes an invalidation: [`bump`](Self::bump), then
-    /// [`announce`](Self::announce). Returns the new generation if the bump
-    /// was done; what could not be done is kept and done by the heartbeat.
-    pub(crate) async fn publish(&self, kind: Kind, name: &str) -> Option<u64> {
+    /// [`announce`](Self::announce), without waiting for its delivery.
+    /// Returns the new generation if the bump was done; what could not be
+    /// done is kept and done by the heartbeat.
+    async fn publish(&self, kind: Kind, name: &str) -> Option<u64> {
         let generation = self.bump(kind, name).await?;
         self.announce(kind, name, generation).await;
         Some(generation)
@@ -299,8 +318,14 @@ impl Shared {
     }
 
     /// Tells the other instances (the bus) about a bumped invalidation;
-    /// kept for the heartbeat if Redis did not take it.
-    pub(crate) async fn announce(&self, kind: Kind, name: &str, generation: u64) {
+    /// kept for the heartbeat if Redis did not take it. Returns where it
+    /// went on the bus (for [`await_delivery`](Self::await_delivery)).
+    pub(crate) async fn announce(
+        &self,
+        kind: Kind,
+        name: &str,
+        generation: u64,
+    ) -> Option<(usize, StreamId)> {
         let msg = Message {
             origin: self.instance,
             kind,
@@ -309,10 +334,15 @@ impl Shared {
             epoch: self.epoch(),
             name: name.to_string(),
         };
-        if bus::append(self, &msg).await.is_err() {
-            self.keep_pending(kind, name);
-        } else {
-            inc(&self.c.published);
+        match bus::append(self, &msg).await {
+            Ok(at) => {
+                inc(&self.c.published);
+                Some(at)
+            }
+            Err(_) => {
+                self.keep_pending(kind, name);
+                None
+            }
         }
     }
 

@@ -4,7 +4,8 @@
 //! Redis Cluster hash slot (the `{key}` hash tag), so that they can be read
 //! and written together; a tag's generation counter hashes by the tag. The
 //! bus has [`SHARDS`] streams, each with a (sharded) pub/sub channel of the
-//! same name, hence the same slot.
+//! same name, hence the same slot. Each instance listens for the
+//! confirmations of its own invalidations on a channel of its own.
 
 /// Number of bus shards: streams and channels, spread over a cluster's masters.
 pub(crate) const SHARDS: usize = 8;
@@ -78,6 +79,22 @@ impl Names {
     /// The shared hot set: keys by the time they were last filled.
     pub(crate) fn hot(&self) -> String {
         format!("{}:hot", self.ns)
+    }
+
+    /// The write lock of a tag (see `lock`).
+    pub(crate) fn lock(&self, tag: &str) -> String {
+        format!("{}:w:{{{tag}}}", self.ns)
+    }
+
+    /// The live instances, by the Redis time of their last heartbeat.
+    pub(crate) fn instances(&self) -> String {
+        format!("{}:instances", self.ns)
+    }
+
+    /// The channel on which other instances confirm to `instance` that
+    /// they applied its invalidations.
+    pub(crate) fn acks(&self, instance: u64) -> String {
+        format!("{}:ack:{{{instance}}}", self.ns)
     }
 
     /// The stream (and channel) of a bus shard.

@@ -44,6 +44,11 @@ impl Shared {
             lease_refusals: get(&c.lease_refusals),
             updates_refused: get(&c.updates_refused),
             fills_dropped: get(&c.fills_dropped),
+            peers: self.delivery.peers().len() as u64,
+            delivery_waits: get(&c.delivery_waits),
+            delivery_timeouts: get(&c.delivery_timeouts),
+            lock_waits: get(&c.lock_waits),
+            replaced: get(&c.replaced),
             redis_commands: get(&self.redis.commands),
             redis_failures: get(&self.redis.failures),
             redis_call_ms: Distribution::of(&self.redis.latency.lock(), 0).percentiles,
@@ -103,6 +108,17 @@ pub struct SharedStatus {
     /// Fills not stored in the shared level: a write bumped a generation
     /// while they were fetched.
     pub fills_dropped: u64,
+    /// Other instances seen live at the last heartbeat.
+    pub peers: u64,
+    /// Invalidations that waited for the other instances to confirm them.
+    pub delivery_waits: u64,
+    /// Of those, the ones not confirmed by all within the delivery wait.
+    pub delivery_timeouts: u64,
+    /// Times a writer found a tag's write lock taken and waited.
+    pub lock_waits: u64,
+    /// In-process entries another instance's write dropped and the bus put
+    /// back from the shared level (the writer's updated values).
+    pub replaced: u64,
     /// Commands sent to Redis.
     pub redis_commands: u64,
     /// Commands that failed or timed out.

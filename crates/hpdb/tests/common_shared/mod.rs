@@ -5,13 +5,22 @@
 
 use std::time::Duration;
 
-use hpdb::{Manager, ManagerConfig, QueryOptions, QueryResult, SharedStatus};
+use hpdb::{Invalidation, Manager, ManagerConfig, QueryOptions, QueryResult, SharedStatus};
 use sqlx::Postgres;
 use testkit::pg::TestDatabase;
 
 /// One instance: a manager on `db` sharing `redis` under `ns`.
 pub async fn instance(db: &TestDatabase, redis: &str, ns: &str) -> Manager<Postgres> {
-    let mut c = ManagerConfig::default();
+    instance_with(db, redis, ns, ManagerConfig::default()).await
+}
+
+/// [`instance`] with settings of its own.
+pub async fn instance_with(
+    db: &TestDatabase,
+    redis: &str,
+    ns: &str,
+    mut c: ManagerConfig,
+) -> Manager<Postgres> {
     c.shared.url = Some(redis.to_string());
     c.shared.namespace = ns.to_string();
     let m = Manager::<Postgres>::connect(&db.url, c).await.unwrap();
@@ -60,14 +69,14 @@ pub async fn read(m: &Manager<Postgres>, id: i64) -> QueryResult<i64> {
 }
 
 /// Writes row `id` and invalidates it, as an application would.
-pub async fn write(m: &Manager<Postgres>, id: i64, v: i64) {
+pub async fn write(m: &Manager<Postgres>, id: i64, v: i64) -> Invalidation {
     sqlx::query("UPDATE kv SET v = $2 WHERE id = $1")
         .bind(id)
         .bind(v)
         .execute(m.pool())
         .await
         .unwrap();
-    m.invalidate_tag(&format!("row:{id}")).await;
+    m.invalidate_tag(&format!("row:{id}")).await
 }
 
 /// Waits until `m` has applied `n` invalidations from other instances.
