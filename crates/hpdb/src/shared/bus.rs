@@ -169,13 +169,13 @@ async fn apply(
                 let (shared, local, msg) = (shared.clone(), local.clone(), msg.clone());
                 tokio::spawn(async move {
                     local.replace(dropped).await;
-                    shared.confirm_applied(msg.origin, at.0, at.1, msg.published_us);
+                    shared.confirm_applied(msg.origin, at, msg.published_us, replayed);
                 });
                 return;
             }
         }
     }
-    shared.confirm_applied(msg.origin, at.0, at.1, msg.published_us);
+    shared.confirm_applied(msg.origin, at, msg.published_us, replayed);
 }
 
 /// Brings one shard up to its stream's head: replays what follows `last`,

@@ -142,16 +142,18 @@ impl Shared {
     }
 
     /// Tells `origin` that this instance applied its message `id` of
-    /// `shard` (in a task of its own: the bus does not wait for it).
+    /// `shard` (in a task of its own: the bus does not wait for it). A
+    /// pushed message is always confirmed; a replayed one only if recent
+    /// by the origin's clock (so clocks apart never silence the live path).
     pub(super) fn confirm_applied(
         self: &Arc<Self>,
         origin: u64,
-        shard: usize,
-        id: StreamId,
+        (shard, id): (usize, StreamId),
         published_us: u64,
+        replayed: bool,
     ) {
         let age = Duration::from_micros(unix_us().saturating_sub(published_us));
-        if age > CONFIRM_WITHIN {
+        if replayed && age > CONFIRM_WITHIN {
             return;
         }
         let this = self.clone();
