@@ -20,16 +20,18 @@
 //! | leak detection | `leak` | connections held past a threshold reported with their query key |
 //! | status | [`Status`] | six headline figures (connections, queue, queries, hit rate, mean response time) plus percentiles, wait histogram, counters |
 //! | server-side deadlines | [`StatementDeadline`], [`postgres`] | a query past its deadline stops on the server too; PostgreSQL behind a transaction-mode pooler (PgBouncer) without prepared-statement errors |
-//! | shared level and bus | `shared` (`REDIS_URL`; [`SharedConfig`], [`SharedStatus`]) | a Redis level under every instance's in-process cache (one node or a Cluster); invalidations reach every instance (streams + sharded pub/sub, replayed after a gap); a fill that raced a write is never served (generations); N instances missing a key make one query (fill leases); Redis down or slow never fails or hangs a call |
+//! | shared level and bus | `shared` (`REDIS_URL`; [`SharedConfig`], [`SharedStatus`]) | a Redis level under every instance's in-process cache (one node or a Cluster); invalidations reach every instance (streams + sharded pub/sub, replayed after a gap), confirmed to the writer before its call returns, the writer's updated values put back in each instance's cache; writes to one tag across instances take turns ([`TagLocks`]); a fill that raced a write is never served (generations); N instances missing a key make one query (fill leases); Redis down or slow never fails or hangs a call |
 //! | self-tuning | [`tuning`] (`DB_POOL_AUTO`, `DB_CACHE_ADAPTIVE_TTL`; [`TuningStatus`]) | the pool's size follows the database's service time (Vegas) within `[DB_POOL_MIN, DB_POOL_MAX]`; each key class's TTL follows its reads and writes; a co-visitation model predicts what to preload; every change logged with its reason |
 //! | advice | [`advise`] | recommendations (cache TTL, slow queries, pool size) and alerts (low hit rate, slow responses, exhausted pool, open circuit, leaks, connection limits), each with its figure and threshold |
 //!
 //! ## Consistency
 //! - Strong: once `invalidate(key)` or `invalidate_tag(tag)` has returned, no
 //!   call that starts afterwards on the same instance is served a result
-//!   fetched before it (cached, shared or in flight); on other instances,
-//!   none once the bus has delivered it, and none older than the bus lease
-//!   while the bus cannot be confirmed.
+//!   fetched before it (cached, shared or in flight); on other instances
+//!   neither, once it has returned with [`Invalidation::delivered`] (it
+//!   waits up to `REDIS_DELIVERY_WAIT` for every live instance to confirm),
+//!   and in any case none older than the bus lease while an instance's bus
+//!   cannot be confirmed.
 //! - Eventual: entry and byte bounds are enforced by moka's maintenance, so
 //!   the cache can briefly hold a few entries over its bound; counters in
 //!   [`Status`] are read without a global lock.
