@@ -309,7 +309,7 @@ impl<DB: Database> Inner<DB> {
                     value,
                     stamp,
                     ttl_left,
-                } = shared.look(&key, &tags, None).await
+                } = shared.lookup_uncounted(&key, &tags, None).await
                 else {
                     return;
                 };

@@ -135,12 +135,17 @@ impl Tuning {
     /// `restored` the write puts back updated in place: for those the write
     /// cost the cache nothing). A tag also counts for the classes it
     /// bypasses, of which nothing is cached to drop.
-    fn wrote(&self, key_or_tag: (Kind, &str), dropped: &[Arc<str>], restored: &[Arc<str>]) {
+    fn wrote(
+        &self,
+        key_or_tag: (Kind, &str),
+        dropped: &[(Arc<str>, CacheEntry)],
+        restored: &[Arc<str>],
+    ) {
         let Some(t) = &self.ttl else { return };
         match key_or_tag {
             (Kind::Key, key) => t.on_write(TtlTuner::class_of(key)),
             (Kind::Tag, tag) => {
-                for key in dropped.iter().filter(|k| !restored.contains(k)) {
+                for (key, _) in dropped.iter().filter(|(k, _)| !restored.contains(k)) {
                     t.on_write(TtlTuner::class_of(key));
                 }
                 if let Some(class) = self.bypassed_tags.get(tag) {
@@ -210,8 +215,7 @@ impl<DB: Database> Inner<DB> {
                 Vec::new()
             }
         };
-        let keys: Vec<Arc<str>> = dropped.iter().map(|(k, _)| k.clone()).collect();
-        self.tuning.wrote((kind, name), &keys, restored);
+        self.tuning.wrote((kind, name), &dropped, restored);
         dropped
     }
 }

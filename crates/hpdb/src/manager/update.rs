@@ -187,7 +187,6 @@ impl<DB: Database> Manager<DB> {
             None => None,
         };
         let mut after = Invalidation::new(Kind::Tag, &tag, generation);
-        let mut refused = Vec::new();
         let mut ready = Vec::new();
         for (i, u) in updates.into_iter().enumerate() {
             let leased = leased.get(i).copied().unwrap_or(false);
@@ -200,7 +199,7 @@ impl<DB: Database> Manager<DB> {
                         if leased {
                             s.release(u.key.clone());
                         }
-                        refused.push(u.key);
+                        after.refused.push(u.key);
                     }
                 },
             }
@@ -225,7 +224,6 @@ impl<DB: Database> Manager<DB> {
             self.put_updated(&tags, u, stamp, &after).await;
         }
         after.announce(shared.as_ref()).await;
-        after.refused = refused;
         after
     }
 

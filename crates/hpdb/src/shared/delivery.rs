@@ -88,6 +88,11 @@ impl Delivery {
     pub(super) fn peers(&self) -> Vec<u64> {
         self.peers.lock().clone()
     }
+
+    /// True if another instance was live at the last heartbeat.
+    pub(super) fn has_peers(&self) -> bool {
+        !self.peers.lock().is_empty()
+    }
 }
 
 /// A confirmation on the origin's channel: `<shard>|<stream id>|<instance>`.

@@ -47,7 +47,7 @@ impl Shared {
         tags: &[Arc<str>],
         lease: Option<Duration>,
     ) -> SharedLookup {
-        let found = self.look(key, tags, lease).await;
+        let found = self.lookup_uncounted(key, tags, lease).await;
         match &found {
             SharedLookup::Hit { .. } => inc(&self.c.hits),
             SharedLookup::Miss { .. } => inc(&self.c.misses),
@@ -57,7 +57,7 @@ impl Shared {
 
     /// [`lookup`](Self::lookup) without counting a hit or a miss (the bus
     /// replacing entries: not a read).
-    pub(crate) async fn look(
+    pub(crate) async fn lookup_uncounted(
         self: &Arc<Self>,
         key: &str,
         tags: &[Arc<str>],

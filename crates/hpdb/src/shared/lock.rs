@@ -82,7 +82,7 @@ impl Shared {
     /// most the fill lease and held at most that long. None while no other
     /// instance is live: this one's own lock orders its writes.
     pub(crate) async fn lock_tags(self: &Arc<Self>, tags: &[&str]) -> TagLocks {
-        if self.delivery.peers().is_empty() {
+        if !self.delivery.has_peers() {
             return TagLocks::none();
         }
         let mut names: Vec<String> = tags.iter().map(|t| self.names.lock(t)).collect();
