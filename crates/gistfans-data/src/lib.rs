@@ -28,6 +28,9 @@ pub use db::{migrate, session_url, sqlite_options, Backend, Db};
 pub use error::DataError;
 pub use model::{Include, Post, UserAggregate};
 pub use rendered::RenderedAggregate;
-pub use service::{AggregateOptions, DataAggregationService, Preload, PreloadStats, Served};
+pub use service::{
+    AggregateOptions, DataAggregationService, PhaseTiming, Preload, PreloadStats, Served,
+    WritePhase,
+};
 pub use users::{UserCard, UserDirectory, MAX_IDS};
-pub use writes::NewPost;
+pub use writes::{NewPost, Written};

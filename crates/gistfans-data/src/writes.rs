@@ -11,6 +11,25 @@ use crate::{
     Db,
 };
 
+/// A write's result, and how far its cache step reached the other
+/// instances when it was answered (see [`hpdb::Delivery`]).
+#[derive(Debug, Clone)]
+pub struct Written<T> {
+    /// What the write changed.
+    pub value: T,
+    /// `Confirmed`: the next read on any instance sees it. `Unconfirmed`:
+    /// some instance may show the value from before it for at most the bus
+    /// lease. `Local`: one instance, no shared level.
+    pub delivery: hpdb::Delivery,
+}
+
+impl<T> std::ops::Deref for Written<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
 /// A post to create.
 #[derive(Debug, Clone)]
 pub struct NewPost {

@@ -95,6 +95,7 @@ pub fn render(
     handle: &PrometheusHandle,
     s: &hpdb::Status,
     preload: &gistfans_data::PreloadStats,
+    writes: &[gistfans_data::PhaseTiming],
 ) -> String {
     use metrics::{counter, gauge};
     gauge!("hpdb_connections", "state" => "active").set(s.active_connections as f64);
@@ -157,6 +158,19 @@ pub fn render(
         &s.latency_histogram,
         s.latency_sum_ms,
     );
+    for (i, w) in writes.iter().enumerate() {
+        // One family, a series per phase (a fixed set of labels).
+        labelled_histogram_text(
+            &mut text,
+            "gistfans_write_phase_seconds",
+            (i == 0).then_some(
+                "Where writes' time went: lock, snapshot, statement, cache (with delivery), refill, total.",
+            ),
+            ("phase", w.phase),
+            &w.times.buckets,
+            w.times.sum_ms,
+        );
+    }
     histogram_text(
         &mut text,
         "hpdb_acquire_wait_seconds",
@@ -195,6 +209,8 @@ fn shared_metrics(r: &hpdb::SharedStatus) {
     });
     gauge!("hpdb_shared_pending_invalidations").set(r.pending as f64);
     gauge!("hpdb_shared_peers").set(r.peers as f64);
+    gauge!("hpdb_shared_redis_budget_seconds").set(r.redis_budget_ms / 1000.0);
+    gauge!("hpdb_shared_excluded").set(f64::from(u8::from(r.excluded)));
     for (name, value) in [
         ("hpdb_shared_hits_total", r.hits),
         ("hpdb_shared_misses_total", r.misses),
@@ -213,6 +229,7 @@ fn shared_metrics(r: &hpdb::SharedStatus) {
         ("hpdb_shared_delivery_timeouts_total", r.delivery_timeouts),
         ("hpdb_shared_redis_commands_total", r.redis_commands),
         ("hpdb_shared_redis_failures_total", r.redis_failures),
+        ("hpdb_shared_redis_timeouts_total", r.redis_timeouts),
     ] {
         counter!(name).absolute(value);
     }
@@ -222,8 +239,31 @@ fn shared_metrics(r: &hpdb::SharedStatus) {
 /// the exporter builds histograms only from samples recorded through it,
 /// and the manager already keeps these as buckets (cumulative, in ms).
 fn histogram_text(out: &mut String, name: &str, help: &str, buckets: &[hpdb::Bucket], sum_ms: f64) {
+    labelled_histogram_text(out, name, Some(help), ("", ""), buckets, sum_ms);
+}
+
+/// [`histogram_text`] for one series of a family with a label (`label.0`
+/// empty: none); the family's HELP and TYPE lines only with `help`.
+fn labelled_histogram_text(
+    out: &mut String,
+    name: &str,
+    help: Option<&str>,
+    label: (&str, &str),
+    buckets: &[hpdb::Bucket],
+    sum_ms: f64,
+) {
     use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    if let Some(help) = help {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    }
+    let (first, only) = if label.0.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            format!("{}=\"{}\",", label.0, label.1),
+            format!("{{{}=\"{}\"}}", label.0, label.1),
+        )
+    };
     let mut count = 0;
     for b in buckets {
         let le = if b.le_ms.is_finite() {
@@ -231,8 +271,12 @@ fn histogram_text(out: &mut String, name: &str, help: &str, buckets: &[hpdb::Buc
         } else {
             "+Inf".to_string()
         };
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", b.count);
+        let _ = writeln!(out, "{name}_bucket{{{first}le=\"{le}\"}} {}", b.count);
         count = b.count;
     }
-    let _ = writeln!(out, "{name}_sum {}\n{name}_count {count}", sum_ms / 1000.0);
+    let _ = writeln!(
+        out,
+        "{name}_sum{only} {}\n{name}_count{only} {count}",
+        sum_ms / 1000.0
+    );
 }

@@ -153,6 +153,34 @@ pub(crate) fn is_connection_error(err: &sqlx::Error) -> bool {
     ) || matches!(err, sqlx::Error::Database(db) if is_unavailable_db_code(db.code().as_deref()))
 }
 
+/// True when a failed connect, or a connection lost mid-query, says the
+/// database cannot be reached as configured: refused, reset or aborted
+/// connections, a name that does not resolve, TLS, a broken protocol,
+/// authentication, the server shutting down. This is all the circuit
+/// breaker counts. Never pool contention (`PoolTimedOut`), a connect that
+/// timed out on a busy machine, or a server at its connection limit
+/// (53300): those say the database is slow or full, a load signal for the
+/// tuning loop, not that it is away.
+pub(crate) fn is_unreachable(err: &sqlx::Error) -> bool {
+    use std::io::ErrorKind;
+    match err {
+        sqlx::Error::Io(e) => !matches!(
+            e.kind(),
+            ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted
+        ),
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            // PostgreSQL: admin shutdown, crash shutdown, cannot connect
+            // now, invalid authorization, invalid password, no such database.
+            Some("57P01" | "57P02" | "57P03" | "28000" | "28P01" | "3D000")
+            // SQLite: SQLITE_CANTOPEN (14) and SQLITE_IOERR (10).
+            | Some("14" | "10")
+        ),
+        _ => false,
+    }
+}
+
 /// True when the database refused a connection because it is at its own
 /// connection limit (PostgreSQL's "sorry, too many clients already").
 pub(crate) fn is_connection_limit_error(err: &sqlx::Error) -> bool {
@@ -201,3 +229,36 @@ pub(crate) fn pooler_hint(err: &sqlx::Error) -> &'static str {
 pub(crate) const POOLER_HINT: &str = " (behind a transaction-mode pooler such as PgBouncer set \
      ?pgbouncer=true in the URL or DB_STATEMENT_CACHE=0, and build the manager with \
      hpdb::postgres::PgTarget)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(kind))
+    }
+
+    #[test]
+    fn only_what_says_the_database_is_away_counts_for_the_breaker() {
+        use std::io::ErrorKind;
+        for away in [
+            io(ErrorKind::ConnectionRefused),
+            io(ErrorKind::ConnectionReset),
+            io(ErrorKind::ConnectionAborted),
+            io(ErrorKind::NotFound),
+            io(ErrorKind::UnexpectedEof),
+            sqlx::Error::Protocol("garbled".into()),
+            sqlx::Error::WorkerCrashed,
+        ] {
+            assert!(is_unreachable(&away), "{away:?}");
+        }
+        for busy in [
+            io(ErrorKind::TimedOut),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::RowNotFound,
+        ] {
+            assert!(!is_unreachable(&busy), "{busy:?}");
+        }
+    }
+}

@@ -87,10 +87,10 @@ pub use deadline::StatementDeadline;
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;
 pub use manager::{
-    BuildError, HealthReport, Invalidation, Manager, ManagerBuilder, PoolTuningStatus, QueryFn,
-    QueryResult, TuningStatus, Versioned,
+    BuildError, Delivery, HealthReport, Invalidation, Manager, ManagerBuilder, PoolTuningStatus,
+    QueryFn, QueryResult, TuningStatus, Versioned,
 };
-pub use metrics::{Bucket, Percentiles, Status, BUCKETS_MS};
+pub use metrics::{Bucket, Distribution, LatencyRecorder, Percentiles, Status, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};
 pub use redact::redacted_url;
 pub use shared::{SharedStatus, Stamp, TagLocks};

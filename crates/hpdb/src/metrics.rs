@@ -40,15 +40,60 @@ pub(crate) struct Counters {
     pub(crate) batched_keys: AtomicU64,
     pub(crate) circuit_opens: AtomicU64,
     pub(crate) limit_refusals: AtomicU64,
-    pub(crate) latency_sum_us: AtomicU64,
-    pub(crate) wait_sum_us: AtomicU64,
 }
 
 pub(crate) struct Metrics {
     pub(crate) c: Counters,
     last_limit_refusal: Mutex<Option<std::time::Instant>>,
-    latency: Mutex<Histogram<u64>>,
-    wait: Mutex<Histogram<u64>>,
+    latency: LatencyRecorder,
+    wait: LatencyRecorder,
+}
+
+/// Durations recorded into a histogram (µs, up to 10 minutes, 3
+/// significant figures) with their sum: what `Status` reports as
+/// percentiles and Prometheus buckets. Public so that an application can
+/// time its own steps the same way (the GistFans data layer times a
+/// write's phases with it).
+pub struct LatencyRecorder {
+    histogram: Mutex<Histogram<u64>>,
+    sum_us: AtomicU64,
+}
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        Self {
+            histogram: Mutex::new(histogram()),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for LatencyRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatencyRecorder")
+            .field("count", &self.histogram.lock().len())
+            .finish()
+    }
+}
+
+impl LatencyRecorder {
+    /// Records one duration.
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.histogram.lock().saturating_record(us.max(1));
+    }
+
+    /// Forgets everything recorded.
+    pub fn reset(&self) {
+        self.sum_us.store(0, Ordering::Relaxed);
+        self.histogram.lock().reset();
+    }
+
+    /// What was recorded: percentiles, cumulative buckets, sum.
+    pub fn read(&self) -> Distribution {
+        Distribution::of(&self.histogram.lock(), self.sum_us.load(Ordering::Relaxed))
+    }
 }
 
 impl Metrics {
@@ -75,23 +120,19 @@ impl Metrics {
         Self {
             c: Counters::default(),
             last_limit_refusal: Mutex::new(None),
-            latency: Mutex::new(histogram()),
-            wait: Mutex::new(histogram()),
+            latency: LatencyRecorder::default(),
+            wait: LatencyRecorder::default(),
         }
     }
 
     /// Records the end-to-end time of one `execute_query` call.
     pub(crate) fn record_latency(&self, d: Duration) {
-        let us = d.as_micros() as u64;
-        self.c.latency_sum_us.fetch_add(us, Ordering::Relaxed);
-        self.latency.lock().saturating_record(us.max(1));
+        self.latency.record(d);
     }
 
     /// Records how long an execution waited for admission and a connection.
     pub(crate) fn record_wait(&self, d: Duration) {
-        let us = d.as_micros() as u64;
-        self.c.wait_sum_us.fetch_add(us, Ordering::Relaxed);
-        self.wait.lock().saturating_record(us.max(1));
+        self.wait.record(d);
     }
 
     pub(crate) fn reset(&self) {
@@ -109,36 +150,33 @@ impl Metrics {
             &c.batched_keys,
             &c.circuit_opens,
             &c.limit_refusals,
-            &c.latency_sum_us,
-            &c.wait_sum_us,
         ] {
             a.store(0, Ordering::Relaxed);
         }
-        self.latency.lock().reset();
-        self.wait.lock().reset();
+        self.latency.reset();
+        self.wait.reset();
     }
 
     pub(crate) fn latency(&self) -> Distribution {
-        Distribution::of(
-            &self.latency.lock(),
-            self.c.latency_sum_us.load(Ordering::Relaxed),
-        )
+        self.latency.read()
     }
 
     pub(crate) fn wait(&self) -> Distribution {
-        Distribution::of(
-            &self.wait.lock(),
-            self.c.wait_sum_us.load(Ordering::Relaxed),
-        )
+        self.wait.read()
     }
 }
 
-/// A histogram read out: percentiles, cumulative buckets, and the sum of
-/// the samples (in ms).
-pub(crate) struct Distribution {
-    pub(crate) percentiles: Percentiles,
-    pub(crate) buckets: Vec<Bucket>,
-    pub(crate) sum_ms: f64,
+/// A histogram read out: percentiles, cumulative buckets ([`BUCKETS_MS`]
+/// and `+Inf`), and the sum of the samples (in ms).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Distribution {
+    /// Percentiles in ms.
+    pub percentiles: Percentiles,
+    /// Cumulative buckets.
+    pub buckets: Vec<Bucket>,
+    /// The sum of every sample, in ms.
+    pub sum_ms: f64,
 }
 
 impl Distribution {

@@ -180,3 +180,154 @@ async fn writes_to_one_tag_through_two_instances_take_turns() {
     assert_eq!(held, 1);
     assert!(shared(&b).lock_waits > 0);
 }
+
+/// Redis's clock, in ms since the Unix epoch.
+fn redis_now_ms(redis: &RedisServer) -> u64 {
+    let t = redis.cli(&["time"]);
+    let mut parts = t.split_whitespace();
+    let s: u64 = parts.next().unwrap().parse().unwrap();
+    let us: u64 = parts.next().unwrap().parse().unwrap();
+    s * 1000 + us / 1000
+}
+
+/// A writer reads the registry after publishing, not the list its last
+/// heartbeat saw: an instance that registered since is waited for. Here the
+/// writer's heartbeat runs every 2 s, so it has not seen the new instance
+/// (one that never confirms) when it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_registered_since_the_writers_last_heartbeat_is_waited_for() {
+    let redis = RedisServer::start();
+    let db = database().await;
+    let ns = testkit::unique("ns");
+    let mut config = ManagerConfig::default();
+    config.shared.bus_lease = Duration::from_secs(10);
+    config.shared.delivery_wait = Duration::from_secs(1);
+    let a = instance_with(&db, &redis.url(), &ns, config).await;
+    assert_eq!(shared(&a).peers, 0);
+    redis.cli(&[
+        "zadd",
+        &format!("{ns}:instances"),
+        &redis_now_ms(&redis).to_string(),
+        "777",
+    ]);
+    let started = std::time::Instant::now();
+    let done = write(&a, 2, 1).await;
+    assert!(
+        !done.delivered(),
+        "the new instance never confirmed: {done:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the writer waited for it ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(shared(&a).peers, 0, "its heartbeat had not seen it");
+}
+
+/// An instance whose registration is older than the bus lease but within
+/// the grace (lapsed: perhaps stalled, perhaps gone) cannot be waited for:
+/// a write answers at once, not confirmed. One older than the grace is gone
+/// and ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_instance_makes_a_write_unconfirmed_without_a_wait() {
+    let redis = RedisServer::start();
+    let (_db, a, _b) = two_instances(&redis.url()).await;
+    let ns = a.config().shared.namespace.clone();
+    let registry = format!("{ns}:instances");
+    let lapsed = redis_now_ms(&redis) - 2_000;
+    redis.cli(&["zadd", &registry, &lapsed.to_string(), "888"]);
+    let started = std::time::Instant::now();
+    let done = write(&a, 3, 1).await;
+    assert!(!done.delivered(), "{done:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "no wait for a lapsed instance ({:?})",
+        started.elapsed()
+    );
+    let gone = redis_now_ms(&redis) - 6_000;
+    redis.cli(&["zadd", &registry, &gone.to_string(), "888"]);
+    assert!(
+        write(&a, 3, 2).await.delivered(),
+        "a gone instance is ignored"
+    );
+}
+
+/// An instance cut off from Redis (here by a proxy; a stalled process is
+/// the same to the others) stops serving its in-process cache before
+/// writers take it for gone: a write confirmed without it is still seen by
+/// its next read, even one of an entry it fetched just before the write.
+/// Back in touch, it registers, empties its cache once, and serves from it
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_redis_serves_nothing_older_than_a_confirmed_write() {
+    let redis = RedisServer::start();
+    let db = database().await;
+    let ns = testkit::unique("ns");
+    let port = redis.url().rsplit(':').next().unwrap().to_string();
+    let proxy = testkit::Proxy::start(&format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let a = instance_with(&db, &redis.url(), &ns, ManagerConfig::default()).await;
+    let b = instance_with(
+        &db,
+        &format!("redis://127.0.0.1:{}", proxy.port()),
+        &ns,
+        ManagerConfig::default(),
+    )
+    .await;
+    assert_eq!(*read(&b, 8).await.value, 0);
+    assert_eq!(read(&b, 8).await.source, Source::Cache);
+
+    proxy.down();
+    let cut = std::time::Instant::now();
+    assert!(
+        testkit::pg::eventually(Duration::from_secs(10), || async { shared(&b).excluded }).await,
+        "B takes itself out: {:?}",
+        shared(&b)
+    );
+    // Three quarters of the grace (5 bus leases): before writers may take it for gone.
+    assert!(
+        cut.elapsed() < Duration::from_millis(4_500),
+        "{:?}",
+        cut.elapsed()
+    );
+    assert_ne!(
+        read(&b, 8).await.source,
+        Source::Cache,
+        "nothing served from its cache"
+    );
+    // B fetches the row again just before the writes below.
+    tokio::time::sleep(Duration::from_millis(4_800).saturating_sub(cut.elapsed())).await;
+    assert_eq!(*read(&b, 8).await.value, 0);
+    // Once B is gone for A (past the grace), A's writes are confirmed again.
+    let mut v = 0;
+    let confirmed = loop {
+        v += 1;
+        if write(&a, 8, v).await.delivered() {
+            break true;
+        }
+        if cut.elapsed() > Duration::from_secs(15) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(confirmed, "B went out of A's registry: {:?}", shared(&a));
+    assert_eq!(*read(&b, 8).await.value, v, "B's next read sees the write");
+
+    proxy.up();
+    assert!(
+        testkit::pg::eventually(Duration::from_secs(10), || async {
+            !shared(&b).excluded && shared(&b).bus_current
+        })
+        .await,
+        "B registers again: {:?}",
+        shared(&b)
+    );
+    assert!(shared(&b).flushes >= 1, "and emptied its cache once");
+    assert_eq!(*read(&b, 8).await.value, v);
+    assert_eq!(
+        read(&b, 8).await.source,
+        Source::Cache,
+        "then serves from it"
+    );
+}

@@ -19,6 +19,7 @@
 
 mod preload;
 mod reads;
+mod timing;
 mod writes;
 
 use std::{sync::Arc, time::Duration};
@@ -30,6 +31,8 @@ use crate::{model::Include, rendered::RenderedAggregate, Db};
 
 use preload::Preloader;
 pub use preload::{Preload, PreloadStats};
+use timing::WriteTimings;
+pub use timing::{PhaseTiming, WritePhase};
 
 /// Options of [`DataAggregationService::get_user_aggregated_data`], as in the seed.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +97,7 @@ pub struct DataAggregationService {
     /// hot page does not spawn work on every view.
     recently_preloaded: moka::sync::Cache<i64, ()>,
     preloader: Arc<Preloader>,
+    write_timings: Arc<WriteTimings>,
 }
 
 fn key(user_id: i64, include: Include) -> String {
@@ -118,6 +122,7 @@ impl DataAggregationService {
                 .time_to_live(Duration::from_secs(60))
                 .build(),
             preloader: Arc::new(Preloader::new(Preload::Followees, ttl)),
+            write_timings: Arc::default(),
             db,
         }
     }
@@ -133,5 +138,16 @@ impl DataAggregationService {
     /// The database.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Where writes' time went, phase by phase, since start (or the last
+    /// [`reset_write_timings`](Self::reset_write_timings)).
+    pub fn write_timings(&self) -> Vec<PhaseTiming> {
+        self.write_timings.read()
+    }
+
+    /// Forgets the write timings (the monitor's "reset metrics").
+    pub fn reset_write_timings(&self) {
+        self.write_timings.reset();
     }
 }

@@ -14,16 +14,20 @@
 
 use std::sync::Arc;
 
-use hpdb::{QueryOptions, TagLocks, Versioned};
+use hpdb::{Delivery, QueryOptions, TagLocks, Versioned};
 use tokio::sync::OwnedMutexGuard;
 
-use super::{key, tag, AggregateOptions, DataAggregationService, LOCK_STRIPES};
+use super::{
+    key, tag,
+    timing::{PhaseClock, WritePhase},
+    AggregateOptions, DataAggregationService, LOCK_STRIPES,
+};
 use crate::{
     error::DataError,
     incremental,
     model::{Include, Post, RecentPost, UserAggregate},
     rendered::{CachedAggregate, RenderedAggregate},
-    writes::{self, FollowChange, NewPost, StarChange},
+    writes::{self, FollowChange, NewPost, StarChange, Written},
 };
 
 /// A user's cached aggregates before a write: per include set, the value
@@ -33,6 +37,21 @@ type Snapshot = Vec<(Include, Versioned<CachedAggregate>)>;
 /// Aggregates a write could not update in place (another instance wrote
 /// the same user meanwhile): fetched again before the write is answered.
 type Refill = Vec<(i64, Include)>;
+
+/// A write's cache step for one user: what to refill, and how far its
+/// invalidation was delivered.
+struct Applied {
+    refill: Refill,
+    delivery: Delivery,
+}
+
+impl Applied {
+    fn and(mut self, other: Applied) -> Applied {
+        self.refill.extend(other.refill);
+        self.delivery = self.delivery.and(other.delivery);
+        self
+    }
+}
 
 /// The locks a write holds: its users' stripes on this instance, then
 /// their tags' write locks across instances (see `hpdb::TagLocks`).
@@ -86,13 +105,13 @@ impl DataAggregationService {
     /// the time its original had left, and is stored only if no other
     /// write to the user came between the snapshot and this one, on any
     /// instance; the include sets whose update was refused are returned,
-    /// to be [`refill`](Self::refill)ed.
+    /// to be [`refill`](Self::refill)ed, with the invalidation's delivery.
     async fn apply(
         &self,
         user_id: i64,
         before: Snapshot,
         update: impl Fn(&mut UserAggregate) -> bool,
-    ) -> Refill {
+    ) -> Applied {
         let mut updates = Vec::with_capacity(before.len());
         let mut includes = Vec::with_capacity(before.len());
         for (include, cached) in before {
@@ -115,11 +134,15 @@ impl DataAggregationService {
             .control()
             .update_tag(&tag(user_id), &opts, updates)
             .await;
-        includes
+        let refill = includes
             .into_iter()
             .filter(|(k, _)| done.refused().contains(k))
             .map(|(_, include)| (user_id, include))
-            .collect()
+            .collect();
+        Applied {
+            refill,
+            delivery: done.delivery(),
+        }
     }
 
     /// Fetches again (through the cache, so once for every instance) the
@@ -145,13 +168,22 @@ impl DataAggregationService {
     }
 
     /// Creates a post; the author's cached aggregates gain it.
-    pub async fn create_post(&self, author: i64, post: NewPost) -> Result<Post, DataError> {
+    pub async fn create_post(
+        &self,
+        author: i64,
+        post: NewPost,
+    ) -> Result<Written<Post>, DataError> {
         let this = self.clone();
         detached(async move { this.create_post_now(author, post).await }).await
     }
 
     /// Stars (`on`) or unstars a post; the author's and the starrer's aggregates follow.
-    pub async fn set_star(&self, user: i64, post: i64, on: bool) -> Result<StarChange, DataError> {
+    pub async fn set_star(
+        &self,
+        user: i64,
+        post: i64,
+        on: bool,
+    ) -> Result<Written<StarChange>, DataError> {
         let this = self.clone();
         detached(async move { this.set_star_now(user, post, on).await }).await
     }
@@ -162,15 +194,23 @@ impl DataAggregationService {
         follower: i64,
         followee: i64,
         on: bool,
-    ) -> Result<FollowChange, DataError> {
+    ) -> Result<Written<FollowChange>, DataError> {
         let this = self.clone();
         detached(async move { this.set_follow_now(follower, followee, on).await }).await
     }
 
-    async fn create_post_now(&self, author: i64, post: NewPost) -> Result<Post, DataError> {
+    async fn create_post_now(
+        &self,
+        author: i64,
+        post: NewPost,
+    ) -> Result<Written<Post>, DataError> {
+        let mut clock = PhaseClock::start(&self.write_timings, WritePhase::Lock);
         let guards = self.lock(vec![author]).await;
+        clock.next(WritePhase::Snapshot);
         let before = self.snapshot(author).await;
+        clock.next(WritePhase::Statement);
         let post = writes::create_post(&self.db, author, post).await?;
+        clock.next(WritePhase::Cache);
         let recent = RecentPost {
             id: post.id,
             title: post.title.clone(),
@@ -178,52 +218,67 @@ impl DataAggregationService {
             created_at: post.created_at,
             stars: 0,
         };
-        let refill = self
+        let applied = self
             .apply(author, before, |a| incremental::post_created(a, &recent))
             .await;
         drop(guards);
-        self.refill(refill).await;
-        Ok(post)
+        clock.next(WritePhase::Refill);
+        self.refill(applied.refill).await;
+        Ok(Written {
+            value: post,
+            delivery: applied.delivery,
+        })
     }
 
-    async fn set_star_now(&self, user: i64, post: i64, on: bool) -> Result<StarChange, DataError> {
+    async fn set_star_now(
+        &self,
+        user: i64,
+        post: i64,
+        on: bool,
+    ) -> Result<Written<StarChange>, DataError> {
         // The author is only known after the write; lock and snapshot by
         // looking it up first (a post's author never changes).
+        let mut clock = PhaseClock::start(&self.write_timings, WritePhase::Lock);
         let author = self.post_author(post).await?;
         let guards = self.lock(vec![user, author]).await;
-        let before_author = self.snapshot(author).await;
-        let before_user = if user == author {
-            Vec::new()
+        clock.next(WritePhase::Snapshot);
+        let (before_author, before_user) = if user == author {
+            (self.snapshot(author).await, Vec::new())
         } else {
-            self.snapshot(user).await
+            tokio::join!(self.snapshot(author), self.snapshot(user))
         };
+        clock.next(WritePhase::Statement);
         let change = if on {
             writes::star(&self.db, user, post).await?
         } else {
             writes::unstar(&self.db, user, post).await?
         };
+        clock.next(WritePhase::Cache);
         let delta = if on { 1 } else { -1 };
-        let mut refill = if user == author {
+        let applied = if user == author {
             self.apply(author, before_author, |a| {
                 incremental::star_received(a, post, change.starred_at, delta)
                     && incremental::star_given(a, delta)
             })
             .await
         } else {
-            self.apply(author, before_author, |a| {
-                incremental::star_received(a, post, change.starred_at, delta)
-            })
-            .await
-        };
-        if user != author {
-            refill.extend(
+            // The two users' cache steps (and their waits for the other
+            // instances) at once.
+            let (author_step, user_step) = tokio::join!(
+                self.apply(author, before_author, |a| {
+                    incremental::star_received(a, post, change.starred_at, delta)
+                }),
                 self.apply(user, before_user, |a| incremental::star_given(a, delta))
-                    .await,
             );
-        }
+            author_step.and(user_step)
+        };
         drop(guards);
-        self.refill(refill).await;
-        Ok(change)
+        clock.next(WritePhase::Refill);
+        self.refill(applied.refill).await;
+        Ok(Written {
+            value: change,
+            delivery: applied.delivery,
+        })
     }
 
     async fn post_author(&self, post: i64) -> Result<i64, DataError> {
@@ -239,33 +294,39 @@ impl DataAggregationService {
         follower: i64,
         followee: i64,
         on: bool,
-    ) -> Result<FollowChange, DataError> {
+    ) -> Result<Written<FollowChange>, DataError> {
         if follower == followee {
             return Err(DataError::Invalid("a user cannot follow themselves".into()));
         }
+        let mut clock = PhaseClock::start(&self.write_timings, WritePhase::Lock);
         let guards = self.lock(vec![follower, followee]).await;
+        clock.next(WritePhase::Snapshot);
         let (before_follower, before_followee) =
-            (self.snapshot(follower).await, self.snapshot(followee).await);
+            tokio::join!(self.snapshot(follower), self.snapshot(followee));
+        clock.next(WritePhase::Statement);
         let change = if on {
             writes::follow(&self.db, follower, followee).await?
         } else {
             writes::unfollow(&self.db, follower, followee).await?
         };
+        clock.next(WritePhase::Cache);
         let delta = if on { 1 } else { -1 };
-        let mut refill = self
-            .apply(follower, before_follower, |a| {
+        let (follower_step, followee_step) = tokio::join!(
+            self.apply(follower, before_follower, |a| {
                 incremental::followed(a, &change.followee, change.mutual, delta)
-            })
-            .await;
-        refill.extend(
+            }),
             self.apply(followee, before_followee, |a| {
                 incremental::gained_follower(a, &change.follower, change.mutual, delta)
             })
-            .await,
         );
+        let applied = follower_step.and(followee_step);
         drop(guards);
-        self.refill(refill).await;
-        Ok(change)
+        clock.next(WritePhase::Refill);
+        self.refill(applied.refill).await;
+        Ok(Written {
+            value: change,
+            delivery: applied.delivery,
+        })
     }
 }
 

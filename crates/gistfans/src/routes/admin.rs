@@ -78,6 +78,10 @@ pub struct MonitorReport {
     /// What preloading did: the rule, preloads issued, used and wasted.
     #[schema(value_type = Object)]
     pub preload: PreloadReport,
+    /// Where writes' time went, phase by phase (lock, snapshot, statement,
+    /// cache, refill, total), in ms.
+    #[schema(value_type = Vec<Object>)]
+    pub write_timings: Vec<gistfans_data::PhaseTiming>,
 }
 
 /// Preloading's rule and figures.
@@ -147,6 +151,7 @@ pub async fn monitor(
         recommendations,
         config,
         preload,
+        write_timings: state.service.write_timings(),
     }))
 }
 
@@ -174,6 +179,7 @@ pub async fn act(
         AdminAction::HealthCheck {} => ("healthCheck", Some(control.health_check().await)),
         AdminAction::ResetMetrics {} => {
             control.reset_metrics();
+            state.service.reset_write_timings();
             ("resetMetrics", None)
         }
     };

@@ -31,6 +31,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         &state.metrics,
         &state.db().status(),
         &state.service.preload_stats(),
+        &state.service.write_timings(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -1,9 +1,13 @@
 //! Writes. The acting user is the `X-User-Id` header (the demo has no login;
-//! see `extract::ActingUser`). Every write is visible to every later read:
-//! the service updates cached aggregates in place.
+//! see `extract::ActingUser`). Every write is visible to every later read
+//! on this instance (the service updates cached aggregates in place); its
+//! `X-Delivery` header says whether every other instance had applied it
+//! when it was answered (`confirmed`; `unconfirmed`: one may show the
+//! value from before it for at most the bus lease; `local`: no shared
+//! level).
 
 use axum::{extract::State, http::StatusCode, Json};
-use gistfans_data::{NewPost, Post};
+use gistfans_data::{NewPost, Post, Written};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -28,6 +32,19 @@ pub struct NewPostBody {
     pub content: String,
 }
 
+/// The header that tells a client how far a write reached the other instances.
+const DELIVERY: &str = "x-delivery";
+
+/// A write's answer: `status`, its delivery header, and `body`.
+fn answer<T, B>(
+    status: StatusCode,
+    written: Written<T>,
+    body: impl FnOnce(T) -> B,
+) -> (StatusCode, [(&'static str, &'static str); 1], B) {
+    let header = [(DELIVERY, written.delivery.as_str())];
+    (status, header, body(written.value))
+}
+
 fn check_len(field: &str, value: &str, max_chars: usize) -> Result<String, ApiError> {
     let v = value.trim();
     if v.is_empty() || v.chars().count() > max_chars {
@@ -41,12 +58,12 @@ fn check_len(field: &str, value: &str, max_chars: usize) -> Result<String, ApiEr
 /// Creates a post by the acting user.
 #[utoipa::path(post, path = "/api/posts", tag = "writes", request_body = NewPostBody,
     params(("X-User-Id" = i64, Header, description = "The acting user (the demo has no login)")),
-    responses((status = 201, body = Post), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+    responses((status = 201, body = Post, headers(("X-Delivery" = String, description = "confirmed, unconfirmed or local (see the module doc)"))), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn create_post(
     State(s): State<AppState>,
     ActingUser(user): ActingUser,
     ApiJson(body): ApiJson<NewPostBody>,
-) -> Result<(StatusCode, Json<Post>), ApiError> {
+) -> Result<impl axum::response::IntoResponse, ApiError> {
     if body.content.is_empty() || body.content.len() > 64 * 1024 {
         return Err(ApiError::invalid("content must be 1 byte to 64 KiB"));
     }
@@ -55,68 +72,70 @@ pub async fn create_post(
         language: check_len("language", &body.language, 40)?,
         content: body.content,
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(s.service.create_post(user, post).await?),
-    ))
+    let written = s.service.create_post(user, post).await?;
+    Ok(answer(StatusCode::CREATED, written, Json))
 }
 
 /// Stars a post.
 #[utoipa::path(put, path = "/api/posts/{id}/star", tag = "writes",
     params(("id" = i64, Path, description = "Post id"), ("X-User-Id" = i64, Header, description = "The acting user")),
-    responses((status = 204, description = "Starred"), (status = 404, body = ErrorBody), (status = 409, description = "Already starred", body = ErrorBody)))]
+    responses((status = 204, description = "Starred", headers(("X-Delivery" = String, description = "confirmed, unconfirmed or local (see the module doc)"))), (status = 404, body = ErrorBody), (status = 409, description = "Already starred", body = ErrorBody)))]
 pub async fn star(
     State(s): State<AppState>,
     ActingUser(user): ActingUser,
     ApiPath(id): ApiPath<String>,
-) -> Result<StatusCode, ApiError> {
-    s.service
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let written = s
+        .service
         .set_star(user, parse_id(&id, "post id")?, true)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(answer(StatusCode::NO_CONTENT, written, |_| ()))
 }
 
 /// Takes a star back.
 #[utoipa::path(delete, path = "/api/posts/{id}/star", tag = "writes",
     params(("id" = i64, Path, description = "Post id"), ("X-User-Id" = i64, Header, description = "The acting user")),
-    responses((status = 204, description = "Unstarred"), (status = 404, body = ErrorBody), (status = 409, description = "Not starred", body = ErrorBody)))]
+    responses((status = 204, description = "Unstarred", headers(("X-Delivery" = String, description = "confirmed, unconfirmed or local (see the module doc)"))), (status = 404, body = ErrorBody), (status = 409, description = "Not starred", body = ErrorBody)))]
 pub async fn unstar(
     State(s): State<AppState>,
     ActingUser(user): ActingUser,
     ApiPath(id): ApiPath<String>,
-) -> Result<StatusCode, ApiError> {
-    s.service
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let written = s
+        .service
         .set_star(user, parse_id(&id, "post id")?, false)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(answer(StatusCode::NO_CONTENT, written, |_| ()))
 }
 
 /// Follows a user.
 #[utoipa::path(put, path = "/api/users/{id}/follow", tag = "writes",
     params(("id" = i64, Path, description = "User to follow"), ("X-User-Id" = i64, Header, description = "The acting user")),
-    responses((status = 204, description = "Following"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Already following", body = ErrorBody)))]
+    responses((status = 204, description = "Following", headers(("X-Delivery" = String, description = "confirmed, unconfirmed or local (see the module doc)"))), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Already following", body = ErrorBody)))]
 pub async fn follow(
     State(s): State<AppState>,
     ActingUser(user): ActingUser,
     ApiPath(id): ApiPath<String>,
-) -> Result<StatusCode, ApiError> {
-    s.service
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let written = s
+        .service
         .set_follow(user, parse_id(&id, "user id")?, true)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(answer(StatusCode::NO_CONTENT, written, |_| ()))
 }
 
 /// Stops following a user.
 #[utoipa::path(delete, path = "/api/users/{id}/follow", tag = "writes",
     params(("id" = i64, Path, description = "User to unfollow"), ("X-User-Id" = i64, Header, description = "The acting user")),
-    responses((status = 204, description = "Not following any more"), (status = 404, body = ErrorBody), (status = 409, description = "Was not following", body = ErrorBody)))]
+    responses((status = 204, description = "Not following any more", headers(("X-Delivery" = String, description = "confirmed, unconfirmed or local (see the module doc)"))), (status = 404, body = ErrorBody), (status = 409, description = "Was not following", body = ErrorBody)))]
 pub async fn unfollow(
     State(s): State<AppState>,
     ActingUser(user): ActingUser,
     ApiPath(id): ApiPath<String>,
-) -> Result<StatusCode, ApiError> {
-    s.service
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let written = s
+        .service
         .set_follow(user, parse_id(&id, "user id")?, false)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(answer(StatusCode::NO_CONTENT, written, |_| ()))
 }

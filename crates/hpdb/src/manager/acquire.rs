@@ -10,7 +10,10 @@
 //!   an open whose caller has gone finishes in its own task and its
 //!   connection lands idle in the pool (sqlx #3132).
 //! - A failure to connect, or a connection lost mid-query, counts against
-//!   the circuit breaker; a query's own error (bad SQL, a constraint) does not.
+//!   the circuit breaker only if it says the database is unreachable
+//!   (`is_unreachable`: refused, reset, DNS, TLS, authentication); a slow
+//!   open, pool contention, a server at its connection limit or a query's
+//!   own error (bad SQL, a constraint) never does.
 //! - The closure runs inside the transaction the manager's statement
 //!   deadline asks for, if any; the time it is told is what is left once
 //!   the connection is held.
@@ -28,7 +31,8 @@ use crate::{
     admission::Permit,
     deadline::run_with_deadline,
     error::{
-        is_connection_error, is_connection_limit_error, is_query_cancelled, Error, TimeoutPhase,
+        is_connection_error, is_connection_limit_error, is_query_cancelled, is_unreachable, Error,
+        TimeoutPhase,
     },
     metrics::inc,
     options::Priority,
@@ -122,7 +126,9 @@ impl<DB: Database> Manager<DB> {
             }
             Ok(Err(e)) => {
                 if is_connection_error(&e) {
-                    self.connection_failed();
+                    if is_unreachable(&e) {
+                        self.connection_failed();
+                    }
                     conn.close_on_drop();
                 } else {
                     inner.breaker.on_success();
@@ -213,14 +219,17 @@ impl<DB: Database> Manager<DB> {
     }
 
     /// Records a failed open (a refusal for being full, a breaker failure
-    /// unless the pool was closed) and says it as the caller's error.
+    /// if it says the database is unreachable) and says it as the caller's
+    /// error.
     fn open_failed(&self, key: &Arc<str>, started: Instant, e: sqlx::Error) -> Error {
         if is_connection_limit_error(&e) {
             self.inner.metrics.limit_refused();
             self.inner.tuning.overloaded();
             tracing::error!(error = %e, "the database refused a connection: it is at its connection limit");
+        } else if matches!(e, sqlx::Error::PoolTimedOut) {
+            self.inner.tuning.overloaded();
         }
-        if !matches!(e, sqlx::Error::PoolClosed) {
+        if is_unreachable(&e) {
             self.connection_failed();
         }
         match e {

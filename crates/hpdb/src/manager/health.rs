@@ -44,6 +44,27 @@ pub struct HealthReport {
     pub took_ms: f64,
 }
 
+/// What a check says about the database, for the circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// It answered.
+    Yes,
+    /// It cannot be reached (see `error::is_unreachable`).
+    No,
+    /// It did not answer in time, or is full: slow, not away.
+    Unknown,
+}
+
+impl Reach {
+    fn of(e: &sqlx::Error) -> Reach {
+        if crate::error::is_unreachable(e) {
+            Reach::No
+        } else {
+            Reach::Unknown
+        }
+    }
+}
+
 /// What pinging the idle connections found.
 #[derive(Default)]
 struct Pinged {
@@ -81,24 +102,25 @@ impl<DB: Database> Manager<DB> {
         let mut held: Vec<(PoolConnection<DB>, Permit)> = Vec::new();
         let pinged = self.ping_idle(&mut held).await;
         let size_before = inner.pool.size();
-        let refill_failed = !self.refill(&mut held).await;
+        let refilled = self.refill(&mut held).await;
         let opened = inner.pool.size().saturating_sub(size_before);
         drop(held);
 
-        let reachable = if pinged.healthy > 0 || opened > 0 {
-            true
-        } else if refill_failed {
-            false
+        let reach = if pinged.healthy > 0 || opened > 0 {
+            Reach::Yes
+        } else if refilled != Reach::Yes {
+            refilled
         } else {
             self.probe().await
         };
-        if reachable {
-            inner.breaker.on_success();
-        } else {
-            self.connection_failed();
+        match reach {
+            Reach::Yes => inner.breaker.on_success(),
+            Reach::No => self.connection_failed(),
+            // Slow or full, not away: nothing for the breaker.
+            Reach::Unknown => {}
         }
         HealthReport {
-            database_reachable: reachable,
+            database_reachable: reach != Reach::No,
             checked: pinged.checked,
             broken_closed: pinged.broken,
             opened,
@@ -138,8 +160,9 @@ impl<DB: Database> Manager<DB> {
     }
 
     /// Opens connections (into `held`) until the pool is back at its
-    /// minimum or no slot is free. False if an open failed.
-    async fn refill(&self, held: &mut Vec<(PoolConnection<DB>, Permit)>) -> bool {
+    /// minimum or no slot is free. `Yes` unless an open failed; then what
+    /// its failure says.
+    async fn refill(&self, held: &mut Vec<(PoolConnection<DB>, Permit)>) -> Reach {
         let inner = &self.inner;
         let min = inner.min_connections.load(Ordering::Relaxed);
         while inner.pool.size() < min {
@@ -153,32 +176,39 @@ impl<DB: Database> Manager<DB> {
             .await
             {
                 Ok(Ok(conn)) => held.push((conn, permit)),
-                _ => return false,
+                Ok(Err(e)) => return Reach::of(&e),
+                Err(_) => return Reach::Unknown,
             }
         }
-        true
+        Reach::Yes
     }
 
     /// One connection and a ping. With every slot busy the database is
     /// evidently answering, so that counts as reachable.
-    async fn probe(&self) -> bool {
+    async fn probe(&self) -> Reach {
         let inner = &self.inner;
         let Some(_permit) = inner.gate.try_acquire() else {
-            return inner.breaker.state() == CircuitState::Closed;
+            return if inner.breaker.state() == CircuitState::Closed {
+                Reach::Yes
+            } else {
+                Reach::Unknown
+            };
         };
         let t = inner
             .config
             .pool
             .acquire_timeout
             .min(inner.config.health.ping_timeout * 2);
-        matches!(
-            timeout(t, async {
-                let mut c = open_connection(&inner.pool).await?;
-                c.ping().await
-            })
-            .await,
-            Ok(Ok(()))
-        )
+        match timeout(t, async {
+            let mut c = open_connection(&inner.pool).await?;
+            c.ping().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Reach::Yes,
+            Ok(Err(e)) => Reach::of(&e),
+            Err(_) => Reach::Unknown,
+        }
     }
 
     /// Starts the health loop, the leak scan and the cache sweep.

@@ -60,8 +60,8 @@ use tokio::{task::JoinHandle, time::Instant};
 
 pub use builder::{BuildError, ManagerBuilder};
 pub use health::HealthReport;
-pub use shared::Invalidation;
 pub(crate) use shared::{decoder, Decode};
+pub use shared::{Delivery, Invalidation};
 pub use tuning::{PoolTuningStatus, TuningStatus};
 pub(crate) use update::Update;
 pub use update::Versioned;
@@ -199,7 +199,7 @@ impl<DB: Database> Manager<DB> {
             Ok(done) => done,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Only a runtime shutting down cancels the task.
-            Err(_) => Invalidation::unpublished(kind, name),
+            Err(_) => Invalidation::unpublished(kind, name, self.inner.shared.is_some()),
         }
     }
 
@@ -209,7 +209,7 @@ impl<DB: Database> Manager<DB> {
             None => None,
         };
         self.inner.drop_local(kind, name, &[]).await;
-        let mut done = Invalidation::new(kind, name, generation);
+        let mut done = Invalidation::new(kind, name, generation, self.inner.shared.is_some());
         done.announce(self.inner.shared.as_ref()).await;
         done
     }

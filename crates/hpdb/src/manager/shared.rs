@@ -16,33 +16,77 @@ use crate::{
     cache::{weigh, CacheEntry, CacheValue},
     invalidation::Seq,
     options::QueryOptions,
-    shared::{Kind, Lease, LocalCache, Shared, SharedLookup, Stamp},
+    shared::{Kind, Lease, LocalCache, Patience, Shared, SharedLookup, Stamp},
 };
 
+/// Whether the other instances had applied an invalidation when the call
+/// that made it returned: what a write can promise its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Delivery {
+    /// No shared level: this instance is the only one that caches, and it
+    /// applied the invalidation before returning.
+    Local,
+    /// Every instance that could serve a cached value from before the
+    /// invalidation had applied it (or there was none): the next read on
+    /// any instance sees the write.
+    Confirmed,
+    /// An instance did not confirm within `REDIS_DELIVERY_WAIT`, or Redis
+    /// did not take the invalidation: an instance may serve the value from
+    /// before it for at most `REDIS_BUS_LEASE` (the bus lease rule).
+    Unconfirmed,
+}
+
+impl Delivery {
+    /// The weaker of two deliveries (a write of several invalidations is
+    /// as delivered as its least delivered one).
+    pub fn and(self, other: Delivery) -> Delivery {
+        use Delivery::*;
+        match (self, other) {
+            (Unconfirmed, _) | (_, Unconfirmed) => Unconfirmed,
+            (Confirmed, _) | (_, Confirmed) => Confirmed,
+            (Local, Local) => Local,
+        }
+    }
+
+    /// Its name in the `X-Delivery` header and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Local => "local",
+            Delivery::Confirmed => "confirmed",
+            Delivery::Unconfirmed => "unconfirmed",
+        }
+    }
+}
+
 /// What an invalidation did: its new generation in the shared level, if
-/// there is one and Redis took it.
+/// there is one and Redis took it, and how far it was delivered.
 #[derive(Debug, Clone)]
 pub struct Invalidation {
     pub(super) kind: Kind,
     pub(super) name: Arc<str>,
     pub(super) generation: Option<u64>,
-    pub(super) delivered: bool,
+    pub(super) delivery: Delivery,
     pub(super) refused: Vec<Arc<str>>,
 }
 
 impl Invalidation {
-    pub(super) fn new(kind: Kind, name: &str, generation: Option<u64>) -> Self {
+    pub(super) fn new(kind: Kind, name: &str, generation: Option<u64>, shared: bool) -> Self {
         Invalidation {
             kind,
             name: Arc::from(name),
             generation,
-            delivered: false,
+            delivery: if shared {
+                Delivery::Unconfirmed
+            } else {
+                Delivery::Local
+            },
             refused: Vec::new(),
         }
     }
 
-    pub(super) fn unpublished(kind: Kind, name: &str) -> Self {
-        Self::new(kind, name, None)
+    pub(super) fn unpublished(kind: Kind, name: &str, shared: bool) -> Self {
+        Self::new(kind, name, None, shared)
     }
 
     /// The key's or tag's generation after this invalidation (`None`:
@@ -56,7 +100,12 @@ impl Invalidation {
     /// invalidation before it returned (see `REDIS_DELIVERY_WAIT`); false
     /// without a shared level, or if one did not confirm within the wait.
     pub fn delivered(&self) -> bool {
-        self.delivered
+        self.delivery == Delivery::Confirmed
+    }
+
+    /// How far this invalidation was delivered when it returned.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
     }
 
     /// Keys of a write's cache step ([`Manager::update_tag`]) whose updated
@@ -72,7 +121,9 @@ impl Invalidation {
     pub(super) async fn announce(&mut self, shared: Option<&Arc<Shared>>) {
         if let (Some(s), Some(g)) = (shared, self.generation) {
             if let Some(at) = s.announce(self.kind, &self.name, g).await {
-                self.delivered = s.await_delivery(at).await;
+                if s.await_delivery(at).await {
+                    self.delivery = Delivery::Confirmed;
+                }
             }
         }
     }
@@ -140,7 +191,9 @@ impl<DB: Database> Manager<DB> {
         let left = call.deadline.saturating_duration_since(Instant::now());
         let lease = self.inner.config.shared.fill_lease.min(left);
         let ask = call.options.coalesce.then_some(lease);
-        let mut found = shared.lookup(&call.key, &call.tags, ask).await;
+        let mut found = shared
+            .lookup(&call.key, &call.tags, ask, Patience::Reader)
+            .await;
         if let SharedLookup::Miss {
             lease: Lease::Held, ..
         } = found
@@ -309,7 +362,9 @@ impl<DB: Database> Inner<DB> {
                     value,
                     stamp,
                     ttl_left,
-                } = shared.lookup_uncounted(&key, &tags, None).await
+                } = shared
+                    .lookup_uncounted(&key, &tags, None, Patience::Patient)
+                    .await
                 else {
                     return;
                 };

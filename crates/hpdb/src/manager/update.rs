@@ -162,7 +162,7 @@ impl<DB: Database> Manager<DB> {
             Ok(done) => done,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Only a runtime shutting down cancels the task.
-            Err(_) => Invalidation::unpublished(Kind::Tag, ""),
+            Err(_) => Invalidation::unpublished(Kind::Tag, "", self.shared().is_some()),
         }
     }
 
@@ -186,7 +186,7 @@ impl<DB: Database> Manager<DB> {
             Some(s) => s.bump(Kind::Tag, &tag).await,
             None => None,
         };
-        let mut after = Invalidation::new(Kind::Tag, &tag, generation);
+        let mut after = Invalidation::new(Kind::Tag, &tag, generation, shared.is_some());
         let mut ready = Vec::new();
         for (i, u) in updates.into_iter().enumerate() {
             let leased = leased.get(i).copied().unwrap_or(false);

@@ -15,6 +15,7 @@ use tokio::{sync::mpsc::UnboundedReceiver, task::JoinHandle, time::Instant};
 use crate::cache::CacheEntry;
 
 use super::{
+    budget::Patience,
     client::RedisCallError,
     delivery::parse_ack,
     inc,
@@ -64,7 +65,10 @@ pub(super) async fn append(
         .arg(msg.to_string())
         .arg(STREAM_LEN)
         .arg(shared.redis.publish_command());
-    let id: String = shared.redis.run_script(&invocation).await?;
+    let id: String = shared
+        .redis
+        .run_script(Patience::Patient, &invocation)
+        .await?;
     let id = id.parse().map_err(|e: &str| {
         RedisCallError::Redis(redis::RedisError::from((
             redis::ErrorKind::UnexpectedReturnType,
@@ -121,6 +125,11 @@ async fn receive(
         };
         let mut last = shared.shards[shard].lock().await;
         match follows(*last, id, prev) {
+            // Applied already (by a replay), or from before this instance
+            // started: its origin may still be waiting.
+            Step::Seen if msg.origin != shared.instance => {
+                shared.confirm_applied(msg.origin, (shard, id), msg.published_us, false);
+            }
             Step::Seen => {}
             Step::Apply => {
                 apply(&shared, &local, &msg, (shard, id), false).await;
@@ -301,20 +310,27 @@ async fn heartbeat(
     local: &Arc<dyn LocalCache>,
     round: u64,
 ) -> Result<(), RedisCallError> {
-    shared.publish_pending().await;
-    let reset = check_epoch(shared, &**local).await?;
-    // The shards at once: a round costs about one round trip, not eight.
-    let shards = (0..SHARDS).map(|shard| async move {
-        let mut last = shared.shards[shard].lock().await;
-        if reset {
-            *last = stream_info(shared, &shared.names.stream(shard)).await?.0;
-            Ok(())
-        } else {
-            catch_up(shared, local, shard, &mut last).await
-        }
-    });
-    futures::future::try_join_all(shards).await?;
-    shared.register().await?;
+    let caught_up = async {
+        shared.publish_pending().await;
+        let reset = check_epoch(shared, &**local).await?;
+        // The shards at once: a round costs about one round trip, not eight.
+        let shards = (0..SHARDS).map(|shard| async move {
+            let mut last = shared.shards[shard].lock().await;
+            if reset {
+                *last = stream_info(shared, &shared.names.stream(shard)).await?.0;
+                Ok(())
+            } else {
+                catch_up(shared, local, shard, &mut last).await
+            }
+        });
+        futures::future::try_join_all(shards).await.map(|_| ())
+    }
+    .await;
+    // Registered even when the bus could not catch up: writers wait for
+    // this instance's confirmations of what it receives, and one that
+    // stopped registering would have to stop serving its in-process cache.
+    shared.register(&**local).await?;
+    caught_up?;
     if round.is_multiple_of(50) {
         let mut c = redis::cmd("ZREMRANGEBYRANK");
         c.arg(shared.names.hot()).arg(0).arg(-(HOT_MAX as i64) - 1);

@@ -11,10 +11,12 @@
 //! owns its stream); on one node the two behave alike.
 //!
 //! redis-rs's default response timeout is 500 ms, far too long to wait on a
-//! cache: every call here is bounded by the configured budget (default
-//! 50 ms), and after a few consecutive failures the breaker skips Redis
-//! for a cooldown, so a Redis that is down or paused costs a request at most
-//! one budget, and usually nothing.
+//! cache: every call here is bounded by its budget (see `budget`: a reader
+//! waits at most the adaptive budget, from `REDIS_TIMEOUT` up to four
+//! times it; writers and background steps get the ceiling), and after a
+//! few consecutive failures the breaker skips Redis for a cooldown, so a
+//! Redis that is down or paused costs a request at most one budget, and
+//! usually nothing.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -30,6 +32,7 @@ use redis::{
 };
 use tokio::sync::{mpsc::UnboundedSender, OnceCell};
 
+use super::budget::{Budget, Patience};
 use crate::{breaker::CircuitBreaker, breaker::CircuitState, redact::redacted_url};
 
 /// How long one connection attempt may take.
@@ -160,27 +163,30 @@ pub(crate) enum RedisCallError {
 /// The connection, its budget, its breaker and its counters.
 pub(crate) struct Redis {
     target: Target,
-    budget: Duration,
+    pub(crate) budget: Budget,
     push: UnboundedSender<PushInfo>,
     conn: OnceCell<Conn>,
     breaker: CircuitBreaker,
     pub(crate) commands: AtomicU64,
     pub(crate) failures: AtomicU64,
+    /// Calls that ran out of their budget (a subset of the failures).
+    pub(crate) timeouts: AtomicU64,
     /// How long calls took, as this process saw them (µs).
     pub(crate) latency: parking_lot::Mutex<hdrhistogram::Histogram<u64>>,
 }
 
 impl Redis {
     /// A connection to `target`, opened on first use; pushes go to `push`.
-    pub(crate) fn new(target: Target, budget: Duration, push: UnboundedSender<PushInfo>) -> Self {
+    pub(crate) fn new(target: Target, floor: Duration, push: UnboundedSender<PushInfo>) -> Self {
         Self {
             target,
-            budget,
+            budget: Budget::new(floor),
             push,
             conn: OnceCell::new(),
             breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),
             commands: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
             latency: parking_lot::Mutex::new(crate::metrics::histogram()),
         }
     }
@@ -199,7 +205,7 @@ impl Redis {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let client = redis::Client::open(format!("{url}{sep}protocol=resp3"))?;
                 let config = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(self.budget))
+                    .set_response_timeout(Some(self.budget.ceiling()))
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(200))
@@ -213,7 +219,7 @@ impl Redis {
                 let client = ClusterClientBuilder::new(nodes.clone())
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .push_sender(self.push.clone())
-                    .response_timeout(self.budget)
+                    .response_timeout(self.budget.ceiling())
                     .connection_timeout(CONNECT_TIMEOUT)
                     .retries(2)
                     .min_retry_wait(5)
@@ -239,8 +245,9 @@ impl Redis {
             .map(|_| ())
     }
 
-    /// Runs `f` on the connection within the budget, through the breaker.
-    async fn run<T, F, Fut>(&self, f: F) -> Result<T, RedisCallError>
+    /// Runs `f` on the connection within the budget `patience` gives it,
+    /// through the breaker.
+    async fn run<T, F, Fut>(&self, patience: Patience, f: F) -> Result<T, RedisCallError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
@@ -248,12 +255,12 @@ impl Redis {
         if self.breaker.admit().is_err() {
             return Err(RedisCallError::Open);
         }
-        self.run_probe(f).await
+        self.run_probe(patience, f).await
     }
 
     /// [`run`](Self::run) whatever the breaker says, its outcome still
     /// counted: the heartbeat's calls, which are the probe that closes it.
-    async fn run_probe<T, F, Fut>(&self, f: F) -> Result<T, RedisCallError>
+    async fn run_probe<T, F, Fut>(&self, patience: Patience, f: F) -> Result<T, RedisCallError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
@@ -262,13 +269,22 @@ impl Redis {
             return Err(RedisCallError::NotConnected);
         };
         self.commands.fetch_add(1, Ordering::Relaxed);
+        let budget = self.budget.for_call(patience);
         let started = std::time::Instant::now();
         let call = f(conn);
-        let result = match tokio::time::timeout(self.budget, call).await {
+        let result = match tokio::time::timeout(budget, call).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(RedisCallError::Redis(e)),
-            Err(_) => Err(RedisCallError::Timeout(self.budget)),
+            Err(_) => Err(RedisCallError::Timeout(budget)),
         };
+        match &result {
+            Ok(_) => self.budget.observe(started.elapsed()),
+            Err(RedisCallError::Timeout(_)) => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.budget.observe(budget);
+            }
+            Err(_) => {}
+        }
         match &result {
             // A command Redis refused (a wrong type, say) says nothing
             // about its health; a timeout or a broken connection does.
@@ -291,42 +307,66 @@ impl Redis {
     /// One command.
     pub(crate) async fn query<T: FromRedisValue + Send>(
         &self,
+        patience: Patience,
         cmd: &Cmd,
     ) -> Result<T, RedisCallError> {
-        self.run(|mut c| async move { cmd.query_async(&mut c).await })
-            .await
+        self.run(
+            patience,
+            |mut c| async move { cmd.query_async(&mut c).await },
+        )
+        .await
     }
 
-    /// One command of the heartbeat (not stopped by the breaker).
+    /// One command of the heartbeat (not stopped by the breaker; patient).
     pub(crate) async fn probe<T: FromRedisValue + Send>(
         &self,
         cmd: &Cmd,
     ) -> Result<T, RedisCallError> {
-        self.run_probe(|mut c| async move { cmd.query_async(&mut c).await })
-            .await
+        self.run_probe(Patience::Patient, |mut c| async move {
+            cmd.query_async(&mut c).await
+        })
+        .await
     }
 
     /// A pipeline (all its commands must hash to one slot on a Cluster).
     pub(crate) async fn pipeline<T: FromRedisValue + Send>(
         &self,
+        patience: Patience,
         pipe: &Pipeline,
     ) -> Result<T, RedisCallError> {
-        self.run(|mut c| async move { pipe.query_async(&mut c).await })
-            .await
+        self.run(
+            patience,
+            |mut c| async move { pipe.query_async(&mut c).await },
+        )
+        .await
     }
 
     /// A Lua script (its keys must hash to one slot on a Cluster).
     pub(crate) async fn run_script<T: FromRedisValue + Send>(
         &self,
+        patience: Patience,
         script: &ScriptInvocation<'_>,
     ) -> Result<T, RedisCallError> {
-        self.run(|mut c| async move { script.invoke_async(&mut c).await })
-            .await
+        self.run(patience, |mut c| async move {
+            script.invoke_async(&mut c).await
+        })
+        .await
+    }
+
+    /// A Lua script of the heartbeat (not stopped by the breaker; patient).
+    pub(crate) async fn probe_script<T: FromRedisValue + Send>(
+        &self,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisCallError> {
+        self.run_probe(Patience::Patient, |mut c| async move {
+            script.invoke_async(&mut c).await
+        })
+        .await
     }
 
     /// Subscribes to a bus channel (sharded on a Cluster).
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<(), RedisCallError> {
-        self.run(|c| async move {
+        self.run_probe(Patience::Patient, |c| async move {
             match c {
                 Conn::Single(mut m) => m.subscribe(channel).await,
                 Conn::Cluster(mut m) => m.ssubscribe(channel).await,

@@ -1,17 +1,34 @@
-//! Delivery confirmations: which other instances are live (a sorted set in
-//! Redis, scored by Redis's own clock at each heartbeat), the confirmation
-//! an instance sends the origin of an invalidation once it has applied it,
-//! and the origin's wait for them. A write acknowledged after that wait is
-//! seen by the next read on every instance, not only after the bus has
+//! Delivery confirmations: which other instances are registered (a sorted
+//! set in Redis, scored by Redis's own clock at each heartbeat), the
+//! confirmation an instance sends the origin of an invalidation once it
+//! has applied it, and the origin's wait for them. A write whose every
+//! invalidation was confirmed ([`Delivery::Confirmed`](crate::Delivery))
+//! is seen by the next read on every instance, not only after the bus has
 //! caught up.
 //!
 //! Why a wait at all: the bus alone delivers "soon" (milliseconds), so a
 //! user whose next request lands on another instance behind a load
-//! balancer may not see their own write. Waiting is bounded by
-//! `delivery_wait`; an instance that does not confirm in time is either
-//! gone (it leaves the registry a bus lease after its last heartbeat) or
-//! cannot confirm the bus current, and then stops serving in-process
-//! entries older than the bus lease.
+//! balancer may not see their own write. The rules that make "confirmed"
+//! true whatever the timing:
+//! - The origin reads the registry *after* publishing (not the list its
+//!   heartbeat last saw): an instance registered before the message was
+//!   published is subscribed, so it receives the message and is waited
+//!   for; one that registers later fetches only after its registration,
+//!   so after the write committed.
+//! - Registered within the bus lease: *live*, waited for (at most
+//!   `delivery_wait`). Registered within [`grace`] but not the lease:
+//!   *lapsed*, not waited for, and the write is not confirmed. Older:
+//!   *gone*, ignored.
+//! - An instance serves no in-process entry unless its own registration
+//!   (the start of its last successful register call, which Redis scored
+//!   later) is younger than three quarters of the grace: so no instance a
+//!   writer counts as gone can serve a cached value. When it registers
+//!   again after that, and at its first registration, it empties its
+//!   in-process cache before serving from it: what it fetched meanwhile may
+//!   predate writes it was not waited for.
+//! - A receiver confirms every message it has applied, pushed or replayed
+//!   or seen before (a replay can apply one before its push arrives);
+//!   confirmations are retried within the delivery wait.
 
 use std::{
     collections::HashMap,
@@ -26,7 +43,10 @@ use parking_lot::Mutex;
 use redis::Script;
 use tokio::{sync::Notify, time::Instant};
 
-use super::{client::RedisCallError, inc, message::StreamId, unix_us, Shared};
+use super::{
+    budget::Patience, bus::LocalCache, client::RedisCallError, inc, message::StreamId, unix_us,
+    Shared,
+};
 
 /// Confirmations kept at once (of invalidations still awaited or recent).
 const ACKS_MAX: usize = 10_000;
@@ -35,6 +55,24 @@ const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// Messages older than this are not confirmed when applied (a long replay
 /// after an outage: nobody waits for them any more).
 const CONFIRM_WITHIN: Duration = Duration::from_secs(10);
+/// Tries of one confirmation (each within the patient budget).
+const CONFIRM_TRIES: u32 = 3;
+
+/// How long after its last registration a silent instance still counts as
+/// *lapsed* rather than gone: writes are not confirmed while one is
+/// lapsed, and an instance stops serving from its in-process cache well
+/// before writers take it for gone.
+pub(crate) fn grace(bus_lease: Duration) -> Duration {
+    bus_lease * 5
+}
+
+/// The registry as a writer reads it after publishing: the other
+/// instances to wait for, and whether any is lapsed (cannot be waited for).
+#[derive(Debug, Default)]
+pub(super) struct Registered {
+    live: Vec<u64>,
+    lapsed: bool,
+}
 
 /// The other live instances and the confirmations received.
 #[derive(Default)]
@@ -84,7 +122,8 @@ impl Delivery {
         peers.iter().all(|p| by.contains(p))
     }
 
-    /// The other instances seen live at the last heartbeat.
+    /// The other instances seen live at the last heartbeat (for the status
+    /// and the tag locks; a writer's wait reads the registry itself).
     pub(super) fn peers(&self) -> Vec<u64> {
         self.peers.lock().clone()
     }
@@ -107,8 +146,11 @@ pub(super) fn parse_ack(payload: &str) -> Option<(usize, StreamId, u64)> {
 impl Shared {
     /// Heartbeat step: marks this instance live (Redis's clock, so that
     /// instances on several machines agree) and reads the others that were
-    /// live within the bus lease.
-    pub(super) async fn register(&self) -> Result<(), RedisCallError> {
+    /// live within the bus lease. On the first registration, and on one
+    /// after this instance may have been taken for gone, empties the
+    /// in-process cache before it serves from it again (see the module
+    /// doc).
+    pub(super) async fn register(&self, local: &dyn LocalCache) -> Result<(), RedisCallError> {
         if self.delivery.left.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -126,16 +168,73 @@ impl Shared {
             .arg(self.instance)
             .arg(self.config.bus_lease.as_millis() as u64)
             .arg(FORGET_AFTER.as_millis() as u64);
-        let live: Vec<u64> = self.redis.run_script(&invocation).await?;
+        let asked = self.clock.elapsed();
+        let live: Vec<u64> = self.redis.probe_script(&invocation).await?;
         if self.delivery.left.load(Ordering::SeqCst) {
             // Left while this round was in flight: take back its entry.
             self.leave().await;
             return Ok(());
         }
+        if self.excluded() {
+            if self.registered.load(Ordering::SeqCst) != 0 {
+                tracing::warn!(
+                    "shared cache: registered again after writers may have taken this instance \
+                     for gone: emptying the in-process cache"
+                );
+                inc(&self.c.flushes);
+            }
+            local.flush().await;
+        }
+        self.registered
+            .fetch_max(asked.as_millis() as u64 + 1, Ordering::SeqCst);
         *self.delivery.peers.lock() = live.into_iter().filter(|i| *i != self.instance).collect();
         self.delivery
             .prune(self.config.delivery_wait + CONFIRM_WITHIN);
         Ok(())
+    }
+
+    /// Time since the start of this instance's last successful
+    /// registration (`None`: never registered).
+    pub(super) fn since_registered(&self) -> Option<Duration> {
+        let at = self.registered.load(Ordering::SeqCst).checked_sub(1)?;
+        Some(
+            self.clock
+                .elapsed()
+                .saturating_sub(Duration::from_millis(at)),
+        )
+    }
+
+    /// True if a writer may take this instance for gone (or it never
+    /// registered): it must not serve from its in-process cache.
+    pub(crate) fn excluded(&self) -> bool {
+        let limit = grace(self.config.bus_lease) * 3 / 4;
+        self.since_registered().is_none_or(|d| d > limit)
+    }
+
+    /// The registry now (Redis's clock): the other live instances, and
+    /// whether another is lapsed.
+    async fn registered_now(&self) -> Result<Registered, RedisCallError> {
+        static SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(
+                r"local t = redis.call('TIME')
+          local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+          local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+          local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '(' .. (now - tonumber(ARGV[1])))
+          return {live, lapsed}",
+            )
+        });
+        let mut invocation = SCRIPT.key(self.names.instances());
+        invocation
+            .arg(self.config.bus_lease.as_millis() as u64)
+            .arg(grace(self.config.bus_lease).as_millis() as u64);
+        let (live, lapsed): (Vec<u64>, Vec<u64>) = self
+            .redis
+            .run_script(Patience::Patient, &invocation)
+            .await?;
+        Ok(Registered {
+            live: live.into_iter().filter(|i| *i != self.instance).collect(),
+            lapsed: lapsed.iter().any(|i| *i != self.instance),
+        })
     }
 
     /// Leaves the registry (at close): writes stop waiting for this instance.
@@ -143,13 +242,14 @@ impl Shared {
         self.delivery.left.store(true, Ordering::SeqCst);
         let mut c = redis::cmd("ZREM");
         c.arg(self.names.instances()).arg(self.instance);
-        let _ = self.redis.query::<i64>(&c).await;
+        let _ = self.redis.query::<i64>(Patience::Patient, &c).await;
     }
 
     /// Tells `origin` that this instance applied its message `id` of
-    /// `shard` (in a task of its own: the bus does not wait for it). A
-    /// pushed message is always confirmed; a replayed one only if recent
-    /// by the origin's clock (so clocks apart never silence the live path).
+    /// `shard` (in a task of its own: the bus does not wait for it; tried
+    /// again if Redis does not take it). A pushed message is always
+    /// confirmed; a replayed one only if recent by the origin's clock (so
+    /// clocks apart never silence the live path).
     pub(super) fn confirm_applied(
         self: &Arc<Self>,
         origin: u64,
@@ -165,17 +265,33 @@ impl Shared {
         tokio::spawn(async move {
             let payload = format!("{shard}|{id}|{}", this.instance);
             let cmd = this.redis.publish_cmd(&this.names.acks(origin), &payload);
-            let _ = this.redis.query::<i64>(&cmd).await;
+            for _ in 0..CONFIRM_TRIES {
+                if this
+                    .redis
+                    .query::<i64>(Patience::Patient, &cmd)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
         });
     }
 
-    /// Waits (at most `delivery_wait`) until every other live instance has
-    /// confirmed the message `id` of `shard`; true if all did.
+    /// Waits (at most `delivery_wait`) until every other live instance, as
+    /// the registry says after the message `id` of `shard` was published,
+    /// has confirmed it; true if all did and none was lapsed.
     pub(crate) async fn await_delivery(&self, at: (usize, StreamId)) -> bool {
         let within = self.config.delivery_wait;
-        let peers = self.delivery.peers();
+        let Ok(Registered {
+            live: peers,
+            lapsed,
+        }) = self.registered_now().await
+        else {
+            return false;
+        };
         if peers.is_empty() {
-            return true;
+            return !lapsed;
         }
         if within.is_zero() {
             return false;
@@ -197,7 +313,7 @@ impl Shared {
         if !delivered {
             inc(&self.c.delivery_timeouts);
         }
-        delivered
+        delivered && !lapsed
     }
 }
 

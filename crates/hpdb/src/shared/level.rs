@@ -9,7 +9,8 @@ use bytes::Bytes;
 use futures::future::join_all;
 
 use super::{
-    client::RedisCallError, codec, generation, inc, names::Kind, unix_ms, Shared, Stamp, HOT_MAX,
+    budget::Patience, client::RedisCallError, codec, generation, inc, names::Kind, unix_ms, Shared,
+    Stamp, HOT_MAX,
 };
 
 /// What the shared level had for a key.
@@ -46,8 +47,9 @@ impl Shared {
         key: &str,
         tags: &[Arc<str>],
         lease: Option<Duration>,
+        patience: Patience,
     ) -> SharedLookup {
-        let found = self.lookup_uncounted(key, tags, lease).await;
+        let found = self.lookup_uncounted(key, tags, lease, patience).await;
         match &found {
             SharedLookup::Hit { .. } => inc(&self.c.hits),
             SharedLookup::Miss { .. } => inc(&self.c.misses),
@@ -62,6 +64,7 @@ impl Shared {
         key: &str,
         tags: &[Arc<str>],
         lease: Option<Duration>,
+        patience: Patience,
     ) -> SharedLookup {
         let epoch = self.epoch();
         let not_shared = SharedLookup::Miss {
@@ -71,7 +74,10 @@ impl Shared {
         if epoch == 0 || self.is_pending(key, tags) {
             return not_shared;
         }
-        let (own, gens) = futures::join!(self.read_own(key, lease), self.read_tag_gens(tags));
+        let (own, gens) = futures::join!(
+            self.read_own(key, lease, patience),
+            self.read_tag_gens(tags, patience)
+        );
         let (Ok((mut own, lease)), Ok(gens)) = (own, gens) else {
             return not_shared;
         };
@@ -115,6 +121,7 @@ impl Shared {
         &self,
         key: &str,
         lease: Option<Duration>,
+        patience: Patience,
     ) -> Result<(Vec<Option<Vec<u8>>>, Option<Option<String>>), RedisCallError> {
         let mut own = redis::pipe();
         own.cmd("MGET")
@@ -130,12 +137,12 @@ impl Shared {
         }
         if lease.is_some() {
             self.redis
-                .pipeline::<(Vec<Option<Vec<u8>>>, Option<String>)>(&own)
+                .pipeline::<(Vec<Option<Vec<u8>>>, Option<String>)>(patience, &own)
                 .await
                 .map(|(e, l)| (e, Some(l)))
         } else {
             self.redis
-                .pipeline::<(Vec<Option<Vec<u8>>>,)>(&own)
+                .pipeline::<(Vec<Option<Vec<u8>>>,)>(patience, &own)
                 .await
                 .map(|(e,)| (e, None))
         }
@@ -145,13 +152,14 @@ impl Shared {
     async fn read_tag_gens(
         &self,
         tags: &[Arc<str>],
+        patience: Patience,
     ) -> Result<Vec<Option<Vec<u8>>>, RedisCallError> {
         if self.redis.target().is_cluster() {
             // Tags hash to different slots: one GET each, concurrently.
             let gets = tags.iter().map(|t| {
                 let mut c = redis::cmd("GET");
                 c.arg(self.names.generation(Kind::Tag, t));
-                async move { self.redis.query::<Option<Vec<u8>>>(&c).await }
+                async move { self.redis.query::<Option<Vec<u8>>>(patience, &c).await }
             });
             join_all(gets)
                 .await
@@ -164,7 +172,7 @@ impl Shared {
             for t in tags {
                 c.arg(self.names.generation(Kind::Tag, t));
             }
-            self.redis.query::<Vec<Option<Vec<u8>>>>(&c).await
+            self.redis.query::<Vec<Option<Vec<u8>>>>(patience, &c).await
         }
     }
 
@@ -191,14 +199,19 @@ impl Shared {
     }
 
     /// The current entry under `key` whatever its tags (read from the
-    /// entry itself): for warming, where the caller does not know them.
+    /// entry itself): for warming and a writer's snapshot, where the
+    /// caller does not know them (patient: no reader waits on it).
     pub(crate) async fn read_any(self: &Arc<Self>, key: &str) -> Option<(Bytes, Stamp, Duration)> {
         let mut c = redis::cmd("GET");
         c.arg(self.names.entry(key));
-        let raw = self.redis.query::<Option<Vec<u8>>>(&c).await.ok()??;
+        let raw = self
+            .redis
+            .query::<Option<Vec<u8>>>(Patience::Patient, &c)
+            .await
+            .ok()??;
         let env = codec::decode(Bytes::from(raw)).ok()?;
         let tags: Vec<Arc<str>> = env.stamp.tag_gens.iter().map(|(t, _)| t.clone()).collect();
-        match self.lookup(key, &tags, None).await {
+        match self.lookup(key, &tags, None, Patience::Patient).await {
             SharedLookup::Hit {
                 value,
                 stamp,
@@ -225,11 +238,11 @@ impl Shared {
         loop {
             let now = tokio::time::Instant::now();
             if now + pause >= until {
-                return self.lookup(key, tags, None).await;
+                return self.lookup(key, tags, None, Patience::Reader).await;
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 3 / 2).min(Duration::from_millis(25));
-            match self.lookup(key, tags, Some(lease)).await {
+            match self.lookup(key, tags, Some(lease), Patience::Reader).await {
                 SharedLookup::Miss {
                     lease: Lease::Held, ..
                 } => continue,
@@ -271,8 +284,8 @@ impl Shared {
         let mut own = redis::cmd("GET");
         own.arg(self.names.generation(Kind::Key, key));
         let (own, gens) = futures::join!(
-            self.redis.query::<Option<Vec<u8>>>(&own),
-            self.read_tag_gens(&tags)
+            self.redis.query::<Option<Vec<u8>>>(Patience::Patient, &own),
+            self.read_tag_gens(&tags, Patience::Patient)
         );
         let (Ok(own), Ok(gens)) = (own, gens) else {
             return true;
@@ -309,8 +322,10 @@ impl Shared {
             }
             let mut hot = redis::cmd("ZADD");
             hot.arg(this.names.hot()).arg(unix_ms()).arg(key.as_ref());
-            let (stored, _) =
-                futures::join!(this.redis.pipeline::<()>(&p), this.redis.query::<i64>(&hot));
+            let (stored, _) = futures::join!(
+                this.redis.pipeline::<()>(Patience::Patient, &p),
+                this.redis.query::<i64>(Patience::Patient, &hot)
+            );
             if stored.is_ok() {
                 inc(&this.c.stores);
             }
@@ -328,7 +343,12 @@ impl Shared {
             .arg("NX")
             .arg("PX")
             .arg(self.config.fill_lease.as_millis().max(1) as u64);
-        matches!(self.redis.query::<Option<String>>(&c).await, Ok(Some(_)))
+        matches!(
+            self.redis
+                .query::<Option<String>>(Patience::Patient, &c)
+                .await,
+            Ok(Some(_))
+        )
     }
 
     pub(crate) fn count_replaced(&self) {
@@ -342,7 +362,7 @@ impl Shared {
         tokio::spawn(async move {
             let mut c = redis::cmd("DEL");
             c.arg(this.names.lease(&key));
-            let _ = this.redis.query::<i64>(&c).await;
+            let _ = this.redis.query::<i64>(Patience::Patient, &c).await;
         });
     }
 
@@ -351,7 +371,11 @@ impl Shared {
     pub(crate) async fn hot_keys(&self, prefix: &str, limit: usize) -> Vec<String> {
         let mut c = redis::cmd("ZREVRANGE");
         c.arg(self.names.hot()).arg(0).arg(HOT_MAX as i64);
-        let keys: Vec<String> = self.redis.query(&c).await.unwrap_or_default();
+        let keys: Vec<String> = self
+            .redis
+            .query(Patience::Patient, &c)
+            .await
+            .unwrap_or_default();
         keys.into_iter()
             .filter(|k| k.starts_with(prefix))
             .take(limit)

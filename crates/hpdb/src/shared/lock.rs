@@ -15,7 +15,7 @@ use std::{
 use redis::Script;
 use tokio::time::Instant;
 
-use super::{inc, Shared};
+use super::{budget::Patience, inc, Shared};
 
 /// Locks held on tags; given back when dropped.
 #[must_use = "the locks are given back when this is dropped"]
@@ -70,7 +70,10 @@ impl Drop for TagLocks {
             for (name, token) in held {
                 let mut invocation = RELEASE.key(&name);
                 invocation.arg(token.to_string());
-                let _ = shared.redis.run_script::<i64>(&invocation).await;
+                let _ = shared
+                    .redis
+                    .run_script::<i64>(Patience::Patient, &invocation)
+                    .await;
             }
         });
     }
@@ -104,7 +107,11 @@ impl Shared {
                     .arg("NX")
                     .arg("PX")
                     .arg(lease.as_millis().max(1) as u64);
-                match self.redis.query::<Option<String>>(&c).await {
+                match self
+                    .redis
+                    .query::<Option<String>>(Patience::Patient, &c)
+                    .await
+                {
                     Ok(Some(_)) => {
                         locks.held.push((name, token));
                         break;

@@ -22,9 +22,12 @@
 //!   (on the origin's own channel), after putting back from the shared
 //!   level what the invalidation made it drop (the writer stored its
 //!   updated values there). The origin's invalidation waits, at most
-//!   `delivery_wait`, for every instance in the registry of live ones (a
-//!   sorted set scored by Redis's clock, refreshed by each heartbeat):
-//!   once it returns, the next read on any instance sees the write.
+//!   `delivery_wait`, for every instance the registry (a sorted set scored
+//!   by Redis's clock, refreshed by each heartbeat) lists as live once the
+//!   message is published: once it returns `Confirmed`, the next read on
+//!   any instance sees the write. `delivery`'s module doc gives the rules
+//!   that make that hold whatever the timing (instances starting, stalled,
+//!   lapsed).
 //! - **Write locks.** Writers of one tag on several instances take turns
 //!   ([`TagLocks`]), so that each update in place follows the previous one.
 //! - **Confirmation.** A heartbeat reads every shard's head and the epoch
@@ -46,6 +49,7 @@
 //! keys, not tags, and a reconnect loses every notification with no way to
 //! replay them.
 
+mod budget;
 mod bus;
 mod client;
 mod codec;
@@ -70,6 +74,7 @@ use parking_lot::Mutex;
 use redis::PushInfo;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+pub(crate) use budget::Patience;
 pub(crate) use bus::{start as start_bus, LocalCache};
 pub use codec::Stamp;
 pub(crate) use level::{Lease, SharedLookup};
@@ -134,6 +139,9 @@ pub(crate) struct Shared {
     clock: std::time::Instant,
     /// ms since `clock` (plus one) at the start of the last confirming round.
     confirmed: AtomicU64,
+    /// ms since `clock` (plus one) at the start of the last registration
+    /// Redis took (0: never); see `delivery`.
+    registered: AtomicU64,
     known: moka::sync::Cache<(Kind, Arc<str>), u64>,
     pending: Mutex<Pending>,
     /// Per shard, the last stream id applied.
@@ -188,6 +196,7 @@ impl Shared {
             epoch: AtomicU64::new(0),
             clock: std::time::Instant::now(),
             confirmed: AtomicU64::new(0),
+            registered: AtomicU64::new(0),
             known: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(600))
@@ -208,10 +217,12 @@ impl Shared {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Waits (at most `within`) for the bus's first heartbeat; true if it came.
+    /// Waits (at most `within`) for the bus's first heartbeat to have read
+    /// the epoch and registered this instance (which empties the in-process
+    /// cache once); true if it did.
     pub(crate) async fn ready(&self, within: Duration) -> bool {
         let until = tokio::time::Instant::now() + within;
-        while self.epoch() == 0 {
+        while self.epoch() == 0 || self.excluded() {
             if tokio::time::Instant::now() >= until {
                 return false;
             }
@@ -220,12 +231,16 @@ impl Shared {
         true
     }
 
-    /// True if an in-process entry fetched at `fetched` may be served: the
-    /// bus was confirmed current within the lease, or the entry is younger
-    /// than the lease.
+    /// True if an in-process entry fetched at `fetched` may be served: this
+    /// instance is registered (no writer can take it for gone, see
+    /// `delivery`), and its bus was confirmed current within the lease or
+    /// the entry is younger than the lease (a write that this instance did
+    /// not confirm was answered as not confirmed, and the lease bounds how
+    /// long it may go unseen here).
     pub(crate) fn may_serve(&self, fetched: std::time::Instant) -> bool {
         let lease = self.config.bus_lease;
-        let ok = fetched.elapsed() <= lease || self.since_confirmed().is_some_and(|d| d <= lease);
+        let ok = !self.excluded()
+            && (fetched.elapsed() <= lease || self.since_confirmed().is_some_and(|d| d <= lease));
         if !ok {
             inc(&self.c.lease_refusals);
         }
@@ -298,14 +313,18 @@ impl Shared {
             let epoch = rand::random::<u64>() | 1;
             let mut c = redis::cmd("SET");
             c.arg(self.names.epoch()).arg(epoch);
-            self.redis.query::<()>(&c).await.ok().map(|_| {
-                self.epoch.store(epoch, Ordering::SeqCst);
-                epoch
-            })
+            self.redis
+                .query::<()>(Patience::Patient, &c)
+                .await
+                .ok()
+                .map(|_| {
+                    self.epoch.store(epoch, Ordering::SeqCst);
+                    epoch
+                })
         } else {
             let mut c = redis::cmd("INCR");
             c.arg(self.names.generation(kind, name));
-            self.redis.query::<u64>(&c).await.ok()
+            self.redis.query::<u64>(Patience::Patient, &c).await.ok()
         };
         let Some(generation) = generation else {
             self.keep_pending(kind, name);

@@ -51,6 +51,10 @@ impl Shared {
             replaced: get(&c.replaced),
             redis_commands: get(&self.redis.commands),
             redis_failures: get(&self.redis.failures),
+            redis_timeouts: get(&self.redis.timeouts),
+            redis_budget_ms: self.redis.budget.current().as_secs_f64() * 1000.0,
+            seconds_since_registered: self.since_registered().map(|d| d.as_secs_f64()),
+            excluded: self.excluded(),
             redis_call_ms: Distribution::of(&self.redis.latency.lock(), 0).percentiles,
             delivery_lag_ms: lag.percentiles,
             delivery_lag_histogram: lag.buckets,
@@ -123,6 +127,18 @@ pub struct SharedStatus {
     pub redis_commands: u64,
     /// Commands that failed or timed out.
     pub redis_failures: u64,
+    /// Of those, the ones that ran out of their budget.
+    pub redis_timeouts: u64,
+    /// A reader's budget for one Redis call now (adaptive: `REDIS_TIMEOUT`
+    /// up to four times it, following the calls' latency).
+    pub redis_budget_ms: f64,
+    /// Seconds since this instance last registered as live (`None`:
+    /// never); past three quarters of five bus leases it serves nothing
+    /// from its in-process cache (see `excluded`).
+    pub seconds_since_registered: Option<f64>,
+    /// True while this instance serves nothing from its in-process cache
+    /// because writers may have taken it for gone.
+    pub excluded: bool,
     /// How long Redis calls took, as this process saw them (queueing in
     /// this process included).
     pub redis_call_ms: Percentiles,
