@@ -4,6 +4,10 @@
 # mode), a local Redis Cluster (127.0.0.1:7000-7005) and headless Chromium
 # if they are down, then runs every test of every crate (unit, integration,
 # doc). No test skips: one that needs a service fails when it cannot reach it.
+# Every stage runs even when an earlier one fails (the exit status says
+# whether all passed), so one failing test never hides the doc tests or the
+# fuzzing. The pressure test (three servers saturating both cores) runs
+# alone, after the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +18,19 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-cargo nextest run --workspace --no-fail-fast
-cargo test --workspace --doc
-bash scripts/fuzz.sh
+failed=()
+stage() { # name, command...
+  local name=$1; shift
+  echo "test: $name"
+  if ! "$@"; then failed+=("$name"); fi
+}
+stage "tests" cargo nextest run --workspace --no-fail-fast -E 'not test(/^pressure_/)'
+stage "pressure test" cargo nextest run --workspace --no-fail-fast -E 'test(/^pressure_/)'
+stage "doc tests" cargo test --workspace --doc
+stage "fuzzing" bash scripts/fuzz.sh
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "test: FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+echo "test: all passed"

@@ -30,7 +30,8 @@ pub(crate) trait ReadStore: Send + Sync {
     /// The `n` most-followed users, most followed first.
     fn hottest_users(&self, n: i64) -> BoxFuture<'_, Result<Arc<Vec<i64>>, hpdb::Error>>;
 
-    /// The author of `post` (cached: a post's author never changes).
+    /// The author of `post` (cached: a post's author never changes), at a
+    /// write's priority.
     fn post_author(&self, post: i64) -> BoxFuture<'_, Result<Arc<Option<i64>>, hpdb::Error>>;
 
     /// The cards of `ids`, in order, through the keyed batch loader.
@@ -139,7 +140,11 @@ where
     }
 
     fn post_author(&self, post: i64) -> BoxFuture<'_, Result<Arc<Option<i64>>, hpdb::Error>> {
-        let options = QueryOptions::default().ttl(Duration::from_secs(3600));
+        // A write waits on it (a star locks and snapshots the author first):
+        // at a write's priority, not behind every page's reads.
+        let options = QueryOptions::default()
+            .ttl(Duration::from_secs(3600))
+            .priority(Priority::CRITICAL);
         let key = format!("post_author:{post}");
         Box::pin(self.manager.execute_query(key, options, move |conn| {
             Box::pin(async move {

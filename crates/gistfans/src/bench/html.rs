@@ -164,6 +164,8 @@ mod tests {
             combined_hit_rate: None,
             shared_hit_rate: None,
             redis_commands_per_page_load: None,
+            circuit_opens: Vec::new(),
+            redis_budget_misses: Vec::new(),
         }
     }
 

@@ -36,8 +36,10 @@ pub struct Counts {
 pub struct Snapshot {
     /// pg_stat_statements total.
     pub statements: Option<i64>,
-    /// The admin monitor's status.
+    /// The admin monitor's status (every instance's added up).
     pub monitor: Option<Value>,
+    /// Each instance's own status, in order.
+    pub instances: Vec<Value>,
     /// The server process's CPU and memory.
     pub process: Option<ProcSample>,
 }
@@ -45,13 +47,16 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads the counters; the admin monitor only if `monitor`.
     pub(super) async fn take(t: &Target, w: &Witness, monitor: bool) -> Snapshot {
+        let instances = if monitor {
+            t.instance_statuses().await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         Snapshot {
             statements: w.statements().await,
-            monitor: if monitor {
-                t.monitor_status().await
-            } else {
-                None
-            },
+            monitor: (!instances.is_empty())
+                .then(|| super::server::merge_statuses(instances.clone())),
+            instances,
             process: t.proc_sample(),
         }
     }

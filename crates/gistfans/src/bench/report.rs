@@ -78,6 +78,12 @@ pub struct ModeReport {
     pub shared_hit_rate: Option<f64>,
     /// Redis commands the servers sent, per page load.
     pub redis_commands_per_page_load: Option<f64>,
+    /// Times each instance's circuit opened while measuring (a healthy
+    /// database: none).
+    pub circuit_opens: Vec<i64>,
+    /// Redis calls each instance gave up on at their budget while
+    /// measuring (a healthy Redis: none, or close to it).
+    pub redis_budget_misses: Vec<i64>,
 }
 
 fn field(v: &Option<Value>, name: &str) -> Option<i64> {
@@ -152,6 +158,8 @@ impl ModeReport {
             bus_lag_p99_ms: None,
             combined_hit_rate: None,
             shared_hit_rate: None,
+            circuit_opens: Vec::new(),
+            redis_budget_misses: Vec::new(),
             redis_commands_per_page_load: None,
         }
     }
@@ -185,6 +193,17 @@ impl ModeReport {
                 .zip(field(&before.monitor, name))
                 .map(|(a, b)| a - b)
         };
+        let per_instance = |get: fn(&Value) -> Option<i64>| -> Vec<i64> {
+            after
+                .instances
+                .iter()
+                .zip(&before.instances)
+                .map(|(a, b)| get(a).unwrap_or(0) - get(b).unwrap_or(0))
+                .collect()
+        };
+        self.circuit_opens = per_instance(|s| s.get("circuitOpens")?.as_i64());
+        self.redis_budget_misses =
+            per_instance(|s| s.get("shared")?.get("redisTimeouts")?.as_i64());
         let (hits, misses) = (delta("hits"), delta("misses"));
         self.shared_hit_rate = hits
             .zip(misses)

@@ -243,12 +243,13 @@ impl Target {
 
     /// The managers' status, as the admin monitors report it: with several
     /// instances, their counters added up (see [`merge_statuses`]).
-    pub async fn monitor_status(&self) -> Option<Value> {
+    /// Each instance's status, in order.
+    pub async fn instance_statuses(&self) -> Option<Vec<Value>> {
         let mut all = Vec::new();
         for i in 0..self.bases.len() {
             all.push(self.monitor_of(i).await?.get("status")?.clone());
         }
-        Some(merge_statuses(all))
+        Some(all)
     }
 
     /// The settings the server under test runs with, as its monitor reports

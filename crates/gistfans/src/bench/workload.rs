@@ -141,6 +141,12 @@ pub async fn run_mode(
     );
     report.add_instances(t.bases.len(), total.delivery.as_ref(), &before, &after);
     eprintln!("{}", report.one_line());
+    if !report.circuit_opens.is_empty() {
+        eprintln!(
+            "    per instance: circuit openings {:?}, Redis budget misses {:?}",
+            report.circuit_opens, report.redis_budget_misses
+        );
+    }
     let shared = after.monitor.as_ref().and_then(|m| m.get("shared"));
     if let Some(shared) = shared.filter(|s| !s.is_null()) {
         // The shared level's own counts (all instances, since they started).

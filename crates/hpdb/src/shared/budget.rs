@@ -13,8 +13,9 @@
 //! it had (it took at least that), so timeouts raise the next budget.
 //!
 //! Readers wait at most the current budget. Writers (who wait for their
-//! delivery anyway) and background steps (the heartbeat, confirmations,
-//! fill stores: nobody waits on them) are given the ceiling.
+//! delivery anyway) and background steps (confirmations, fill stores:
+//! nobody waits on them) are given the ceiling; the heartbeat, whose round
+//! only has to finish within the bus lease, half the lease if that is more.
 
 use std::time::Duration;
 
@@ -30,34 +31,40 @@ pub(crate) enum Patience {
     Reader,
     /// A writer, or nobody: the ceiling.
     Patient,
+    /// The heartbeat: half the bus lease, at least the ceiling.
+    Heartbeat,
 }
 
 /// The adaptive budget.
 pub(crate) struct Budget {
     floor: Duration,
     ceiling: Duration,
+    heartbeat: Duration,
     /// Smoothed latency and mean deviation, in µs (`None` before the first sample).
     estimate: Mutex<Option<(f64, f64)>>,
 }
 
 impl Budget {
-    pub(crate) fn new(floor: Duration) -> Self {
+    pub(crate) fn new(floor: Duration, bus_lease: Duration) -> Self {
+        let ceiling = floor * CEILING_FACTOR;
         Self {
             floor,
-            ceiling: floor * CEILING_FACTOR,
+            ceiling,
+            heartbeat: ceiling.max(bus_lease / 2),
             estimate: Mutex::new(None),
         }
     }
 
-    /// The ceiling: what patient calls get, and the connection's own
-    /// response timeout.
-    pub(crate) fn ceiling(&self) -> Duration {
-        self.ceiling
+    /// The longest any call may take (the connection's own response
+    /// timeout).
+    pub(crate) fn longest(&self) -> Duration {
+        self.heartbeat
     }
 
     /// How long a call of `patience` may take now.
     pub(crate) fn for_call(&self, patience: Patience) -> Duration {
         match patience {
+            Patience::Heartbeat => self.heartbeat,
             Patience::Patient => self.ceiling,
             Patience::Reader => self.current(),
         }
@@ -97,9 +104,10 @@ mod tests {
 
     #[test]
     fn the_budget_starts_at_the_floor_and_stays_within_its_bounds() {
-        let b = Budget::new(50 * MS);
+        let b = Budget::new(50 * MS, 1000 * MS);
         assert_eq!(b.current(), 50 * MS);
         assert_eq!(b.for_call(Patience::Patient), 200 * MS);
+        assert_eq!(b.for_call(Patience::Heartbeat), 500 * MS);
         for _ in 0..100 {
             b.observe(MS);
         }
@@ -112,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_busy_machine_widens_the_budget_and_a_quiet_one_narrows_it_again() {
-        let b = Budget::new(50 * MS);
+        let b = Budget::new(50 * MS, 1000 * MS);
         for _ in 0..50 {
             b.observe(MS);
         }
@@ -130,7 +138,7 @@ mod tests {
 
     #[test]
     fn timeouts_raise_the_next_budget() {
-        let b = Budget::new(50 * MS);
+        let b = Budget::new(50 * MS, 1000 * MS);
         for _ in 0..20 {
             b.observe(5 * MS);
         }

@@ -177,10 +177,10 @@ pub(crate) struct Redis {
 
 impl Redis {
     /// A connection to `target`, opened on first use; pushes go to `push`.
-    pub(crate) fn new(target: Target, floor: Duration, push: UnboundedSender<PushInfo>) -> Self {
+    pub(crate) fn new(target: Target, budget: Budget, push: UnboundedSender<PushInfo>) -> Self {
         Self {
             target,
-            budget: Budget::new(floor),
+            budget,
             push,
             conn: OnceCell::new(),
             breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),
@@ -205,7 +205,7 @@ impl Redis {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let client = redis::Client::open(format!("{url}{sep}protocol=resp3"))?;
                 let config = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(self.budget.ceiling()))
+                    .set_response_timeout(Some(self.budget.longest()))
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(200))
@@ -219,7 +219,7 @@ impl Redis {
                 let client = ClusterClientBuilder::new(nodes.clone())
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .push_sender(self.push.clone())
-                    .response_timeout(self.budget.ceiling())
+                    .response_timeout(self.budget.longest())
                     .connection_timeout(CONNECT_TIMEOUT)
                     .retries(2)
                     .min_retry_wait(5)
@@ -317,12 +317,12 @@ impl Redis {
         .await
     }
 
-    /// One command of the heartbeat (not stopped by the breaker; patient).
+    /// One command of the heartbeat (not stopped by the breaker).
     pub(crate) async fn probe<T: FromRedisValue + Send>(
         &self,
         cmd: &Cmd,
     ) -> Result<T, RedisCallError> {
-        self.run_probe(Patience::Patient, |mut c| async move {
+        self.run_probe(Patience::Heartbeat, |mut c| async move {
             cmd.query_async(&mut c).await
         })
         .await
@@ -353,12 +353,12 @@ impl Redis {
         .await
     }
 
-    /// A Lua script of the heartbeat (not stopped by the breaker; patient).
+    /// A Lua script of the heartbeat (not stopped by the breaker).
     pub(crate) async fn probe_script<T: FromRedisValue + Send>(
         &self,
         script: &ScriptInvocation<'_>,
     ) -> Result<T, RedisCallError> {
-        self.run_probe(Patience::Patient, |mut c| async move {
+        self.run_probe(Patience::Heartbeat, |mut c| async move {
             script.invoke_async(&mut c).await
         })
         .await
@@ -366,7 +366,7 @@ impl Redis {
 
     /// Subscribes to a bus channel (sharded on a Cluster).
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<(), RedisCallError> {
-        self.run_probe(Patience::Patient, |c| async move {
+        self.run_probe(Patience::Heartbeat, |c| async move {
             match c {
                 Conn::Single(mut m) => m.subscribe(channel).await,
                 Conn::Cluster(mut m) => m.ssubscribe(channel).await,

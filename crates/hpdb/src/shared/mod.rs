@@ -189,7 +189,11 @@ impl Shared {
         let target = Target::parse(url)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = Self {
-            redis: Redis::new(target, config.call_timeout, tx),
+            redis: Redis::new(
+                target,
+                budget::Budget::new(config.call_timeout, config.bus_lease),
+                tx,
+            ),
             names: Names::new(&config.namespace),
             config: config.clone(),
             instance: rand::random::<u64>() | 1,
