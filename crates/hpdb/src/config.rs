@@ -347,8 +347,10 @@ pub struct SharedConfig {
     /// Prefix of every Redis name, so that several applications (or
     /// several test runs) can share one Redis (default `hpdb`).
     pub namespace: String,
-    /// Budget of each Redis call (default 50 ms): a Redis slower than this
-    /// is skipped, never waited on.
+    /// A reader's budget for one Redis call (default 50 ms): a Redis slower
+    /// than the budget is skipped, never waited on. The budget follows the
+    /// calls' latency up to four times this (a busy machine is not a Redis
+    /// away); writers and background steps get the four times.
     pub call_timeout: Duration,
     /// How long an instance keeps serving in-process entries while it cannot
     /// confirm that it has every invalidation (default 1 s): the bound on
