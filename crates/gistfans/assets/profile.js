@@ -3,23 +3,37 @@
 // textContent (never parsed as HTML).
 //
 // Two ways to get the data, chosen by the URL:
-//   /u/{id}                     ONE request to /api/user/stats-optimized;
-//                               the ETag and body are kept in sessionStorage,
-//                               so a refresh sends If-None-Match and a 304
+//   /u/{id}                     ONE request to /api/user/stats-optimized,
+//                               started with the HTML: the page's answer
+//                               carries a preload hint for exactly the URL
+//                               fetched here, which takes its answer. The
+//                               ETag and body are kept in sessionStorage, so
+//                               a refresh sends If-None-Match and a 304
 //                               re-renders the kept body.
 //   /u/{id}?compose=components  the four per-component routes (the "before").
+// Links to other profiles carry ?from={this id}: the API learns which
+// profiles are opened after which, and preloads the likely next ones.
 //
 // What a test or a measurement reads, on <html> once the data is shown (or
 // the error is): data-state (ready | error), data-status (the HTTP status
 // the data came with: 200, 304, 404…), data-requests (data requests made),
-// data-mode (aggregate | components) and data-rendered (performance.now()
-// in ms, i.e. time since navigation start).
+// data-mode (aggregate | components), data-rendered (performance.now() in
+// ms, i.e. time since navigation start, once the data is in the DOM),
+// data-painted (the same, once the frame showing it has been drawn),
+// data-answered (when the last data response had arrived: Resource Timing's
+// responseEnd) and data-fetches (data requests the browser made, a used
+// preload included: 1 when the script took the preloaded answer).
 "use strict";
 
 (() => {
   const root = document.documentElement;
   const id = decodeURIComponent(location.pathname.split("/").pop());
-  const mode = new URLSearchParams(location.search).get("compose") === "components" ? "components" : "aggregate";
+  const params = new URLSearchParams(location.search);
+  const mode = params.get("compose") === "components" ? "components" : "aggregate";
+  // The server checked `from` (a canonical id) before sending the page, and
+  // preloaded this very URL.
+  const from = params.get("from");
+  const aggregateUrl = `/api/user/stats-optimized?userId=${encodeURIComponent(id)}${from ? `&from=${encodeURIComponent(from)}` : ""}`;
   const storeKey = `gistfans:profile:${id}`;
   const $ = (selector) => document.querySelector(selector);
   let requests = 0;
@@ -40,11 +54,11 @@
   }
 
   // GET url as JSON; a 304 comes back without a body; a 4xx/5xx throws with
-  // the API's own message.
-  async function getJson(url, headers) {
+  // the API's own message. `init` null: a plain GET, which takes the answer
+  // the page's preload hint asked for.
+  async function getJson(url, init) {
     requests += 1;
-    // no-store: the page does its own revalidation, and must see the 304.
-    const resp = await fetch(url, { headers: { Accept: "application/json", ...headers }, cache: "no-store" });
+    const resp = await (init ? fetch(url, init) : fetch(url));
     if (resp.status === 304) return { status: 304, resp };
     let body = null;
     try {
@@ -73,26 +87,12 @@
     }
   }
 
-  // The profile this tab showed before, if another: the server learns which
-  // profiles are opened after which and preloads the likely next ones. (Kept
-  // in sessionStorage: pages send no Referer, their policy is no-referrer.)
-  const LAST = "gistfans:lastProfile";
-  function cameFrom() {
-    let prev = null;
-    try {
-      prev = sessionStorage.getItem(LAST);
-      sessionStorage.setItem(LAST, String(id));
-    } catch (_) {
-      return "";
-    }
-    const ok = prev && /^[1-9][0-9]{0,15}$/.test(prev) && Number(prev) <= Number.MAX_SAFE_INTEGER;
-    return ok && prev !== String(id) ? `&from=${prev}` : "";
-  }
+  // no-store: a revalidation must reach the server and see its 304.
+  const revalidate = (etag) => ({ headers: { Accept: "application/json", "If-None-Match": etag }, cache: "no-store" });
 
   async function loadAggregate() {
     const old = kept();
-    const url = `/api/user/stats-optimized?userId=${encodeURIComponent(id)}${cameFrom()}`;
-    const r = await getJson(url, old ? { "If-None-Match": old.etag } : {});
+    const r = await getJson(aggregateUrl, old ? revalidate(old.etag) : null);
     if (r.status === 304) return { status: 304, data: old.body };
     const etag = r.resp.headers.get("ETag");
     if (etag) keep(etag, r.body);
@@ -102,7 +102,9 @@
   async function loadComponents() {
     const base = `/api/users/${encodeURIComponent(id)}`;
     const [stats, posts, history, social] = await Promise.all(
-      ["stats", "posts", "star-history", "social"].map((part) => getJson(`${base}/${part}`, {})),
+      ["stats", "posts", "star-history", "social"].map((part) =>
+        getJson(`${base}/${part}`, { headers: { Accept: "application/json" }, cache: "no-store" }),
+      ),
     );
     const data = {
       profile: stats.body.profile,
@@ -166,11 +168,11 @@
     const summary = most.stars > 0 ? `${total} stars in total; most on ${most.date} (${most.stars}).` : "No stars in these 30 days.";
     chart.append(svg("desc", { id: "history-svg-desc" }, `Bar chart, one bar per day, oldest first. ${summary}`));
     chart.append(svg("line", { x1: 0, y1: h - pad, x2: w, y2: h - pad, class: "axis" }));
+    // The figure is one image to assistive technology (its title and
+    // description above); each day's figure is in the table below.
     days.forEach((d, i) => {
       const bh = ((h - 2 * pad) * d.stars) / max;
-      const bar = svg("rect", { x: i * step + 2, y: h - pad - bh, width: step - 4, height: bh, class: "bar" });
-      bar.append(svg("title", {}, `${d.date}: ${d.stars} stars`));
-      chart.append(bar);
+      chart.append(svg("rect", { x: i * step + 2, y: h - pad - bh, width: step - 4, height: bh, class: "bar" }));
     });
     if (days.length > 0) {
       chart.append(svg("text", { x: 0, y: h - 4, class: "label" }, days[0].date));
@@ -189,11 +191,13 @@
     );
   }
 
+  // Links keep the mode and say where they were followed from.
+  const linkQuery = `?${mode === "components" ? "compose=components&" : ""}from=${encodeURIComponent(id)}`;
   function people(selector, sample) {
     $(selector).replaceChildren(
       ...sample.map((u) => {
         const li = el("li");
-        li.append(el("a", { href: `/u/${u.id}${location.search}` }, `@${u.username}`));
+        li.append(el("a", { href: `/u/${u.id}${linkQuery}` }, `@${u.username}`));
         return li;
       }),
     );
@@ -230,12 +234,27 @@
     document.title = "Profile not found · GistFans";
   }
 
+  // When the data answers had arrived, and how many the browser fetched.
+  function answered() {
+    const data = performance.getEntriesByType("resource").filter((e) => new URL(e.name).pathname.startsWith("/api/"));
+    const end = data.reduce((last, e) => Math.max(last, e.responseEnd), 0);
+    return { end, count: data.length };
+  }
+
   function finish(state, status) {
     root.dataset.mode = mode;
     root.dataset.requests = String(requests);
     root.dataset.status = String(status);
+    const rendered = performance.now();
+    const a = answered();
+    root.dataset.answered = a.end.toFixed(1);
+    root.dataset.fetches = String(a.count);
     root.dataset.state = state;
-    root.dataset.rendered = performance.now().toFixed(1);
+    root.dataset.rendered = rendered.toFixed(1);
+    // The frame that shows the data: a task queued from its animation
+    // frame runs once it has been drawn.
+    delete root.dataset.painted;
+    requestAnimationFrame(() => setTimeout(() => (root.dataset.painted = performance.now().toFixed(1))));
     const how = mode === "components" ? "four per-component requests" : "one request";
     $("#source").textContent = `Loaded with ${how} (${requests} made, HTTP ${status}).`;
   }
