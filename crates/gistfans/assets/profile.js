@@ -20,12 +20,14 @@
 // data-mode (aggregate | components), data-rendered (performance.now() in
 // ms, i.e. time since navigation start, once the data is in the DOM),
 // data-painted (the same, once the frame showing it has been drawn),
+// data-started (when this script began: the answer may be waiting for it),
 // data-answered (when the last data response had arrived: Resource Timing's
 // responseEnd) and data-fetches (data requests the browser made, a used
 // preload included: 1 when the script took the preloaded answer).
 "use strict";
 
 (() => {
+  const started = performance.now();
   const root = document.documentElement;
   const id = decodeURIComponent(location.pathname.split("/").pop());
   const params = new URLSearchParams(location.search);
@@ -248,6 +250,7 @@
     const rendered = performance.now();
     const a = answered();
     root.dataset.answered = a.end.toFixed(1);
+    root.dataset.started = started.toFixed(1);
     root.dataset.fetches = String(a.count);
     root.dataset.state = state;
     root.dataset.rendered = rendered.toFixed(1);

@@ -205,6 +205,12 @@ impl Server {
         };
         let ceiling = self.ceiling.map(|l| {
             tokio::spawn(async move {
+                // TCP_NODELAY as the real listener sets it: the ceiling
+                // differs from the server in its stack only.
+                use axum::serve::ListenerExt;
+                let l = l.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 if let Err(e) = axum::serve(l, ceiling_router()).await {
                     tracing::warn!(error = %e, "the ceiling handler stopped");
                 }

@@ -54,17 +54,26 @@ async fn main() {
     let pooler = args.get(1).expect("pooler URL");
     let direct = args.get(2).expect("direct URL");
     let n: usize = args.get(3).map_or(2000, |s| s.parse().expect("a count"));
+    let rounds: usize = args.get(4).map_or(2, |s| s.parse().expect("a count"));
     let mut d = connect(direct, 100).await;
     let mut p = connect(pooler, 0).await;
+    println!("{n} sequential queries per variant, mean µs per query, {rounds} rounds:");
+    for round in 1..=rounds {
+        println!("round {round}");
+        measure(&mut d, &mut p, n).await;
+    }
+}
+
+async fn measure(d: &mut PgConnection, p: &mut PgConnection, n: usize) {
     let mut rows = Vec::new();
     rows.push((
         "direct, statement cache on: the query (1 round trip)",
-        time(n, async |i| select(&mut d, i, true).await).await,
+        time(n, async |i| select(d, i, true).await).await,
     ));
     rows.push((
         "pooler: `SELECT 1` as one simple query (1 round trip)",
         time(n, async |_| {
-            sqlx::raw_sql("SELECT 1").execute(&mut p).await.unwrap();
+            sqlx::raw_sql("SELECT 1").execute(&mut *p).await.unwrap();
         })
         .await,
     ));
@@ -98,11 +107,10 @@ async fn main() {
         rows.push((name, mean));
         // Leave no named statement behind for the next variant.
         sqlx::raw_sql("DEALLOCATE ALL")
-            .execute(&mut p)
+            .execute(&mut *p)
             .await
             .unwrap();
     }
-    println!("{n} sequential queries per variant, mean µs per query:");
     for (name, us) in rows {
         println!("  {us:>8.1}  {name}");
     }

@@ -142,6 +142,22 @@ pub async fn run_mode(
     report.add_instances(t.bases.len(), total.delivery.as_ref(), &before, &after);
     report.add_writes(total.write_latency.as_ref());
     eprintln!("{}", report.one_line());
+    if let (Some(a), Some(b)) = (
+        after.monitor.as_ref().and_then(|m| m.get("refresh")),
+        before.monitor.as_ref().and_then(|m| m.get("refresh")),
+    ) {
+        let n = |k: &str| {
+            let get =
+                |v: &serde_json::Value| v.get(k).and_then(serde_json::Value::as_i64).unwrap_or(0);
+            get(a) - get(b)
+        };
+        if mode == Mode::Optimized {
+            eprintln!(
+                "    refreshes: {} ahead of expiry, {} revalidations, {} reads served while refreshing, {} skipped, {} wasted",
+                n("ahead"), n("revalidations"), n("servedWhileRefreshing"), n("skipped"), n("wasted")
+            );
+        }
+    }
     let shared = after.monitor.as_ref().and_then(|m| m.get("shared"));
     if let Some(shared) = shared.filter(|s| !s.is_null()) {
         // The shared level's own counts (all instances, since they started).
