@@ -7,9 +7,10 @@
 //                               started with the HTML: the page's answer
 //                               carries a preload hint for exactly the URL
 //                               fetched here, which takes its answer. The
-//                               ETag and body are kept in sessionStorage, so
-//                               a refresh sends If-None-Match and a 304
-//                               re-renders the kept body.
+//                               browser keeps the answer (ETag, no-cache), so
+//                               a reload or refresh sends If-None-Match and a
+//                               304 re-renders the kept body (data-status
+//                               304, read from Resource Timing).
 //   /u/{id}?compose=components  the four per-component routes (the "before").
 // Links to other profiles carry ?from={this id}: the API learns which
 // profiles are opened after which, and preloads the likely next ones.
@@ -36,10 +37,8 @@
   // preloaded this very URL.
   const from = params.get("from");
   const aggregateUrl = `/api/user/stats-optimized?userId=${encodeURIComponent(id)}${from ? `&from=${encodeURIComponent(from)}` : ""}`;
-  const storeKey = `gistfans:profile:${id}`;
   const $ = (selector) => document.querySelector(selector);
   let requests = 0;
-  let memory = null; // the kept ETag and body, when sessionStorage is unavailable
 
   class HttpError extends Error {
     constructor(status, message) {
@@ -72,33 +71,21 @@
     return { status: resp.status, resp, body };
   }
 
-  function kept() {
-    try {
-      return JSON.parse(sessionStorage.getItem(storeKey)) || memory;
-    } catch (_) {
-      return memory;
-    }
+  // True if the browser revalidated `url`'s answer (If-None-Match → 304)
+  // instead of fetching it whole: Resource Timing then counts only the
+  // 304's headers as transferred, less than the (cached) body.
+  function revalidated(url) {
+    const entries = performance.getEntriesByName(new URL(url, location.href).href, "resource");
+    const e = entries[entries.length - 1];
+    return Boolean(e) && e.transferSize > 0 && e.transferSize < e.encodedBodySize;
   }
 
-  function keep(etag, body) {
-    memory = { etag, body };
-    try {
-      sessionStorage.setItem(storeKey, JSON.stringify(memory));
-    } catch (_) {
-      // storage full or disabled: the in-memory copy serves this page's refreshes
-    }
-  }
-
-  // no-store: a revalidation must reach the server and see its 304.
-  const revalidate = (etag) => ({ headers: { Accept: "application/json", "If-None-Match": etag }, cache: "no-store" });
-
+  // The answer is `private, no-cache` with an ETag: the browser keeps it and
+  // revalidates it (If-None-Match → 304) on a reload or a refresh, the
+  // preload included, so one request serves both.
   async function loadAggregate() {
-    const old = kept();
-    const r = await getJson(aggregateUrl, old ? revalidate(old.etag) : null);
-    if (r.status === 304) return { status: 304, data: old.body };
-    const etag = r.resp.headers.get("ETag");
-    if (etag) keep(etag, r.body);
-    return { status: r.status, data: r.body };
+    const r = await getJson(aggregateUrl, null);
+    return { status: revalidated(aggregateUrl) ? 304 : r.status, data: r.body };
   }
 
   async function loadComponents() {
