@@ -3,27 +3,42 @@
 // textContent (never parsed as HTML).
 //
 // Two ways to get the data, chosen by the URL:
-//   /u/{id}                     ONE request to /api/user/stats-optimized;
-//                               the ETag and body are kept in sessionStorage,
-//                               so a refresh sends If-None-Match and a 304
-//                               re-renders the kept body.
+//   /u/{id}                     ONE request to /api/user/stats-optimized,
+//                               started with the HTML: the page's answer
+//                               carries a preload hint for exactly the URL
+//                               fetched here, which takes its answer. The
+//                               browser keeps the answer (ETag, no-cache), so
+//                               a reload or refresh sends If-None-Match and a
+//                               304 re-renders the kept body (data-status
+//                               304, read from Resource Timing).
 //   /u/{id}?compose=components  the four per-component routes (the "before").
+// Links to other profiles carry ?from={this id}: the API learns which
+// profiles are opened after which, and preloads the likely next ones.
 //
 // What a test or a measurement reads, on <html> once the data is shown (or
 // the error is): data-state (ready | error), data-status (the HTTP status
 // the data came with: 200, 304, 404…), data-requests (data requests made),
-// data-mode (aggregate | components) and data-rendered (performance.now()
-// in ms, i.e. time since navigation start).
+// data-mode (aggregate | components), data-rendered (performance.now() in
+// ms, i.e. time since navigation start, once the data is in the DOM),
+// data-painted (the same, once the frame showing it has been drawn),
+// data-started (when this script began: the answer may be waiting for it),
+// data-answered (when the last data response had arrived: Resource Timing's
+// responseEnd) and data-fetches (data requests the browser made, a used
+// preload included: 1 when the script took the preloaded answer).
 "use strict";
 
 (() => {
+  const started = performance.now();
   const root = document.documentElement;
   const id = decodeURIComponent(location.pathname.split("/").pop());
-  const mode = new URLSearchParams(location.search).get("compose") === "components" ? "components" : "aggregate";
-  const storeKey = `gistfans:profile:${id}`;
+  const params = new URLSearchParams(location.search);
+  const mode = params.get("compose") === "components" ? "components" : "aggregate";
+  // The server checked `from` (a canonical id) before sending the page, and
+  // preloaded this very URL.
+  const from = params.get("from");
+  const aggregateUrl = `/api/user/stats-optimized?userId=${encodeURIComponent(id)}${from ? `&from=${encodeURIComponent(from)}` : ""}`;
   const $ = (selector) => document.querySelector(selector);
   let requests = 0;
-  let memory = null; // the kept ETag and body, when sessionStorage is unavailable
 
   class HttpError extends Error {
     constructor(status, message) {
@@ -40,11 +55,11 @@
   }
 
   // GET url as JSON; a 304 comes back without a body; a 4xx/5xx throws with
-  // the API's own message.
-  async function getJson(url, headers) {
+  // the API's own message. `init` null: a plain GET, which takes the answer
+  // the page's preload hint asked for.
+  async function getJson(url, init) {
     requests += 1;
-    // no-store: the page does its own revalidation, and must see the 304.
-    const resp = await fetch(url, { headers: { Accept: "application/json", ...headers }, cache: "no-store" });
+    const resp = await (init ? fetch(url, init) : fetch(url));
     if (resp.status === 304) return { status: 304, resp };
     let body = null;
     try {
@@ -56,53 +71,29 @@
     return { status: resp.status, resp, body };
   }
 
-  function kept() {
-    try {
-      return JSON.parse(sessionStorage.getItem(storeKey)) || memory;
-    } catch (_) {
-      return memory;
-    }
+  // True if the browser revalidated `url`'s answer (If-None-Match → 304)
+  // instead of fetching it whole: Resource Timing then counts only the
+  // 304's headers as transferred, less than the (cached) body.
+  function revalidated(url) {
+    const entries = performance.getEntriesByName(new URL(url, location.href).href, "resource");
+    const e = entries[entries.length - 1];
+    return Boolean(e) && e.transferSize > 0 && e.transferSize < e.encodedBodySize;
   }
 
-  function keep(etag, body) {
-    memory = { etag, body };
-    try {
-      sessionStorage.setItem(storeKey, JSON.stringify(memory));
-    } catch (_) {
-      // storage full or disabled: the in-memory copy serves this page's refreshes
-    }
-  }
-
-  // The profile this tab showed before, if another: the server learns which
-  // profiles are opened after which and preloads the likely next ones. (Kept
-  // in sessionStorage: pages send no Referer, their policy is no-referrer.)
-  const LAST = "gistfans:lastProfile";
-  function cameFrom() {
-    let prev = null;
-    try {
-      prev = sessionStorage.getItem(LAST);
-      sessionStorage.setItem(LAST, String(id));
-    } catch (_) {
-      return "";
-    }
-    const ok = prev && /^[1-9][0-9]{0,15}$/.test(prev) && Number(prev) <= Number.MAX_SAFE_INTEGER;
-    return ok && prev !== String(id) ? `&from=${prev}` : "";
-  }
-
+  // The answer is `private, no-cache` with an ETag: the browser keeps it and
+  // revalidates it (If-None-Match → 304) on a reload or a refresh, the
+  // preload included, so one request serves both.
   async function loadAggregate() {
-    const old = kept();
-    const url = `/api/user/stats-optimized?userId=${encodeURIComponent(id)}${cameFrom()}`;
-    const r = await getJson(url, old ? { "If-None-Match": old.etag } : {});
-    if (r.status === 304) return { status: 304, data: old.body };
-    const etag = r.resp.headers.get("ETag");
-    if (etag) keep(etag, r.body);
-    return { status: r.status, data: r.body };
+    const r = await getJson(aggregateUrl, null);
+    return { status: revalidated(aggregateUrl) ? 304 : r.status, data: r.body };
   }
 
   async function loadComponents() {
     const base = `/api/users/${encodeURIComponent(id)}`;
     const [stats, posts, history, social] = await Promise.all(
-      ["stats", "posts", "star-history", "social"].map((part) => getJson(`${base}/${part}`, {})),
+      ["stats", "posts", "star-history", "social"].map((part) =>
+        getJson(`${base}/${part}`, { headers: { Accept: "application/json" }, cache: "no-store" }),
+      ),
     );
     const data = {
       profile: stats.body.profile,
@@ -166,11 +157,11 @@
     const summary = most.stars > 0 ? `${total} stars in total; most on ${most.date} (${most.stars}).` : "No stars in these 30 days.";
     chart.append(svg("desc", { id: "history-svg-desc" }, `Bar chart, one bar per day, oldest first. ${summary}`));
     chart.append(svg("line", { x1: 0, y1: h - pad, x2: w, y2: h - pad, class: "axis" }));
+    // The figure is one image to assistive technology (its title and
+    // description above); each day's figure is in the table below.
     days.forEach((d, i) => {
       const bh = ((h - 2 * pad) * d.stars) / max;
-      const bar = svg("rect", { x: i * step + 2, y: h - pad - bh, width: step - 4, height: bh, class: "bar" });
-      bar.append(svg("title", {}, `${d.date}: ${d.stars} stars`));
-      chart.append(bar);
+      chart.append(svg("rect", { x: i * step + 2, y: h - pad - bh, width: step - 4, height: bh, class: "bar" }));
     });
     if (days.length > 0) {
       chart.append(svg("text", { x: 0, y: h - 4, class: "label" }, days[0].date));
@@ -189,11 +180,13 @@
     );
   }
 
+  // Links keep the mode and say where they were followed from.
+  const linkQuery = `?${mode === "components" ? "compose=components&" : ""}from=${encodeURIComponent(id)}`;
   function people(selector, sample) {
     $(selector).replaceChildren(
       ...sample.map((u) => {
         const li = el("li");
-        li.append(el("a", { href: `/u/${u.id}${location.search}` }, `@${u.username}`));
+        li.append(el("a", { href: `/u/${u.id}${linkQuery}` }, `@${u.username}`));
         return li;
       }),
     );
@@ -230,12 +223,28 @@
     document.title = "Profile not found · GistFans";
   }
 
+  // When the data answers had arrived, and how many the browser fetched.
+  function answered() {
+    const data = performance.getEntriesByType("resource").filter((e) => new URL(e.name).pathname.startsWith("/api/"));
+    const end = data.reduce((last, e) => Math.max(last, e.responseEnd), 0);
+    return { end, count: data.length };
+  }
+
   function finish(state, status) {
     root.dataset.mode = mode;
     root.dataset.requests = String(requests);
     root.dataset.status = String(status);
+    const rendered = performance.now();
+    const a = answered();
+    root.dataset.answered = a.end.toFixed(1);
+    root.dataset.started = started.toFixed(1);
+    root.dataset.fetches = String(a.count);
     root.dataset.state = state;
-    root.dataset.rendered = performance.now().toFixed(1);
+    root.dataset.rendered = rendered.toFixed(1);
+    // The frame that shows the data: a task queued from its animation
+    // frame runs once it has been drawn.
+    delete root.dataset.painted;
+    requestAnimationFrame(() => setTimeout(() => (root.dataset.painted = performance.now().toFixed(1))));
     const how = mode === "components" ? "four per-component requests" : "one request";
     $("#source").textContent = `Loaded with ${how} (${requests} made, HTTP ${status}).`;
   }

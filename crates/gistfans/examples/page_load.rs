@@ -4,8 +4,15 @@
 //! --url …`). A measurement, not a test: it asserts nothing about speed.
 //!
 //! Time to data is the page's own `data-rendered`: `performance.now()` when
-//! the data is on screen, i.e. ms since navigation start (Navigation
-//! Timing's time origin). Each load opens a new id with `sessionStorage`
+//! the data is in the page, i.e. ms since navigation start (Navigation
+//! Timing's time origin). The page's own work is measured from its
+//! `data-answered` (Resource Timing's `responseEnd` of the last data
+//! answer) to `data-rendered` (in the DOM) and to `data-painted` (the frame
+//! that shows it drawn), and as `render`: from whichever came last, the
+//! answer or the script's start (`data-started`; with the preload hint the
+//! answer often waits for the script), to `data-rendered`; `fetches` is how many data requests the browser
+//! made (1 in the one-request mode when the script took the preloaded
+//! answer). Each load opens a new id with `sessionStorage`
 //! cleared, so no load is a 304 re-render; loads alternate between the modes
 //! so both see the same server conditions.
 //!
@@ -44,27 +51,49 @@ struct Args {
 #[derive(Debug, Default)]
 struct Samples {
     rendered: Vec<f64>,
+    /// Answer → in the DOM.
+    work: Vec<f64>,
+    /// Answer → drawn.
+    painted: Vec<f64>,
+    /// The later of the answer and the script's start → in the DOM.
+    render: Vec<f64>,
     requests: Vec<u32>,
+    fetches: Vec<u32>,
 }
 
-impl Samples {
-    fn quantile(&self, q: f64) -> f64 {
-        let mut v = self.rendered.clone();
-        v.sort_by(f64::total_cmp);
-        v[((v.len() - 1) as f64 * q).round() as usize]
-    }
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Opens `url` on a clean session and returns `(data-rendered, data-requests)`.
-async fn load(browser: &Browser, url: &str) -> anyhow::Result<(f64, u32)> {
+/// One load's figures.
+struct Load {
+    rendered: f64,
+    answered: f64,
+    painted: f64,
+    started: f64,
+    requests: u32,
+    fetches: u32,
+}
+
+/// Opens `url` on a clean session and reads the page's figures.
+async fn load(browser: &Browser, url: &str) -> anyhow::Result<Load> {
     browser.eval("sessionStorage.clear(); return null").await;
     browser.open(url).await;
-    browser.wait_for_attr("rendered").await;
+    browser.wait_for_attr("painted").await;
     let data = browser.html_data().await;
     anyhow::ensure!(data["state"] == "ready", "{url}: {data}");
-    let rendered = data["rendered"].as_str().unwrap_or("").parse()?;
-    let requests = data["requests"].as_str().unwrap_or("").parse()?;
-    Ok((rendered, requests))
+    let num =
+        |k: &str| -> anyhow::Result<f64> { Ok(data[k].as_str().unwrap_or("").parse::<f64>()?) };
+    Ok(Load {
+        rendered: num("rendered")?,
+        answered: num("answered")?,
+        painted: num("painted")?,
+        started: num("started")?,
+        requests: num("requests")? as u32,
+        fetches: num("fetches")? as u32,
+    })
 }
 
 #[tokio::main]
@@ -84,9 +113,14 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.loads {
         let id = args.first_id + i as i64;
         for (m, (_, query)) in modes.iter().enumerate() {
-            let (rendered, requests) = load(&browser, &format!("{base}/u/{id}{query}")).await?;
-            samples[m].rendered.push(rendered);
-            samples[m].requests.push(requests);
+            let l = load(&browser, &format!("{base}/u/{id}{query}")).await?;
+            let s = &mut samples[m];
+            s.rendered.push(l.rendered);
+            s.work.push(l.rendered - l.answered);
+            s.painted.push(l.painted - l.answered);
+            s.render.push(l.rendered - l.answered.max(l.started));
+            s.requests.push(l.requests);
+            s.fetches.push(l.fetches);
         }
     }
     browser.close().await;
@@ -95,16 +129,29 @@ async fn main() -> anyhow::Result<()> {
         args.loads
     );
     println!(
-        "{:<14} {:>9} {:>9} {:>9} {:>9}",
-        "mode", "requests", "median", "p95", "max"
+        "{:<14} {:>9} {:>8} {:>9} {:>9} {:>9} {:>14} {:>16} {:>10}",
+        "mode",
+        "requests",
+        "fetches",
+        "median",
+        "p95",
+        "max",
+        "answer→DOM p50",
+        "answer→paint p50",
+        "render p50"
     );
     for ((name, _), s) in modes.iter().zip(&samples) {
+        let fetches = s.fetches.iter().max().copied().unwrap_or(0);
         println!(
-            "{name:<14} {:>9} {:>9.1} {:>9.1} {:>9.1}",
+            "{name:<14} {:>9} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>14.1} {:>16.1} {:>10.1}",
             s.requests[0],
-            s.quantile(0.5),
-            s.quantile(0.95),
-            s.quantile(1.0)
+            fetches,
+            quantile(&s.rendered, 0.5),
+            quantile(&s.rendered, 0.95),
+            quantile(&s.rendered, 1.0),
+            quantile(&s.work, 0.5),
+            quantile(&s.painted, 0.5),
+            quantile(&s.render, 0.5),
         );
     }
     Ok(())

@@ -110,6 +110,11 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     pub log_json: bool,
+    /// Also serve a bare axum handler (`GET /api/ping`, no layers, axum's
+    /// own server) on this address, in this process: the ceiling that
+    /// `gistfans bench --mode ceiling` compares the trivial route with.
+    #[arg(long, hide = true)]
+    pub ceiling_bind: Option<SocketAddr>,
     /// Manager knobs (last: they open their own help section).
     #[command(flatten)]
     pub pool: PoolArgs,
@@ -141,6 +146,7 @@ impl ServeArgs {
             warm_users: self.warm_users,
             stream: Default::default(),
             preload: self.preload,
+            ceiling_bind: self.ceiling_bind,
         })
     }
 }
@@ -331,8 +337,8 @@ mod tests {
         let Some(Command::Bench(bench)) = Cli::try_parse_from(argv).unwrap().command else {
             panic!("not bench")
         };
-        let argv =
-            std::iter::once("gistfans".to_string()).chain(crate::bench::serve_args(&bench, 4321));
+        let argv = std::iter::once("gistfans".to_string())
+            .chain(crate::bench::serve_args(&bench, 4321, 4322));
         let Some(Command::Serve(serve)) = Cli::try_parse_from(argv).unwrap().command else {
             panic!("not serve")
         };
@@ -344,6 +350,7 @@ mod tests {
     fn the_bench_servers_command_line_parses() {
         let serve = server_of_bench(&[]);
         assert_eq!(serve.bind.port(), 4321);
+        assert_eq!(serve.ceiling_bind.map(|a| a.port()), Some(4322));
         assert_eq!(serve.warm_users, 0);
         // Without flags, the server under test runs on the product's defaults.
         assert_eq!(serve.pool.pool_max, None);

@@ -6,7 +6,7 @@
 //! hyper's gets a JSON error saying which limit, like every other 4xx.
 //! hyper's own answers remain the backstop for grosser abuse.
 
-use axum::{extract::Request, http::StatusCode, middleware::Next, response::Response};
+use axum::{extract::Request, http::StatusCode};
 
 use crate::error::ApiError;
 
@@ -17,8 +17,9 @@ pub const MAX_HEADERS: usize = 64;
 /// Largest total size of the request headers accepted (names and values).
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// Rejects a request whose target or headers exceed the limits above.
-pub async fn check_head(req: Request, next: Next) -> Result<Response, ApiError> {
+/// Rejects a request whose target or headers exceed the limits above (run
+/// by the router's edge middleware before anything else).
+pub fn check_head(req: &Request) -> Result<(), ApiError> {
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > MAX_URI_BYTES {
         return Err(ApiError::Rejected {
@@ -42,5 +43,5 @@ pub async fn check_head(req: Request, next: Next) -> Result<Response, ApiError> 
             ),
         });
     }
-    Ok(next.run(req).await)
+    Ok(())
 }

@@ -70,6 +70,9 @@ pub struct ServerConfig {
     /// Which profiles reading a profile preloads (off only in tests that
     /// count queries or need a profile to stay uncached).
     pub preload: Preload,
+    /// A bare axum handler on this address besides the server (see
+    /// [`ceiling_router`]): what `gistfans bench --mode ceiling` measures.
+    pub ceiling_bind: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -94,6 +97,7 @@ impl ServerConfig {
             warm_users: defaults::WARM_USERS,
             stream: StreamLimits::default(),
             preload: defaults::PRELOAD,
+            ceiling_bind: None,
         }
     }
 }
@@ -119,6 +123,7 @@ pub fn client_limits(
 /// A built server: database connected, socket bound, not yet serving.
 pub struct Server {
     listener: TcpListener,
+    ceiling: Option<TcpListener>,
     app: axum::Router,
     db: Db,
     limits: ConnectionLimits,
@@ -157,8 +162,17 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let mut limits = config.limits;
         limits.max_connections = listener::connection_cap(limits.max_connections);
+        let ceiling = match config.ceiling_bind {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         Ok(Server {
             listener,
+            ceiling,
             app,
             db,
             limits,
@@ -189,10 +203,37 @@ impl Server {
             shutdown.await;
             feed.close();
         };
+        let ceiling = self.ceiling.map(|l| {
+            tokio::spawn(async move {
+                // TCP_NODELAY as the real listener sets it: the ceiling
+                // differs from the server in its stack only.
+                use axum::serve::ListenerExt;
+                let l = l.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                if let Err(e) = axum::serve(l, ceiling_router()).await {
+                    tracing::warn!(error = %e, "the ceiling handler stopped");
+                }
+            })
+        });
         listener::serve(self.listener, self.app, self.limits, shutdown).await;
+        if let Some(task) = ceiling {
+            task.abort();
+        }
         tracing::info!("shutting down: closing database connections");
         self.db.close().await;
     }
+}
+
+/// The ceiling: `GET /api/ping` answering what the trivial route answers,
+/// with nothing around it (no layers, axum's own server). The trivial
+/// route's throughput against this one's, in the same process and run, is
+/// the price of the server's own stack.
+pub fn ceiling_router() -> axum::Router {
+    axum::Router::new().route(
+        "/api/ping",
+        axum::routing::get(|| async { axum::Json(serde_json::json!({ "pong": true })) }),
+    )
 }
 
 /// Warms the `n` hottest profiles in the background (nothing if `n <= 0`).
@@ -257,4 +298,32 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown signal received: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, http::Request};
+    use tower::ServiceExt;
+
+    /// The ceiling answers what the trivial route answers, and nothing else.
+    #[tokio::test]
+    async fn the_ceiling_answers_the_trivial_routes_body() {
+        let get = |path: &str| {
+            Request::get(path)
+                .body(Body::empty())
+                .expect("a valid request")
+        };
+        let r = super::ceiling_router()
+            .oneshot(get("/api/ping"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], br#"{"pong":true}"#);
+        let r = super::ceiling_router()
+            .oneshot(get("/api/user/stats-optimized"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
 }

@@ -433,6 +433,9 @@ async fn operator_routes_work(backend: Backend) {
         "# TYPE hpdb_database_queries_total counter",
         "# TYPE hpdb_acquire_wait_seconds histogram",
         "http_request_duration_seconds_bucket{",
+        "hpdb_refreshes_total{trigger=\"ahead\"}",
+        "hpdb_served_while_refreshing_total",
+        "hpdb_refreshes_wasted_total",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }

@@ -165,6 +165,56 @@ async fn served(app: &App, route: &str, status: u16) -> u64 {
         .sum()
 }
 
+/// The API call starts with the HTML: the page's preload hint asks for the
+/// very URL the script fetches, and the script takes that answer (one data
+/// request in all, counted by the browser and by the server), also when
+/// the profile was opened from a link (`?from=`).
+#[tokio::test]
+async fn the_page_takes_the_answer_its_preload_hint_started() {
+    let app = spawn_app(Backend::Sqlite, None).await;
+    let browser = Browser::start(Window::Desktop).await;
+    let route = "/api/user/stats-optimized";
+    for (path, n) in [("/u/1", 1), ("/u/2?from=1", 2)] {
+        let resp = reqwest::get(format!("{}{path}", app.base)).await.unwrap();
+        let link = resp.headers()[header::LINK].to_str().unwrap().to_string();
+        assert!(
+            link.contains("rel=preload") && link.contains(route),
+            "{link}"
+        );
+        let before = served(&app, route, 200).await;
+        browser.open(&format!("{}{path}", app.base)).await;
+        browser.wait_for_attr("painted").await;
+        let data = browser.html_data().await;
+        assert_eq!(
+            (
+                data["state"].as_str(),
+                data["requests"].as_str(),
+                data["fetches"].as_str()
+            ),
+            (Some("ready"), Some("1"), Some("1")),
+            "{path}: {data}"
+        );
+        assert_eq!(
+            served(&app, route, 200).await,
+            before + 1,
+            "{path}: one request"
+        );
+        let answered: f64 = data["answered"].as_str().unwrap().parse().unwrap();
+        let rendered: f64 = data["rendered"].as_str().unwrap().parse().unwrap();
+        assert!(answered > 0.0 && rendered >= answered, "{data}");
+        let name = browser
+            .eval("return document.querySelector('#name').textContent")
+            .await;
+        assert_eq!(name, app.profile(n).await["profile"]["displayName"]);
+    }
+    // The four-request mode has nothing to preload.
+    let resp = reqwest::get(format!("{}/u/1?compose=components", app.base))
+        .await
+        .unwrap();
+    assert!(resp.headers().get(header::LINK).is_none());
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn a_refresh_sends_if_none_match_and_renders_the_kept_body_from_a_304() {
     let app = spawn_app(Backend::Sqlite, None).await;

@@ -111,6 +111,7 @@ async fn the_stream_sends_samples_that_follow_the_load() {
         "maxConnections",
         "cacheHitRate",
         "singleFlightJoins",
+        "refresh",
         "batchedKeys",
         "circuit",
         "leaksDetected",

@@ -7,16 +7,17 @@
 //! per-entry TTL, LRU or TinyLFU eviction.
 //!
 //! Freshness is the manager's business, not the layer's: a layer keeps an
-//! entry for `ttl + stale_grace` and the manager decides whether it is fresh,
-//! stale (servable only if the database is unavailable) or condemned by the
-//! invalidation log.
+//! entry for its TTL plus the longer of the stale grace and the
+//! revalidation grace, and the manager decides whether it is fresh, due
+//! for a refresh, servable while it is refreshed, stale (servable only if
+//! the database is unavailable) or condemned by the invalidation log.
 
 use std::{
     any::Any,
     collections::HashMap,
     io,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -55,12 +56,40 @@ pub struct CacheEntry {
     /// known): lets the bus replace an invalidated entry from the shared
     /// level instead of only dropping it.
     pub(crate) decode: Option<crate::manager::Decode>,
+    /// How long its fetch took (XFetch's Δ: a costly entry is refreshed
+    /// earlier); zero when not fetched (an update in place).
+    pub(crate) cost: Duration,
+    /// Set by the background refresh that stored it; raised by its first
+    /// read. An entry dropped with it still down was a wasted refresh.
+    pub(crate) refreshed: Option<Arc<AtomicBool>>,
 }
 
 impl CacheEntry {
     /// True while the entry is within its TTL.
     pub fn is_fresh(&self) -> bool {
         self.stored_at.elapsed() < self.ttl
+    }
+
+    /// The identity of this entry (its value's address, alive as long as
+    /// the entry): tells a stored-again entry from the one read earlier.
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.value) as *const () as usize
+    }
+
+    /// Notes a read, for the count of refreshed entries never read.
+    pub(crate) fn mark_read(&self) {
+        if let Some(mark) = &self.refreshed {
+            if !mark.load(Ordering::Relaxed) {
+                mark.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// True if a background refresh stored it and nobody has read it.
+    fn unread_refresh(&self) -> bool {
+        self.refreshed
+            .as_ref()
+            .is_some_and(|m| !m.load(Ordering::Relaxed))
     }
 }
 
@@ -74,6 +103,9 @@ pub struct CacheStats {
     pub weighted_bytes: u64,
     /// Entries evicted to respect a bound.
     pub evictions: u64,
+    /// Entries stored by a background refresh and dropped (replaced,
+    /// invalidated, evicted, expired) before anyone read them.
+    pub unread_refreshes: u64,
 }
 
 /// A level of the result cache.
@@ -97,7 +129,8 @@ pub trait CacheLayer: Send + Sync + 'static {
     fn stats(&self) -> CacheStats;
 }
 
-/// Keeps each entry for its own TTL plus the stale grace.
+/// Keeps each entry for its own TTL plus the longer grace (stale-if-error,
+/// stale-while-revalidate).
 struct EntryExpiry {
     grace: Duration,
 }
@@ -127,6 +160,7 @@ impl Expiry<Arc<str>, CacheEntry> for EntryExpiry {
 pub struct MemoryCache {
     cache: Cache<Arc<str>, CacheEntry>,
     evictions: Arc<AtomicU64>,
+    unread: Arc<AtomicU64>,
     tags: Arc<TagIndex>,
 }
 
@@ -148,7 +182,7 @@ type KeysOfTag = HashMap<Arc<str>, usize>;
 
 /// The identity of an entry, for the tag index.
 fn identity(entry: &CacheEntry) -> usize {
-    Arc::as_ptr(&entry.value) as *const () as usize
+    entry.identity()
 }
 
 impl TagIndex {
@@ -193,6 +227,8 @@ impl MemoryCache {
         let slot = (config.max_bytes / config.max_entries).max(1);
         let evictions = Arc::new(AtomicU64::new(0));
         let counter = evictions.clone();
+        let unread = Arc::new(AtomicU64::new(0));
+        let unread_counter = unread.clone();
         let tags = Arc::new(TagIndex::default());
         let index = tags.clone();
         let policy = match config.policy {
@@ -206,11 +242,14 @@ impl MemoryCache {
             })
             .eviction_policy(policy)
             .expire_after(EntryExpiry {
-                grace: config.stale_grace,
+                grace: config.stale_grace.max(config.revalidate_grace),
             })
             .eviction_listener(move |k: Arc<Arc<str>>, v: CacheEntry, cause| {
                 if cause == RemovalCause::Size {
                     counter.fetch_add(1, Ordering::Relaxed);
+                }
+                if v.unread_refresh() {
+                    unread_counter.fetch_add(1, Ordering::Relaxed);
                 }
                 index.remove(&k, &v);
             })
@@ -218,6 +257,7 @@ impl MemoryCache {
         Self {
             cache,
             evictions,
+            unread,
             tags,
         }
     }
@@ -270,6 +310,7 @@ impl CacheLayer for MemoryCache {
             entries: self.cache.entry_count(),
             weighted_bytes: self.cache.weighted_size(),
             evictions: self.evictions.load(Ordering::Relaxed),
+            unread_refreshes: self.unread.load(Ordering::Relaxed),
         }
     }
 }
@@ -360,6 +401,8 @@ mod tests {
             ttl,
             stamp: None,
             decode: None,
+            cost: Duration::ZERO,
+            refreshed: None,
         }
     }
 
@@ -454,6 +497,7 @@ mod tests {
     fn entries_expire_after_ttl_plus_grace() {
         let c = MemoryCache::new(&CacheConfig {
             stale_grace: Duration::from_millis(30),
+            revalidate_grace: Duration::from_millis(10),
             ..CacheConfig::default()
         });
         c.cache

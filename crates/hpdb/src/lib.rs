@@ -14,6 +14,7 @@
 //! | priority admission | `admission` | highest priority first, FIFO within a priority, bounded overtaking (aging), cancel-safe |
 //! | keyed batching | [`BatchLoader`] | many `load(key)` calls, one `IN (…)` query |
 //! | result cache | [`CacheLayer`], [`MemoryCache`] | bounded by entries and bytes, per-entry TTL, LRU or TinyLFU |
+//! | refresh | `refresh` ([`RefreshStatus`]) | a TTL never puts a query in a reader's path: hot entries refreshed ahead of expiry (XFetch, spread), expired ones served within a grace while one refresh runs; never past an invalidation |
 //! | invalidation | `invalidation` | no stale read after `invalidate`/`invalidate_tag` returns, even for queries already running |
 //! | single-flight | `single_flight` | N concurrent callers of one key, one execution; errors shared, never cached |
 //! | health | [`Manager::health_check`], `breaker` | broken connections replaced, pool refilled, fail fast while the database is down, stale-if-error |
@@ -69,6 +70,7 @@ mod metrics;
 mod options;
 pub mod postgres;
 mod redact;
+mod refresh;
 mod shared;
 mod single_flight;
 pub mod tuning;
@@ -93,4 +95,5 @@ pub use manager::{
 pub use metrics::{Bucket, Distribution, LatencyRecorder, Percentiles, Status, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};
 pub use redact::redacted_url;
+pub use refresh::RefreshStatus;
 pub use shared::{SharedStatus, Stamp, TagLocks};

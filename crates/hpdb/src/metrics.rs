@@ -316,6 +316,9 @@ pub struct Status {
     pub latency_sum_ms: f64,
     /// The cache's counters.
     pub cache: CacheStats,
+    /// Background refreshes: ahead of expiry, revalidations, reads served
+    /// while refreshing, skipped, wasted.
+    pub refresh: crate::refresh::RefreshStatus,
     /// Seconds since the manager started.
     pub uptime_seconds: f64,
     /// Connections the database can give this pool, when the application

@@ -1,5 +1,6 @@
 //! Per-query options: cache use, priority and deadline, plus the finer
-//! controls (TTL, invalidation tags, coalescing, stale-if-error, refresh).
+//! controls (TTL, invalidation tags, coalescing, stale-if-error, refresh,
+//! refresh-ahead and stale-while-revalidate).
 //! The defaults suit a cached read at normal priority.
 
 use std::{sync::Arc, time::Duration};
@@ -53,6 +54,15 @@ pub struct QueryOptions {
     /// warming and preloading, which would otherwise count as misses and
     /// skew the hit rate the advisor reads.
     pub refresh: bool,
+    /// A hit in the last part of the entry's TTL may refresh it in the
+    /// background (`DB_CACHE_REFRESH_AHEAD`; default true). The closure
+    /// then runs again later, in a task of its own.
+    pub refresh_ahead: bool,
+    /// An entry past its TTL by less than `DB_CACHE_REVALIDATE_GRACE`, and
+    /// not invalidated, is served ([`Source::Revalidating`]) while one
+    /// refresh runs in the background (default true). Turn it off for a
+    /// read that must not see a value older than its TTL.
+    pub stale_while_revalidate: bool,
 }
 
 impl Default for QueryOptions {
@@ -66,6 +76,8 @@ impl Default for QueryOptions {
             coalesce: true,
             stale_if_error: true,
             refresh: false,
+            refresh_ahead: true,
+            stale_while_revalidate: true,
         }
     }
 }
@@ -116,6 +128,18 @@ impl QueryOptions {
         self
     }
 
+    /// Turns refresh-ahead on or off for this read.
+    pub fn refresh_ahead(mut self, on: bool) -> Self {
+        self.refresh_ahead = on;
+        self
+    }
+
+    /// Turns stale-while-revalidate on or off for this read.
+    pub fn stale_while_revalidate(mut self, on: bool) -> Self {
+        self.stale_while_revalidate = on;
+        self
+    }
+
     /// Turns single-flight coalescing on or off.
     pub fn coalesce(mut self, on: bool) -> Self {
         self.coalesce = on;
@@ -137,4 +161,7 @@ pub enum Source {
     Joined,
     /// An expired cache entry, served because the database is unavailable.
     Stale,
+    /// A cache entry past its TTL by less than the revalidation grace, not
+    /// invalidated, served while one refresh of it runs in the background.
+    Revalidating,
 }

@@ -292,7 +292,12 @@ macro_rules! backend_suite {
             async fn a_cached_value_is_served_until_its_ttl_or_an_invalidation() {
                 let h = harness(1, 2).await;
                 let runs = Arc::new(AtomicUsize::new(0));
-                let opts = QueryOptions::default().ttl(Duration::from_millis(300));
+                // The TTL alone: no entry served past it while it is
+                // refreshed (that is tests/refresh.rs).
+                let opts = QueryOptions::default()
+                    .ttl(Duration::from_millis(300))
+                    .refresh_ahead(false)
+                    .stale_while_revalidate(false);
                 let get = || {
                     h.manager.execute_query_traced(
                         "rows",

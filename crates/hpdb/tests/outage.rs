@@ -58,7 +58,10 @@ async fn postgres_circuit_opens_when_unreachable_and_closes_when_back() {
         .await
         .unwrap();
     let one = || seven_pg;
-    let short_ttl = QueryOptions::default().ttl(Duration::from_millis(50));
+    // Stale-if-error alone: not served while revalidating (see tests/refresh.rs).
+    let short_ttl = QueryOptions::default()
+        .ttl(Duration::from_millis(50))
+        .stale_while_revalidate(false);
     assert_eq!(
         m.execute_query_traced("cached", short_ttl.clone(), one())
             .await

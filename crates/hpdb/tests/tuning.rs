@@ -54,7 +54,7 @@ fn load_of(
                         .execute_query::<i32, _>(
                             "sleep",
                             QueryOptions::uncached().coalesce(false),
-                            |c| {
+                            move |c| {
                                 Box::pin(async move {
                                     // Safe: a constant of this file.
                                     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))

@@ -207,6 +207,11 @@
     put("single-flight-joins", s.singleFlightJoins);
     put("batch-saved", Math.max(0, s.batchedKeys - s.batches));
     put("database-queries", s.databaseQueries);
+    put("refresh-ahead", s.refresh.ahead);
+    put("refresh-revalidations", s.refresh.revalidations);
+    put("refresh-served", s.refresh.servedWhileRefreshing);
+    put("refresh-skipped", s.refresh.skipped);
+    put("refresh-wasted", s.refresh.wasted);
     put("circuit", s.circuit, { closed: "Closed", open: "Open", halfOpen: "Half-open" }[s.circuit] || s.circuit);
     put("circuit-opens", s.circuitOpens);
     put("leaks-detected", s.leaksDetected);

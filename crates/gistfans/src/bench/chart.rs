@@ -6,10 +6,11 @@ use plotters::prelude::*;
 
 use super::{measures::Mode, report::ModeReport};
 
-const MODES: [(Mode, RGBColor); 3] = [
+const MODES: [(Mode, RGBColor); 4] = [
     (Mode::Baseline, RED),
     (Mode::Optimized, BLUE),
     (Mode::Trivial, RGBColor(120, 120, 120)),
+    (Mode::Ceiling, RGBColor(0, 150, 0)),
 ];
 
 /// Draws `reports` to an SVG file.

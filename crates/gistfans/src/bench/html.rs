@@ -163,6 +163,7 @@ mod tests {
             bus_lag_p99_ms: None,
             combined_hit_rate: None,
             shared_hit_rate: None,
+            write_latency_ms: None,
             redis_commands_per_page_load: None,
             circuit_opens: Vec::new(),
             redis_budget_misses: Vec::new(),

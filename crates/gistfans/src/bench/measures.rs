@@ -16,8 +16,20 @@ pub enum Mode {
     Baseline,
     /// One request to the aggregated, cached route.
     Optimized,
-    /// One request to a route that touches nothing: the HTTP ceiling.
+    /// One request to a route that touches nothing (`/api/ping`), through
+    /// the server's whole stack.
     Trivial,
+    /// The same request to a bare axum handler in the server's process
+    /// (`gistfans serve --ceiling-bind`, no layers, axum's own server): the
+    /// HTTP ceiling of this machine; trivial ÷ ceiling is the stack's price.
+    Ceiling,
+}
+
+impl Mode {
+    /// True for the modes that read no data (and so make no writes).
+    pub fn is_http_only(self) -> bool {
+        matches!(self, Mode::Trivial | Mode::Ceiling)
+    }
 }
 
 /// Counters of a run, for the report.

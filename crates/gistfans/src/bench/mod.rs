@@ -4,7 +4,11 @@
 //! - `baseline`: a page load is the four per-component requests, in
 //!   parallel, on the plain pool (the seed's "before");
 //! - `optimized`: a page load is one request to `/api/user/stats-optimized`;
-//! - `trivial`: one request to `/api/ping`, the HTTP ceiling of this machine.
+//! - `trivial`: one request to `/api/ping`, through the server's whole stack;
+//! - `ceiling`: the same request to a bare axum handler in the server's
+//!   process: trivial ÷ ceiling is the price of the server's own stack.
+//!
+//! Writes are reported apart from page loads (their own p50 and p99).
 //!
 //! Closed-loop virtual users pick user ids from a Zipf law and mix in
 //! writes (stars, follows, posts); each write is followed by a read that
@@ -57,8 +61,8 @@ pub struct BenchArgs {
     /// Admin token of the server given by --url (for the monitor's figures).
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: Option<String>,
-    /// Modes, comma-separated: baseline, optimized, trivial [default: all
-    /// three; optimized with --soak].
+    /// Modes, comma-separated: baseline, optimized, trivial, ceiling
+    /// [default: baseline, optimized, trivial; optimized with --soak].
     #[arg(long, value_delimiter = ',')]
     pub mode: Vec<Mode>,
     /// Virtual users; a comma-separated list sweeps (e.g. 1,16,64,256,1000).
@@ -251,6 +255,10 @@ fn prepare(args: &mut BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.soak.is_none() || args.instances == [1],
         "--soak runs one instance"
+    );
+    anyhow::ensure!(
+        args.url.is_none() || !args.mode.contains(&Mode::Ceiling),
+        "--mode ceiling needs a server the bench starts (not --url)"
     );
     Ok(())
 }

@@ -84,6 +84,18 @@ pub struct ModeReport {
     /// Redis calls each instance gave up on at their budget while
     /// measuring (a healthy Redis: none, or close to it).
     pub redis_budget_misses: Vec<i64>,
+    /// The writes' own requests (sent → answered), apart from page loads.
+    pub write_latency_ms: Option<Latency>,
+}
+
+fn latency_of(h: &Histogram<u64>) -> Latency {
+    let ms = |us: u64| us as f64 / 1000.0;
+    Latency {
+        p50: ms(h.value_at_quantile(0.50)),
+        p95: ms(h.value_at_quantile(0.95)),
+        p99: ms(h.value_at_quantile(0.99)),
+        max: ms(h.max()),
+    }
 }
 
 fn field(v: &Option<Value>, name: &str) -> Option<i64> {
@@ -161,7 +173,13 @@ impl ModeReport {
             circuit_opens: Vec::new(),
             redis_budget_misses: Vec::new(),
             redis_commands_per_page_load: None,
+            write_latency_ms: None,
         }
+    }
+
+    /// Adds the writes' own latency.
+    pub(crate) fn add_writes(&mut self, writes: Option<&Histogram<u64>>) {
+        self.write_latency_ms = writes.filter(|h| !h.is_empty()).map(latency_of);
     }
 
     /// Adds the figures of several instances and the shared level: the
@@ -247,8 +265,9 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 }
 
 /// The table's column headings, with the width each takes in the text
-/// report (the first is left-aligned).
-pub const COLUMNS: [(&str, usize); 20] = [
+/// report (the first is left-aligned). Latency columns are page loads';
+/// `w p50` and `w p99` are the writes' own.
+pub const COLUMNS: [(&str, usize); 22] = [
     ("mode", 10),
     ("inst", 4),
     ("users", 5),
@@ -266,13 +285,15 @@ pub const COLUMNS: [(&str, usize); 20] = [
     ("L2 hit%", 7),
     ("deliv p99", 9),
     ("writes", 8),
+    ("w p50", 8),
+    ("w p99", 8),
     ("cpu/10k", 9),
     ("rss MiB", 7),
     ("redis/load", 10),
 ];
 
 /// One row of the table, in the order of [`COLUMNS`].
-pub fn cells(r: &ModeReport) -> [String; 20] {
+pub fn cells(r: &ModeReport) -> [String; 22] {
     [
         format!("{:?}", r.mode).to_lowercase(),
         r.instances.to_string(),
@@ -293,6 +314,8 @@ pub fn cells(r: &ModeReport) -> [String; 20] {
         opt(r.shared_hit_rate, 1),
         opt(r.delivery_ms.as_ref().map(|d| d.p99), 2),
         r.writes.to_string(),
+        opt(r.write_latency_ms.as_ref().map(|w| w.p50), 2),
+        opt(r.write_latency_ms.as_ref().map(|w| w.p99), 2),
         opt(r.cpu_seconds_per_10k, 2),
         opt(r.rss_mib, 0),
         opt(r.redis_commands_per_page_load, 3),
@@ -329,43 +352,62 @@ pub fn print_table(reports: &[ModeReport], process_measured: bool) {
     }
 }
 
-/// The ratios the report states, as sentences, one group per concurrency
-/// that has both a baseline and an optimised run.
+/// The ratios the report states, as sentences, one group per concurrency:
+/// optimised against the baseline, the cached route against the trivial
+/// one, and the trivial route against the bare handler (the ceiling).
 pub fn ratios(reports: &[ModeReport]) -> Vec<Vec<String>> {
     let mut concurrencies: Vec<usize> = reports.iter().map(|r| r.concurrency).collect();
     concurrencies.dedup();
     let mut groups = Vec::new();
     for c in concurrencies {
         let find = |m: Mode| reports.iter().find(|r| r.concurrency == c && r.mode == m);
-        let (Some(b), Some(o)) = (find(Mode::Baseline), find(Mode::Optimized)) else {
-            continue;
-        };
-        if b.page_loads == 0 {
-            groups.push(vec![format!(
+        let share =
+            |a: &ModeReport, b: &ModeReport| a.page_loads_per_sec / b.page_loads_per_sec.max(1e-9);
+        let mut group = Vec::new();
+        match (find(Mode::Baseline), find(Mode::Optimized)) {
+            (Some(b), Some(o)) if b.page_loads == 0 => group.push(format!(
                 "at {c} users, the baseline completed no page load in {:.0} s (every load took longer); optimized: {:.0} page loads/s, p99 {:.2} ms",
                 b.seconds, o.page_loads_per_sec, o.latency_ms.p99
-            )]);
-            continue;
+            )),
+            (Some(b), Some(o)) => {
+                let stmts = b
+                    .db_statements_per_page_load
+                    .zip(o.db_statements_per_page_load)
+                    .map(|(b, o)| if o > 0.0 { b / o } else { f64::INFINITY });
+                group.push(format!(
+                    "at {c} users, optimized vs baseline: {:.1}x page loads/s, p99 {:.3}x ({:.2} vs {:.2} ms), {} fewer DB statements per page load",
+                    share(o, b),
+                    o.latency_ms.p99 / b.latency_ms.p99.max(1e-9),
+                    o.latency_ms.p99,
+                    b.latency_ms.p99,
+                    stmts.map(|s| format!("{s:.0}x")).unwrap_or_else(|| "n/a (not PostgreSQL)".into()),
+                ));
+            }
+            _ => {}
         }
-        let stmts = b
-            .db_statements_per_page_load
-            .zip(o.db_statements_per_page_load)
-            .map(|(b, o)| if o > 0.0 { b / o } else { f64::INFINITY });
-        let mut group = vec![format!(
-            "at {c} users, optimized vs baseline: {:.1}x page loads/s, p99 {:.3}x ({:.2} vs {:.2} ms), {} fewer DB statements per page load",
-            o.page_loads_per_sec / b.page_loads_per_sec.max(1e-9),
-            o.latency_ms.p99 / b.latency_ms.p99.max(1e-9),
-            o.latency_ms.p99,
-            b.latency_ms.p99,
-            stmts.map(|s| format!("{s:.0}x")).unwrap_or_else(|| "n/a (not PostgreSQL)".into()),
-        )];
-        if let Some(t) = find(Mode::Trivial) {
+        if let (Some(o), Some(t)) = (find(Mode::Optimized), find(Mode::Trivial)) {
             group.push(format!(
-                "at {c} users, optimized page loads/s are {:.0}% of the trivial route's",
-                100.0 * o.page_loads_per_sec / t.page_loads_per_sec.max(1e-9)
+                "at {c} users, optimized page loads/s are {:.0}% of the trivial route's ({:.2}x)",
+                100.0 * share(o, t),
+                share(o, t)
             ));
         }
-        groups.push(group);
+        if let (Some(t), Some(x)) = (find(Mode::Trivial), find(Mode::Ceiling)) {
+            group.push(format!(
+                "at {c} users, the trivial route's requests/s are {:.0}% of the bare handler's ({:.2}x): the server's stack costs the rest",
+                100.0 * share(t, x),
+                share(t, x)
+            ));
+        }
+        if let Some(w) = find(Mode::Optimized).and_then(|o| o.write_latency_ms.as_ref()) {
+            group.push(format!(
+                "at {c} users, writes (optimized mode): p50 {:.2} ms, p99 {:.2} ms",
+                w.p50, w.p99
+            ));
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
     }
     groups
 }

@@ -23,6 +23,9 @@ pub struct ProcSample {
 pub struct Target {
     /// `http://host:port` of each instance.
     pub bases: Vec<String>,
+    /// `http://host:port` of each instance's bare ceiling handler (only for
+    /// servers the bench starts).
+    pub ceilings: Vec<String>,
     token: Option<String>,
     /// The processes we started, with their logs.
     children: Vec<(Child, PathBuf)>,
@@ -42,10 +45,11 @@ fn client() -> reqwest::Client {
 /// The command line of the server under test: `gistfans serve` as a user
 /// runs it (its defaults, or the environment's `DB_*`), with the bench's
 /// flags only where given (flags override the environment).
-pub(crate) fn serve_args(args: &BenchArgs, port: u16) -> Vec<String> {
+pub(crate) fn serve_args(args: &BenchArgs, port: u16, ceiling: u16) -> Vec<String> {
     let mut argv = vec![
         "serve".to_string(),
         format!("--bind=127.0.0.1:{port}"),
+        format!("--ceiling-bind=127.0.0.1:{ceiling}"),
         // No start-up warming: it would overlap the first measurement;
         // each mode has its own (excluded) warm-up instead.
         "--warm-users=0".to_string(),
@@ -79,6 +83,7 @@ impl Target {
     pub fn external(url: &str, token: Option<String>) -> Target {
         Target {
             bases: vec![url.trim_end_matches('/').to_string()],
+            ceilings: Vec::new(),
             token,
             children: Vec::new(),
             http: client(),
@@ -98,13 +103,15 @@ impl Target {
         let namespace = format!("bench-{:x}", rand::random::<u32>());
         let mut target = Target {
             bases: Vec::new(),
+            ceilings: Vec::new(),
             token: Some(token.clone()),
             children: Vec::new(),
             http: client(),
         };
         for _ in 0..instances {
-            let (child, log, base) = spawn(args, &token, &namespace).await?;
+            let (child, log, base, ceiling) = spawn(args, &token, &namespace).await?;
             target.bases.push(base);
+            target.ceilings.push(ceiling);
             target.children.push((child, log));
         }
         target.wait_ready().await?;
@@ -112,15 +119,17 @@ impl Target {
     }
 }
 
-/// Starts one `gistfans serve`; its process, log and base URL.
+/// Starts one `gistfans serve`; its process, log, base URL and ceiling URL.
 async fn spawn(
     args: &BenchArgs,
     token: &str,
     namespace: &str,
-) -> anyhow::Result<(Child, PathBuf, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+) -> anyhow::Result<(Child, PathBuf, String, String)> {
+    let free =
+        || -> std::io::Result<std::net::TcpListener> { std::net::TcpListener::bind("127.0.0.1:0") };
+    let (a, b) = (free()?, free()?);
+    let (port, ceiling) = (a.local_addr()?.port(), b.local_addr()?.port());
+    drop((a, b));
     let log = std::env::temp_dir().join(format!("gistfans-bench-server-{port}.log"));
     let exe = std::env::current_exe().context("locating the gistfans binary")?;
     eprintln!(
@@ -129,7 +138,7 @@ async fn spawn(
         log.display()
     );
     let child = Command::new(exe)
-        .args(serve_args(args, port))
+        .args(serve_args(args, port, ceiling))
         // Secrets (a URL may hold a password) in the environment, not on
         // the command line, where `ps` shows them.
         .env("DATABASE_URL", &args.database_url)
@@ -149,7 +158,12 @@ async fn spawn(
         .kill_on_drop(true)
         .spawn()
         .context("spawning gistfans serve")?;
-    Ok((child, log, format!("http://127.0.0.1:{port}")))
+    Ok((
+        child,
+        log,
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{ceiling}"),
+    ))
 }
 
 impl Target {

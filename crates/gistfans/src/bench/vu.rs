@@ -27,6 +27,8 @@ pub(super) struct Seen {
 #[derive(Default)]
 pub(super) struct VuResult {
     pub latency: Option<Histogram<u64>>,
+    /// Each write's own request, sent → answered (µs), while measuring.
+    pub write_latency: Option<Histogram<u64>>,
     /// Write acknowledged → first read on another instance that shows it (µs).
     pub delivery: Option<Histogram<u64>>,
     pub requests: u64,
@@ -55,6 +57,8 @@ pub(super) struct Vu<'a> {
     pub home: usize,
     /// The instance the next request goes to.
     pub at: usize,
+    /// Whether the run is measuring (writes' times are recorded only then).
+    pub measuring: bool,
 }
 
 /// How long a write may take to show on another instance before its
@@ -71,11 +75,21 @@ impl Vu<'_> {
     }
 
     async fn get(&mut self, path: &str, parse: bool) -> Result<Option<Value>, String> {
+        let base = &self.t.bases[self.at];
+        self.get_from(base, path, parse).await
+    }
+
+    async fn get_from(
+        &mut self,
+        base: &str,
+        path: &str,
+        parse: bool,
+    ) -> Result<Option<Value>, String> {
         self.res.requests += 1;
         let r = self
             .t
             .http
-            .get(format!("{}{path}", self.t.bases[self.at]))
+            .get(format!("{base}{path}"))
             .send()
             .await
             .map_err(|e| kind_of(&e))?;
@@ -94,6 +108,11 @@ impl Vu<'_> {
     pub async fn page(&mut self, user: i64, check: bool) -> Result<Option<Seen>, String> {
         match self.mode {
             Mode::Trivial => self.get("/api/ping", false).await.map(|_| None),
+            Mode::Ceiling => {
+                let t = self.t;
+                let base = t.ceilings.get(self.at).ok_or("no_ceiling")?;
+                self.get_from(base, "/api/ping", false).await.map(|_| None)
+            }
             Mode::Optimized => {
                 let v = self
                     .get(&format!("/api/user/stats-optimized?userId={user}"), check)
@@ -160,8 +179,17 @@ impl Vu<'_> {
         if let Some(b) = body {
             req = req.json(&b);
         }
+        let sent = Instant::now();
         let r = req.send().await.map_err(|e| kind_of(&e))?;
         let s = r.status();
+        if self.measuring {
+            let us = sent.elapsed().as_micros() as u64;
+            let h = self
+                .res
+                .write_latency
+                .get_or_insert_with(|| Histogram::new(3).expect("3 significant figures"));
+            let _ = h.record(us.max(1));
+        }
         if s.is_success() || s == reqwest::StatusCode::CONFLICT {
             Ok(s)
         } else {

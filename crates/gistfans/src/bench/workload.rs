@@ -100,7 +100,7 @@ pub async fn run_mode(
         zipf: Zipf::new(universe.users as f64, args.zipf)
             .map_err(|e| anyhow::anyhow!("zipf: {e}"))?,
         n_users: universe.users,
-        write_ratio: if mode == Mode::Trivial {
+        write_ratio: if mode.is_http_only() {
             0.0
         } else {
             args.write_ratio
@@ -140,12 +140,29 @@ pub async fn run_mode(
         peak_connections,
     );
     report.add_instances(t.bases.len(), total.delivery.as_ref(), &before, &after);
+    report.add_writes(total.write_latency.as_ref());
     eprintln!("{}", report.one_line());
     if !report.circuit_opens.is_empty() {
         eprintln!(
             "    per instance: circuit openings {:?}, Redis budget misses {:?}",
             report.circuit_opens, report.redis_budget_misses
         );
+    }
+    if let (Some(a), Some(b)) = (
+        after.monitor.as_ref().and_then(|m| m.get("refresh")),
+        before.monitor.as_ref().and_then(|m| m.get("refresh")),
+    ) {
+        let n = |k: &str| {
+            let get =
+                |v: &serde_json::Value| v.get(k).and_then(serde_json::Value::as_i64).unwrap_or(0);
+            get(a) - get(b)
+        };
+        if mode == Mode::Optimized {
+            eprintln!(
+                "    refreshes: {} ahead of expiry, {} revalidations, {} reads served while refreshing, {} skipped, {} wasted",
+                n("ahead"), n("revalidations"), n("servedWhileRefreshing"), n("skipped"), n("wasted")
+            );
+        }
     }
     let shared = after.monitor.as_ref().and_then(|m| m.get("shared"));
     if let Some(shared) = shared.filter(|s| !s.is_null()) {
@@ -205,10 +222,12 @@ async fn virtual_user(plan: &Plan<'_>, seed: u64, home: usize) -> VuResult {
         },
         home,
         at: home,
+        measuring: false,
     };
     while !s.stop.load(Ordering::Relaxed) {
         let user = plan.zipf.sample(&mut rng) as i64;
         let on = s.measuring.load(Ordering::Relaxed);
+        vu.measuring = on;
         if rng.random_bool(plan.write_ratio) {
             let outcome = write_and_check(&mut vu, &mut rng, user, plan.n_users).await;
             if on {
@@ -272,7 +291,7 @@ async fn control(
     let sampler = witness.sample_connections(match mode {
         Mode::Optimized => Some("gistfans"),
         Mode::Baseline => Some("gistfans_baseline"),
-        Mode::Trivial => None,
+        Mode::Trivial | Mode::Ceiling => None,
     });
     let started = Instant::now();
     shared.loads.store(0, Ordering::Relaxed);
@@ -305,6 +324,13 @@ fn merge(results: Vec<VuResult>) -> (Histogram<u64>, VuResult) {
     for r in results {
         if let Some(h) = &r.latency {
             latency.add(h).expect("same bounds");
+        }
+        if let Some(h) = &r.write_latency {
+            total
+                .write_latency
+                .get_or_insert_with(|| Histogram::new(3).expect("3 significant figures"))
+                .add(h)
+                .expect("same bounds");
         }
         if let Some(h) = &r.delivery {
             total

@@ -78,6 +78,18 @@ pub struct PoolArgs {
     /// How long an expired result may still be served while the database is down.
     #[arg(long, id = "cache.stale_grace", value_name = "MS")]
     pub cache_stale_grace_ms: Option<u64>,
+    /// A hit in this last part of a TTL (percent) may refresh the entry in
+    /// the background, hot keys before they expire (0: never).
+    #[arg(long, id = "cache.refresh_ahead_percent", value_name = "PERCENT")]
+    pub cache_refresh_ahead: Option<u32>,
+    /// How long past its TTL an entry is served while one refresh of it
+    /// runs (never an invalidated one; 0: never).
+    #[arg(long, id = "cache.revalidate_grace", value_name = "MS")]
+    pub cache_revalidate_grace_ms: Option<u64>,
+    /// Most background refreshes at once (0: no refresh-ahead, no
+    /// stale-while-revalidate).
+    #[arg(long, id = "cache.max_refreshes", value_name = "N")]
+    pub cache_refreshes: Option<usize>,
     /// How often expired results are swept out.
     #[arg(long, id = "cache.sweep_interval", value_name = "MS")]
     pub cache_sweep_interval_ms: Option<u64>,
@@ -194,6 +206,12 @@ impl PoolArgs {
         set(&mut c.cache.adaptive_ttl, self.cache_adaptive_ttl);
         set(&mut c.cache.policy, self.cache_policy);
         set(&mut c.cache.stale_grace, self.cache_stale_grace_ms.map(ms));
+        set(&mut c.cache.refresh_ahead_percent, self.cache_refresh_ahead);
+        set(
+            &mut c.cache.revalidate_grace,
+            self.cache_revalidate_grace_ms.map(ms),
+        );
+        set(&mut c.cache.max_refreshes, self.cache_refreshes);
         set(
             &mut c.cache.sweep_interval,
             self.cache_sweep_interval_ms.map(ms),

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use axum::{
     error_handling::HandleErrorLayer,
-    extract::DefaultBodyLimit,
+    extract::{DefaultBodyLimit, Request},
     http::{Method, Uri},
-    middleware, BoxError, Extension, Router,
+    middleware,
+    response::{IntoResponse, Response},
+    BoxError, Router,
 };
 use tower::ServiceBuilder;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
@@ -32,14 +34,12 @@ pub const BODY_LIMIT: usize = 100 * 1024;
 /// behind the same layers.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let (api, document) = api().split_for_parts();
-    let document = openapi::finish(document);
+    let _ = state.document.set(Arc::new(openapi::finish(document)));
     api.merge(pages::router())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(Extension(Arc::new(document)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(request_limits::check_head))
-        .layer(middleware::from_fn(telemetry::track))
+        .layer(middleware::from_fn(edge))
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(|_| {
@@ -54,6 +54,20 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         )
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The edge of every request, as one middleware: the bounds of its head
+/// (`request_limits`), then its count and time (`telemetry`), rejections
+/// included. One layer, not two: axum clones the (boxed) routes behind
+/// each `from_fn` layer for every request (issue 22).
+async fn edge(req: Request, next: middleware::Next) -> Response {
+    let timer = telemetry::RequestTimer::start(&req);
+    let resp = match request_limits::check_head(&req) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    };
+    timer.finish(&resp);
+    resp
 }
 
 /// Every route, each registered with its OpenAPI operation: the one list of

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{extract::State, http::header, response::IntoResponse, Extension, Json};
+use axum::{extract::State, http::header, response::IntoResponse, Json};
 use serde_json::{json, Value};
 
 use crate::{error::ApiError, state::AppState};
@@ -39,9 +39,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3 document")))]
 pub async fn openapi(
-    Extension(document): Extension<Arc<utoipa::openapi::OpenApi>>,
-) -> Json<Arc<utoipa::openapi::OpenApi>> {
-    Json(document)
+    State(state): State<AppState>,
+) -> Result<Json<Arc<utoipa::openapi::OpenApi>>, ApiError> {
+    let document = state.document.get().cloned();
+    document
+        .map(Json)
+        .ok_or_else(|| ApiError::Internal("the OpenAPI document was not built".into()))
 }
 
 /// A trivial JSON response: no database, no cache.

@@ -34,7 +34,7 @@ pub struct ProfileQuery {
 #[utoipa::path(
     get, path = "/api/user/stats-optimized", tag = "profile", params(ProfileQuery),
     responses(
-        (status = 200, description = "The aggregate; `ETag` and `X-Cache` (cache, database, joined, stale) headers", body = gistfans_data::UserAggregate),
+        (status = 200, description = "The aggregate; `ETag` and `X-Cache` (cache, shared, database, joined, stale, revalidating) headers", body = gistfans_data::UserAggregate),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
         (status = 400, description = "Bad userId or include", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
@@ -78,6 +78,7 @@ pub async fn stats_optimized(
         hpdb::Source::Database => "database",
         hpdb::Source::Joined => "joined",
         hpdb::Source::Stale => "stale",
+        hpdb::Source::Revalidating => "revalidating",
     });
     let mut resp = if matches_etag(&headers, &agg.etag) {
         StatusCode::NOT_MODIFIED.into_response()

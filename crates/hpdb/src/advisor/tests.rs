@@ -50,6 +50,7 @@ fn quiet() -> Status {
         latency_histogram: vec![],
         latency_sum_ms: 0.0,
         cache: CacheStats::default(),
+        refresh: Default::default(),
         uptime_seconds: 1.0,
     }
 }

@@ -256,6 +256,12 @@ env_vars! {
     CACHE_POLICY = "DB_CACHE_POLICY" => cache.policy;
     /// How long an expired result may still be served while the database is down (ms).
     CACHE_STALE_GRACE = "DB_CACHE_STALE_GRACE" => cache.stale_grace;
+    /// A hit in this last part (%) of a TTL may refresh the entry in the background (0 = never).
+    CACHE_REFRESH_AHEAD = "DB_CACHE_REFRESH_AHEAD" => cache.refresh_ahead_percent;
+    /// How long past its TTL an entry is served while it is refreshed (ms; 0 = never).
+    CACHE_REVALIDATE_GRACE = "DB_CACHE_REVALIDATE_GRACE" => cache.revalidate_grace;
+    /// Most background refreshes at once (0 = none).
+    CACHE_REFRESHES = "DB_CACHE_REFRESHES" => cache.max_refreshes;
     /// How often expired results are swept out (ms).
     CACHE_SWEEP_INTERVAL = "DB_CACHE_SWEEP_INTERVAL" => cache.sweep_interval;
     /// How often idle connections are pinged and the pool refilled (ms).

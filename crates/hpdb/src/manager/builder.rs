@@ -196,6 +196,7 @@ impl<DB: Database> ManagerBuilder<DB> {
             breaker: CircuitBreaker::new(config.health.failure_threshold, config.health.cooldown),
             leaks: LeakDetector::new(config.leak.threshold),
             metrics: Metrics::new(),
+            refreshes: Arc::new(crate::refresh::Refreshes::new(&config.cache)),
             started: Instant::now(),
             tasks: parking_lot::Mutex::new(Vec::new()),
             deadline: self.deadline,

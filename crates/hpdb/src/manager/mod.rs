@@ -35,11 +35,13 @@
 //! | `health` | health checks, probes and the background tasks |
 //! | `status` | the [`Status`](crate::Status) snapshot and the advice drawn from it |
 //! | `shared` | the shared level (Redis) on the path, the bus's hold on the local cache, updates in place across instances, warming |
+//! | `refresh` | background refreshes (refresh-ahead, stale-while-revalidate) started behind a read |
 
 mod acquire;
 mod builder;
 mod health;
 mod pipeline;
+mod refresh;
 mod shared;
 mod status;
 mod tuning;
@@ -132,6 +134,8 @@ struct Inner<DB: Database> {
     shared: Option<Arc<crate::shared::Shared>>,
     /// What self-tuning measures and changes.
     tuning: tuning::Tuning,
+    /// Background refreshes: the policy, the keys being refreshed, counters.
+    refreshes: Arc<crate::refresh::Refreshes>,
     /// Its pushes, until the bus starts with the background tasks.
     pushes: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>>>,
 }
@@ -330,6 +334,7 @@ impl<DB: Database> Manager<DB> {
     /// Clears the counters and histograms (not the cache).
     pub fn reset_metrics(&self) {
         self.inner.metrics.reset();
+        self.inner.refreshes.reset();
         self.inner.leaks.reset();
     }
 

@@ -1,6 +1,8 @@
-//! The path of one query through [`Manager::execute_query`]: cache lookup,
-//! circuit breaker (with stale-if-error), single-flight, then admission and
-//! execution (in `acquire`), then storing and sharing the outcome.
+//! The path of one query through [`Manager::execute_query`]: cache lookup
+//! (with refresh-ahead and stale-while-revalidate, whose background
+//! refreshes are in `refresh`), circuit breaker (with stale-if-error),
+//! single-flight, then admission and execution (in `acquire`), then
+//! storing and sharing the outcome.
 //!
 //! Invariants:
 //! - A cached or shared result is served only if no invalidation of its key
@@ -8,9 +10,15 @@
 //!   invalidation is neither stored nor shared after it.
 //! - Errors are shared with the flight's followers, never cached.
 //! - A stale entry is served only when the error says the database is
-//!   unavailable, and only if the caller asked for stale-if-error.
+//!   unavailable, and only if the caller asked for stale-if-error; an
+//!   entry past its TTL otherwise only within the revalidation grace, while
+//!   its refresh runs.
 
-use std::{any::Any, sync::Arc, time::Duration};
+use std::{
+    any::Any,
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
 
 use sqlx::Database;
 use tokio::{
@@ -29,6 +37,7 @@ use crate::{
     invalidation::Seq,
     metrics::inc,
     options::{QueryOptions, Source},
+    refresh::{self, Freshness, Trigger},
     shared::Stamp,
     single_flight::{self, LeaderGuard, Outcome, Role},
 };
@@ -40,13 +49,29 @@ pub(super) struct Call {
     pub(super) tags: Arc<[Arc<str>]>,
     pub(super) started: Instant,
     pub(super) deadline: Instant,
+    /// Set for a background refresh: what it needs on the way.
+    pub(super) background: Option<Background>,
+}
+
+/// What a background refresh carries through the steps of a call.
+pub(super) struct Background {
+    /// Marks the entry it stores (see `CacheEntry::refreshed`).
+    pub(super) mark: Arc<AtomicBool>,
+    /// A shared entry with no more than this left is due for a refresh
+    /// too: the refresh goes to the database instead of copying it.
+    pub(super) min_ttl_left: Duration,
 }
 
 /// What the cache had for a call.
 enum Lookup<T> {
-    /// A fresh, current entry.
-    Hit(Arc<T>),
-    /// Nothing fresh; an expired entry kept aside for stale-if-error.
+    /// A current entry to serve (fresh, or within the revalidation grace),
+    /// and the refresh to start behind it, if any.
+    Hit {
+        value: Arc<T>,
+        source: Source,
+        refresh: Option<(Trigger, usize)>,
+    },
+    /// Nothing to serve; an expired entry kept aside for stale-if-error.
     Miss(Option<CacheEntry>),
 }
 
@@ -64,7 +89,7 @@ impl<DB: Database> Manager<DB> {
     ) -> Result<Arc<T>, Error>
     where
         T: CacheValue,
-        F: QueryFn<DB, T>,
+        F: QueryFn<DB, T> + 'static,
     {
         Ok(self.execute_query_traced(key, options, query).await?.value)
     }
@@ -79,7 +104,7 @@ impl<DB: Database> Manager<DB> {
     ) -> Result<QueryResult<T>, Error>
     where
         T: CacheValue,
-        F: QueryFn<DB, T>,
+        F: QueryFn<DB, T> + 'static,
     {
         self.execute_query_then(key, options, query, Ok).await
     }
@@ -91,6 +116,10 @@ impl<DB: Database> Manager<DB> {
     /// that needs no database (parsing, rendering, hashing) belongs in
     /// `finish`, so that it never holds a connection. An error of `finish`
     /// is the call's error, shared with its followers and never cached.
+    ///
+    /// Both closures are `'static`: when the answer comes from the cache
+    /// and the entry is due for a refresh (refresh-ahead,
+    /// stale-while-revalidate), they run later in a task of their own.
     pub async fn execute_query_then<R, T, F, G>(
         &self,
         key: impl Into<Arc<str>>,
@@ -99,10 +128,10 @@ impl<DB: Database> Manager<DB> {
         finish: G,
     ) -> Result<QueryResult<T>, Error>
     where
-        R: Send,
+        R: Send + 'static,
         T: CacheValue,
-        F: QueryFn<DB, R>,
-        G: FnOnce(R) -> Result<T, sqlx::Error> + Send,
+        F: QueryFn<DB, R> + 'static,
+        G: FnOnce(R) -> Result<T, sqlx::Error> + Send + 'static,
     {
         let inner = &self.inner;
         let started = Instant::now();
@@ -120,7 +149,7 @@ impl<DB: Database> Manager<DB> {
             source = tracing::field::Empty,
         );
         let result = self
-            .run(key, options, (query, finish), started, deadline)
+            .run(key, options, (query, finish), started, deadline, None)
             .instrument(span.clone())
             .await;
         inner.metrics.record_latency(started.elapsed());
@@ -139,27 +168,33 @@ impl<DB: Database> Manager<DB> {
     }
 
     /// The steps of one call, in order. `fetch` is the query and the step
-    /// that finishes its result off the connection.
-    async fn run<R, T, F, G>(
+    /// that finishes its result off the connection; `background` is set
+    /// when a background refresh runs them.
+    pub(super) async fn run<R, T, F, G>(
         &self,
         key: Arc<str>,
         options: QueryOptions,
         fetch: (F, G),
         started: Instant,
         deadline: Instant,
+        background: Option<Background>,
     ) -> Result<QueryResult<T>, Error>
     where
-        R: Send,
+        R: Send + 'static,
         T: CacheValue,
-        F: QueryFn<DB, R>,
-        G: FnOnce(R) -> Result<T, sqlx::Error> + Send,
+        F: QueryFn<DB, R> + 'static,
+        G: FnOnce(R) -> Result<T, sqlx::Error> + Send + 'static,
     {
         let mut stale = match self.lookup::<T>(&key, &options).await? {
-            Lookup::Hit(value) => {
-                return Ok(QueryResult {
-                    value,
-                    source: Source::Cache,
-                })
+            Lookup::Hit {
+                value,
+                source,
+                refresh,
+            } => {
+                if let Some((trigger, entry)) = refresh {
+                    self.refresh_in_background(key, options, fetch, trigger, entry);
+                }
+                return Ok(QueryResult { value, source });
             }
             Lookup::Miss(stale) => stale,
         };
@@ -172,6 +207,7 @@ impl<DB: Database> Manager<DB> {
             options,
             started,
             deadline,
+            background,
         };
         loop {
             let since = self.inner.log.snapshot();
@@ -188,8 +224,9 @@ impl<DB: Database> Manager<DB> {
         }
     }
 
-    /// Step 1: a fresh, current cache entry, or an expired one kept aside
-    /// for stale-if-error. Counts the hit or miss.
+    /// Step 1: a current cache entry to serve (fresh, or within the
+    /// revalidation grace) and the refresh to start behind it, or an
+    /// expired one kept aside for stale-if-error. Counts the hit or miss.
     async fn lookup<T: Send + Sync + 'static>(
         &self,
         key: &Arc<str>,
@@ -202,12 +239,30 @@ impl<DB: Database> Manager<DB> {
         let mut stale = None;
         if let Some(entry) = inner.cache.get(key).await {
             if inner.log.is_current(key, &entry.tags, entry.seq) {
-                if entry.is_fresh() && self.may_serve(&entry) {
-                    inc(&inner.metrics.c.cache_hits);
-                    inner.tuning.read(key, true);
-                    return Ok(Lookup::Hit(downcast::<T>(key, entry.value)?));
+                let age = entry.stored_at.elapsed();
+                if self.may_serve(&entry) {
+                    let (source, refresh) = match self.freshness(&entry, age, options) {
+                        Freshness::Fresh => (Source::Cache, None),
+                        Freshness::RefreshAhead => (Source::Cache, Some(Trigger::Ahead)),
+                        Freshness::Revalidate => {
+                            inner.refreshes.served_while_refreshing();
+                            (Source::Revalidating, Some(Trigger::Revalidate))
+                        }
+                        Freshness::Expired => (Source::Stale, None),
+                    };
+                    if source != Source::Stale {
+                        inc(&inner.metrics.c.cache_hits);
+                        inner.tuning.read(key, true);
+                        entry.mark_read();
+                        let identity = CacheEntry::identity(&entry);
+                        return Ok(Lookup::Hit {
+                            value: downcast::<T>(key, entry.value)?,
+                            source,
+                            refresh: refresh.map(|t| (t, identity)),
+                        });
+                    }
                 }
-                if options.stale_if_error {
+                if options.stale_if_error && age < entry.ttl + inner.config.cache.stale_grace {
                     stale = Some(entry);
                 }
             }
@@ -215,6 +270,22 @@ impl<DB: Database> Manager<DB> {
         inc(&inner.metrics.c.cache_misses);
         inner.tuning.read(key, false);
         Ok(Lookup::Miss(stale))
+    }
+
+    /// What a read at `age` may do with a current entry, as the refresh
+    /// policy and the caller's options say.
+    fn freshness(&self, entry: &CacheEntry, age: Duration, options: &QueryOptions) -> Freshness {
+        let policy = &self.inner.refreshes.policy;
+        let u = if options.refresh_ahead && policy.in_window(age, entry.ttl) {
+            refresh::draw()
+        } else {
+            1.0
+        };
+        match policy.classify(age, entry.ttl, entry.cost, u) {
+            Freshness::RefreshAhead if !options.refresh_ahead => Freshness::Fresh,
+            Freshness::Revalidate if !options.stale_while_revalidate => Freshness::Expired,
+            other => other,
+        }
     }
 
     /// Step 2 (and the end of any failed call): the stale entry if the
@@ -284,10 +355,10 @@ impl<DB: Database> Manager<DB> {
         stale: Option<CacheEntry>,
     ) -> Result<QueryResult<T>, Error>
     where
-        R: Send,
+        R: Send + 'static,
         T: CacheValue,
-        F: QueryFn<DB, R>,
-        G: FnOnce(R) -> Result<T, sqlx::Error> + Send,
+        F: QueryFn<DB, R> + 'static,
+        G: FnOnce(R) -> Result<T, sqlx::Error> + Send + 'static,
     {
         let fetched_at = std::time::Instant::now();
         let shared = match self.shared_step::<T>(call, since, fetched_at).await {
@@ -328,8 +399,13 @@ impl<DB: Database> Manager<DB> {
                         ttl,
                         stamp: shared.stamp.clone(),
                     };
-                    self.store(&call.key, &call.tags, &fill, value.clone())
-                        .await;
+                    let mark = call.background.as_ref().map(|b| b.mark.clone());
+                    if let Some(size) = weigh(&call.key, &*value) {
+                        let value = value.clone() as Arc<dyn Any + Send + Sync>;
+                        let decode = Some(decoder::<T> as Decode);
+                        self.store_marked(&call.key, &call.tags, &fill, value, size, decode, mark)
+                            .await;
+                    }
                     self.share(call, &fill, &shared, &*value);
                 } else {
                     self.release_lease(call, &shared);
@@ -378,6 +454,23 @@ impl<DB: Database> Manager<DB> {
         size: u32,
         decode: Option<Decode>,
     ) {
+        self.store_marked(key, tags, fill, value, size, decode, None)
+            .await;
+    }
+
+    /// [`store_sized`](Self::store_sized), the entry marked as stored by a
+    /// background refresh if `mark` is set.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_marked(
+        &self,
+        key: &Arc<str>,
+        tags: &Arc<[Arc<str>]>,
+        fill: &Fill,
+        value: Arc<dyn Any + Send + Sync>,
+        size: u32,
+        decode: Option<Decode>,
+        mark: Option<Arc<AtomicBool>>,
+    ) {
         let entry = CacheEntry {
             value,
             size,
@@ -387,6 +480,8 @@ impl<DB: Database> Manager<DB> {
             ttl: fill.ttl,
             stamp: fill.stamp.clone(),
             decode,
+            cost: fill.fetched_at.elapsed(),
+            refreshed: mark,
         };
         self.inner.insert_checked(key, entry).await;
     }

@@ -203,6 +203,20 @@ impl<DB: Database> Manager<DB> {
                 .await;
         }
         match found {
+            // A background refresh does not copy a shared entry that is
+            // itself due: it fetches, stamped with the generations it read.
+            SharedLookup::Hit {
+                stamp, ttl_left, ..
+            } if call
+                .background
+                .as_ref()
+                .is_some_and(|b| ttl_left <= b.min_ttl_left) =>
+            {
+                SharedStep::Fill(SharedFill {
+                    stamp: Some(Arc::new(stamp)),
+                    holds_lease: false,
+                })
+            }
             SharedLookup::Hit {
                 value,
                 stamp,
@@ -380,6 +394,8 @@ impl<DB: Database> Inner<DB> {
                     ttl: ttl_left,
                     stamp: Some(Arc::new(stamp)),
                     decode: Some(decode),
+                    cost: std::time::Duration::ZERO,
+                    refreshed: None,
                 };
                 if self.insert_checked(&key, entry).await {
                     shared.count_replaced();

@@ -29,6 +29,7 @@ impl<DB: Database> Manager<DB> {
         let requests = get(&c.requests);
         let latency = inner.metrics.latency();
         let wait = inner.metrics.wait();
+        let cache = inner.cache.stats();
         Status {
             active_connections: size.saturating_sub(idle),
             idle_connections: idle,
@@ -66,7 +67,8 @@ impl<DB: Database> Manager<DB> {
             acquire_wait_sum_ms: wait.sum_ms,
             latency_histogram: latency.buckets,
             latency_sum_ms: latency.sum_ms,
-            cache: inner.cache.stats(),
+            cache,
+            refresh: inner.refreshes.status(cache.unread_refreshes),
             uptime_seconds: inner.started.elapsed().as_secs_f64(),
             connection_budget: Some(inner.connection_budget.load(Ordering::Relaxed))
                 .filter(|b| *b != u32::MAX),
