@@ -19,7 +19,7 @@ use crate::server::{self, defaults, ServerConfig};
 
 pub mod manager_flags;
 
-pub use manager_flags::PoolArgs;
+pub use manager_flags::ManagerFlags;
 
 /// Said after the options of `serve`.
 const SERVE_AFTER_HELP: &str = "The database options are also read from environment \
@@ -117,7 +117,7 @@ pub struct ServeArgs {
     pub ceiling_bind: Option<SocketAddr>,
     /// Manager knobs (last: they open their own help section).
     #[command(flatten)]
-    pub pool: PoolArgs,
+    pub manager: ManagerFlags,
 }
 
 impl ServeArgs {
@@ -131,7 +131,7 @@ impl ServeArgs {
             direct_url: self.db.direct_url.clone(),
             baseline_url: self.baseline_database_url.clone(),
             manager: self
-                .pool
+                .manager
                 .manager_config()
                 .context("invalid database configuration")?,
             bind: self.bind,
@@ -199,12 +199,9 @@ fn init_logging(json: bool) {
     }
 }
 
-/// The command line's definition, each database option's help naming its
-/// environment variable and default (from hpdb's table).
+/// The command line's definition.
 pub fn command() -> clap::Command {
     Cli::command()
-        .mut_args(manager_flags::annotate)
-        .mut_subcommand("serve", |serve| serve.mut_args(manager_flags::annotate))
 }
 
 /// Parses the command line (exits with clap's message on bad flags).
@@ -297,19 +294,24 @@ mod tests {
             assert_eq!(r[4].trim_matches('`'), default, "{r:?}");
             expected += 1;
         }
-        let defaults = hpdb::ManagerConfig::default();
-        for (flag, var) in manager_flags::flags() {
-            let r = row(var.name);
-            assert_eq!(r[2], format!("`--{flag}`"), "{r:?}");
-            let default = var.value(&defaults);
-            let shown = if default.is_empty() {
-                "unset"
-            } else {
-                &default
-            };
-            assert_eq!(r[4].trim_matches('`'), shown, "{r:?}");
-            expected += 1;
-        }
+        // The manager's rows are hpdb's table, rendered: the README holds
+        // exactly what `EnvVar::markdown_row` writes, in the table's order.
+        let readme = include_str!("../../../README.md");
+        let rendered: Vec<String> = hpdb::env::ENV_VARS
+            .iter()
+            .map(|v| v.markdown_row())
+            .collect();
+        let present: Vec<&str> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `DB_") || l.starts_with("| `REDIS_"))
+            .collect();
+        assert_eq!(
+            present,
+            rendered,
+            "the README's DB_/REDIS_ rows must be exactly these:\n{}",
+            rendered.join("\n")
+        );
+        expected += rendered.len();
         assert_eq!(
             rows.len(),
             expected,
@@ -353,13 +355,19 @@ mod tests {
         assert_eq!(serve.ceiling_bind.map(|a| a.port()), Some(4322));
         assert_eq!(serve.warm_users, 0);
         // Without flags, the server under test runs on the product's defaults.
-        assert_eq!(serve.pool.pool_max, None);
-        assert_eq!(serve.pool.cache_size, None);
-        assert_eq!(serve.pool.cache_policy, None);
-        let serve = server_of_bench(&["--pool-max=7", "--cache-size=500", "--cache-policy=lru"]);
-        assert_eq!(serve.pool.pool_max, Some(7));
-        assert_eq!(serve.pool.cache_size, Some(500));
-        assert_eq!(serve.pool.cache_policy, Some(hpdb::CachePolicy::Lru));
+        assert_eq!(serve.manager, ManagerFlags::default());
+        // Every manager flag of the bench reaches its servers as given.
+        let serve = server_of_bench(&[
+            "--pool-max=7",
+            "--cache-size=500",
+            "--cache-policy=lru",
+            "--redis-delivery-wait-ms=0",
+        ]);
+        let c = serve.manager.manager_config().unwrap();
+        assert_eq!(c.pool.max_connections, 7);
+        assert_eq!(c.cache.max_entries, 500);
+        assert_eq!(c.cache.policy, hpdb::CachePolicy::Lru);
+        assert!(c.shared.delivery_wait.is_zero());
     }
 
     #[test]

@@ -6,52 +6,10 @@
 //! [`ManagerConfig::validate`] rejects bad combinations at start-up with a
 //! message that names the offending knob by its variable and field.
 //!
-//! Environment variables ([`env`]; this module is the only place they are
-//! read). Durations in milliseconds:
-//!
-//! | variable | field | default |
-//! | --- | --- | --- |
-//! | `DB_POOL_MIN` | `pool.min_connections` | 2 |
-//! | `DB_POOL_MAX` | `pool.max_connections` | 10 |
-//! | `DB_POOL_AUTO` | `pool.auto_size` (`true`: the limit follows the database within min and max) | false |
-//! | `DB_POOL_CEILING` | `pool.max_connections_ceiling` (0 = `DB_POOL_MAX`) | 0 |
-//! | `DB_POOL_TIMEOUT` | `pool.idle_timeout` | 30000 |
-//! | `DB_ACQUIRE_TIMEOUT` | `pool.acquire_timeout` | 10000 |
-//! | `DB_POOL_OPENS` | `pool.max_concurrent_opens` | 2 |
-//! | `DB_POOL_LIFETIME` | `pool.max_lifetime` (0 = never) | 1800000 |
-//! | `DB_STATEMENT_CACHE` | `pool.statement_cache_capacity` (0 = off: pooler-safe mode) | 100 |
-//! | `DB_QUERY_TIMEOUT` | `query_timeout` | 15000 |
-//! | `DB_AGING_STEP` | `admission.aging_step` | 1000 |
-//! | `DB_BATCH_SIZE` | `batch.max_batch_size` | 50 |
-//! | `DB_BATCH_WINDOW` | `batch.window` | 100 |
-//! | `DB_CACHE_SIZE` | `cache.max_entries` | 65536 |
-//! | `DB_CACHE_MAX_BYTES` | `cache.max_bytes` | 67108864 |
-//! | `DB_CACHE_TTL` | `cache.ttl` | 300000 |
-//! | `DB_CACHE_MAX_TTL` | `cache.max_ttl` | 3600000 |
-//! | `DB_CACHE_ADAPTIVE_TTL` | `cache.adaptive_ttl` (`true`: each key class's TTL follows its reads and writes) | false |
-//! | `DB_CACHE_POLICY` | `cache.policy` (`lru` or `tinylfu`) | `tinylfu` |
-//! | `DB_CACHE_STALE_GRACE` | `cache.stale_grace` | 60000 |
-//! | `DB_CACHE_REFRESH_AHEAD` | `cache.refresh_ahead_percent` (a hit in this last part of a TTL may refresh it in the background; 0 = never) | 20 |
-//! | `DB_CACHE_REVALIDATE_GRACE` | `cache.revalidate_grace` (an expired entry is served this long while it is refreshed; 0 = never) | 300000 |
-//! | `DB_CACHE_REFRESHES` | `cache.max_refreshes` (background refreshes at once; 0 = none, neither of the two above) | 2 |
-//! | `DB_CACHE_SWEEP_INTERVAL` | `cache.sweep_interval` | 60000 |
-//! | `DB_HEALTH_INTERVAL` | `health.interval` | 30000 |
-//! | `DB_HEALTH_PING_TIMEOUT` | `health.ping_timeout` | 5000 |
-//! | `DB_CIRCUIT_THRESHOLD` | `health.failure_threshold` | 5 |
-//! | `DB_CIRCUIT_COOLDOWN` | `health.cooldown` | 500 |
-//! | `DB_LEAK_THRESHOLD` | `leak.threshold` | 10000 |
-//! | `DB_ADVISOR_MIN_HIT_RATE` | `advisor.min_hit_rate` (%) | 70 |
-//! | `DB_ADVISOR_ALERT_HIT_RATE` | `advisor.alert_hit_rate` (%) | 40 |
-//! | `DB_ADVISOR_MIN_LOOKUPS` | `advisor.min_lookups` | 100 |
-//! | `DB_ADVISOR_MAX_AVERAGE_MS` | `advisor.max_average_response_ms` | 500 |
-//! | `DB_ADVISOR_SLOW_P99_MS` | `advisor.slow_p99_ms` | 1000 |
-//! | `DB_ADVISOR_MAX_PENDING` | `advisor.max_pending` | 10 |
-//! | `REDIS_URL` | `shared.url` (empty: no shared level) | `` |
-//! | `REDIS_NAMESPACE` | `shared.namespace` | `hpdb` |
-//! | `REDIS_TIMEOUT` | `shared.call_timeout` | 50 |
-//! | `REDIS_BUS_LEASE` | `shared.bus_lease` | 1000 |
-//! | `REDIS_FILL_LEASE` | `shared.fill_lease` | 2000 |
-//! | `REDIS_DELIVERY_WAIT` | `shared.delivery_wait` | 1000 |
+//! Environment variables: [`env::ENV_VARS`] names each one with the field
+//! it sets, what it does and its unit (durations in milliseconds); this
+//! module is the only place they are read. `cargo run -p hpdb --example
+//! env_table` prints them as a Markdown table with their defaults.
 
 use std::{str::FromStr, time::Duration};
 
@@ -490,6 +448,21 @@ impl ManagerConfig {
                 self.cache.max_bytes,
                 knob("cache.max_entries"),
                 self.cache.max_entries
+            ));
+        }
+        let shared = &self.shared;
+        if !shared.delivery_wait.is_zero() && shared.delivery_wait < shared.bus_lease {
+            // Shorter than the lease, an instance that did not confirm in
+            // time could still serve entries from before the write after
+            // the writer answered, yet not be stale long enough to lapse:
+            // neither "seen by the next read" nor a documented bound.
+            return bad(format!(
+                "{} = {} ms must be 0 (no wait) or at least {} = {} ms: an acknowledged write \
+                 is seen by every instance's next read only if the wait covers the lease",
+                knob("shared.delivery_wait"),
+                shared.delivery_wait.as_millis(),
+                knob("shared.bus_lease"),
+                shared.bus_lease.as_millis()
             ));
         }
         if self.cache.ttl > self.cache.max_ttl {

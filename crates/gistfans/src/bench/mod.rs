@@ -91,28 +91,6 @@ pub struct BenchArgs {
     /// cross-instance delivery).
     #[arg(long, default_value = "1", value_delimiter = ',')]
     pub instances: Vec<usize>,
-    /// Redis for the servers this command starts (their shared cache level
-    /// and bus), each run under a namespace of its own; needed for
-    /// --instances above 1.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-    /// Pool size of the server this command starts (default: the product's,
-    /// `DB_POOL_MAX` or 10).
-    #[arg(long)]
-    pub pool_max: Option<u32>,
-    /// Let the pool's size follow the database (`true`) or keep it at
-    /// --pool-max (`false`) in the server this command starts (default:
-    /// the product's, `DB_POOL_AUTO`).
-    #[arg(long, value_name = "BOOL")]
-    pub pool_auto: Option<bool>,
-    /// Default cache TTL (ms) of the server this command starts (default:
-    /// the product's, `DB_CACHE_TTL` or 5 min).
-    #[arg(long, value_name = "MS")]
-    pub cache_ttl_ms: Option<u64>,
-    /// Adaptive TTLs in the server this command starts (default: the
-    /// product's, `DB_CACHE_ADAPTIVE_TTL`).
-    #[arg(long, value_name = "BOOL")]
-    pub cache_adaptive_ttl: Option<bool>,
     /// Preloading rule of the server this command starts: off, followees,
     /// learned (default: the product's, `PRELOAD`).
     #[arg(long)]
@@ -124,14 +102,6 @@ pub struct BenchArgs {
     /// the followee rule and none). Each starts its own servers.
     #[arg(long)]
     pub scenario: Option<scenario::Scenario>,
-    /// Most cache entries of the server this command starts (default: the
-    /// product's, `DB_CACHE_SIZE` or 65,536, with the 64 MiB byte bound).
-    #[arg(long)]
-    pub cache_size: Option<u64>,
-    /// Cache policy of the server this command starts, lru or tinylfu
-    /// (default: the product's, `DB_CACHE_POLICY` or tinylfu).
-    #[arg(long)]
-    pub cache_policy: Option<String>,
     /// Short run for a smoke test: 32 users, 2 s warm-up, 5 s per mode.
     #[arg(long)]
     pub quick: bool,
@@ -154,6 +124,25 @@ pub struct BenchArgs {
     /// only on errors and stale reads.
     #[arg(long, value_name = "MINUTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub soak: Option<u64>,
+    /// The manager knobs of the servers this command starts, every one of
+    /// `gistfans serve`'s, passed on as given (unset: the product's
+    /// defaults, or the environment's `DB_*`/`REDIS_*`). `--redis-url` (or
+    /// `REDIS_URL`) is needed for --instances above 1; each run gets a
+    /// Redis namespace of its own.
+    #[command(flatten)]
+    pub manager: crate::cli::ManagerFlags,
+}
+
+impl BenchArgs {
+    /// The Redis of the servers this command starts, if any: the flag, else
+    /// the environment.
+    pub fn redis_url(&self) -> Option<String> {
+        self.manager
+            .get(&hpdb::env::REDIS_URL)
+            .map(str::to_string)
+            .or_else(|| std::env::var("REDIS_URL").ok())
+            .filter(|u| !u.is_empty())
+    }
 }
 
 /// Runs the benchmark; fails if any page load failed or a read was stale.
@@ -249,7 +238,7 @@ fn prepare(args: &mut BenchArgs) -> anyhow::Result<()> {
         "--instances must be 1 to 16"
     );
     anyhow::ensure!(
-        args.instances.iter().all(|n| *n == 1) || (args.redis_url.is_some() && args.url.is_none()),
+        args.instances.iter().all(|n| *n == 1) || (args.redis_url().is_some() && args.url.is_none()),
         "--instances above 1 needs --redis-url (REDIS_URL), and servers the bench starts (not --url)"
     );
     anyhow::ensure!(

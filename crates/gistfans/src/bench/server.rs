@@ -54,27 +54,11 @@ pub(crate) fn serve_args(args: &BenchArgs, port: u16, ceiling: u16) -> Vec<Strin
         // each mode has its own (excluded) warm-up instead.
         "--warm-users=0".to_string(),
     ];
-    if let Some(n) = args.pool_max {
-        argv.push(format!("--pool-max={n}"));
-    }
-    if let Some(on) = args.pool_auto {
-        argv.push(format!("--pool-auto={on}"));
-    }
-    if let Some(ms) = args.cache_ttl_ms {
-        argv.push(format!("--cache-ttl-ms={ms}"));
-    }
-    if let Some(on) = args.cache_adaptive_ttl {
-        argv.push(format!("--cache-adaptive-ttl={on}"));
-    }
     if let Some(rule) = args.preload {
         argv.push(format!("--preload={}", rule.name()));
     }
-    if let Some(n) = args.cache_size {
-        argv.push(format!("--cache-size={n}"));
-    }
-    if let Some(policy) = &args.cache_policy {
-        argv.push(format!("--cache-policy={policy}"));
-    }
+    // URLs (they may hold a password) go in the environment instead.
+    argv.extend(args.manager.to_args_without_urls());
     argv
 }
 
@@ -148,7 +132,7 @@ async fn spawn(
                 .as_ref()
                 .map(|u| ("BASELINE_DATABASE_URL", u)),
         )
-        .envs(args.redis_url.as_ref().map(|u| ("REDIS_URL", u)))
+        .envs(args.redis_url().map(|u| ("REDIS_URL", u)))
         .env("REDIS_NAMESPACE", namespace)
         .env("ADMIN_TOKEN", token)
         .env("RUST_LOG", "warn")

@@ -1,282 +1,158 @@
-//! The connection manager's flags: one per knob of `hpdb::ManagerConfig`,
-//! each overriding what hpdb read from its environment variable.
+//! The connection manager's flags, made from hpdb's table of variables
+//! ([`hpdb::env::ENV_VARS`]): one flag per variable, named by
+//! [`EnvVar::flag`], its help the variable's doc with its name and default,
+//! its value parsed by the same code that parses the variable. A knob added
+//! to hpdb's table is a flag of `gistfans serve` and `gistfans bench` with
+//! nothing written here.
 //!
-//! The flags restate neither the variables' names nor their defaults: each
-//! flag's clap id is the field path it sets (`pool.min_connections`), and
-//! the variable and default shown in `--help` come from hpdb's table
-//! ([`hpdb::env::ENV_VARS`]) by that path.
+//! clap's derive cannot make arguments from a table, so [`ManagerFlags`]
+//! implements clap's `Args` and `FromArgMatches` by hand; it flattens into
+//! any derived command like a derived struct.
 
-use std::time::Duration;
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
+use hpdb::{env::EnvVar, ConfigError, ManagerConfig};
 
-use clap::{Args, CommandFactory};
-use hpdb::{env::EnvVar, CachePolicy, ManagerConfig};
-
-/// Connection manager knobs (durations in milliseconds, as in the seed).
-/// Unset flags leave what hpdb read from the environment, or its default.
-#[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = "Database (a flag overrides its environment variable)")]
-pub struct PoolArgs {
-    /// Connections kept open.
-    #[arg(long, id = "pool.min_connections", value_name = "N")]
-    pub pool_min: Option<u32>,
-    /// Most connections open.
-    #[arg(long, id = "pool.max_connections", value_name = "N")]
-    pub pool_max: Option<u32>,
-    /// Let the pool's size follow the database's service time, within the
-    /// minimum and the maximum (`true` or `false`).
-    #[arg(long, id = "pool.auto_size", value_name = "BOOL")]
-    pub pool_auto: Option<bool>,
-    /// Highest pool size a resize may set at run time (0: the pool's maximum).
-    #[arg(long, id = "pool.max_connections_ceiling", value_name = "N")]
-    pub pool_ceiling: Option<u32>,
-    /// Idle connections above the minimum close after this long.
-    #[arg(long, id = "pool.idle_timeout", value_name = "MS")]
-    pub pool_idle_timeout_ms: Option<u64>,
-    /// Longest wait for a connection once admitted.
-    #[arg(long, id = "pool.acquire_timeout", value_name = "MS")]
-    pub acquire_timeout_ms: Option<u64>,
-    /// Most connections being opened at the same time.
-    #[arg(long, id = "pool.max_concurrent_opens", value_name = "N")]
-    pub pool_opens: Option<u32>,
-    /// Connections are recycled after this age (0: never).
-    #[arg(long, id = "pool.max_lifetime", value_name = "MS")]
-    pub pool_lifetime_ms: Option<u64>,
-    /// Prepared statements cached per PostgreSQL connection (0: off, the
-    /// pooler-safe mode that `?pgbouncer=true` also turns on).
-    #[arg(long, id = "pool.statement_cache_capacity", value_name = "N")]
-    pub statement_cache: Option<usize>,
-    /// Deadline of one database call, queueing included.
-    #[arg(long, id = "query_timeout", value_name = "MS")]
-    pub query_timeout_ms: Option<u64>,
-    /// Waiting worth one priority level (bounds how long low priority waits).
-    #[arg(long, id = "admission.aging_step", value_name = "MS")]
-    pub aging_step_ms: Option<u64>,
-    /// Most keys per batch.
-    #[arg(long, id = "batch.max_batch_size", value_name = "N")]
-    pub batch_size: Option<usize>,
-    /// Longest a batch gathers keys.
-    #[arg(long, id = "batch.window", value_name = "MS")]
-    pub batch_window_ms: Option<u64>,
-    /// Most cached results.
-    #[arg(long, id = "cache.max_entries", value_name = "N")]
-    pub cache_size: Option<u64>,
-    /// Most cached bytes.
-    #[arg(long, id = "cache.max_bytes", value_name = "BYTES")]
-    pub cache_max_bytes: Option<u64>,
-    /// Cache TTL.
-    #[arg(long, id = "cache.ttl", value_name = "MS")]
-    pub cache_ttl_ms: Option<u64>,
-    /// Longest TTL a query may ask for.
-    #[arg(long, id = "cache.max_ttl", value_name = "MS")]
-    pub cache_max_ttl_ms: Option<u64>,
-    /// Let each key class's TTL follow its reads and writes (`true` or `false`).
-    #[arg(long, id = "cache.adaptive_ttl", value_name = "BOOL")]
-    pub cache_adaptive_ttl: Option<bool>,
-    /// Cache eviction policy: `lru` or `tinylfu`.
-    #[arg(long, id = "cache.policy", value_name = "POLICY", value_parser = parse_policy)]
-    pub cache_policy: Option<CachePolicy>,
-    /// How long an expired result may still be served while the database is down.
-    #[arg(long, id = "cache.stale_grace", value_name = "MS")]
-    pub cache_stale_grace_ms: Option<u64>,
-    /// A hit in this last part of a TTL (percent) may refresh the entry in
-    /// the background, hot keys before they expire (0: never).
-    #[arg(long, id = "cache.refresh_ahead_percent", value_name = "PERCENT")]
-    pub cache_refresh_ahead: Option<u32>,
-    /// How long past its TTL an entry is served while one refresh of it
-    /// runs (never an invalidated one; 0: never).
-    #[arg(long, id = "cache.revalidate_grace", value_name = "MS")]
-    pub cache_revalidate_grace_ms: Option<u64>,
-    /// Most background refreshes at once (0: no refresh-ahead, no
-    /// stale-while-revalidate).
-    #[arg(long, id = "cache.max_refreshes", value_name = "N")]
-    pub cache_refreshes: Option<usize>,
-    /// How often expired results are swept out.
-    #[arg(long, id = "cache.sweep_interval", value_name = "MS")]
-    pub cache_sweep_interval_ms: Option<u64>,
-    /// Health check interval.
-    #[arg(long, id = "health.interval", value_name = "MS")]
-    pub health_interval_ms: Option<u64>,
-    /// Longest a health-check ping may take.
-    #[arg(long, id = "health.ping_timeout", value_name = "MS")]
-    pub health_ping_timeout_ms: Option<u64>,
-    /// Consecutive connection failures that open the circuit.
-    #[arg(long, id = "health.failure_threshold", value_name = "N")]
-    pub circuit_threshold: Option<u32>,
-    /// How long the circuit stays open before a probe.
-    #[arg(long, id = "health.cooldown", value_name = "MS")]
-    pub circuit_cooldown_ms: Option<u64>,
-    /// A connection held longer than this is reported as a leak.
-    #[arg(long, id = "leak.threshold", value_name = "MS")]
-    pub leak_threshold_ms: Option<u64>,
-    /// Advisor: below this cache hit rate (%) a longer TTL is recommended.
-    #[arg(long, id = "advisor.min_hit_rate", value_name = "PERCENT", value_parser = parse_figure)]
-    pub advisor_min_hit_rate: Option<f64>,
-    /// Advisor: below this cache hit rate (%) the low-efficiency alert fires.
-    #[arg(long, id = "advisor.alert_hit_rate", value_name = "PERCENT", value_parser = parse_figure)]
-    pub advisor_alert_hit_rate: Option<f64>,
-    /// Advisor: cache lookups needed before cache advice is given.
-    #[arg(long, id = "advisor.min_lookups", value_name = "N")]
-    pub advisor_min_lookups: Option<u64>,
-    /// Advisor: above this average response time query optimisation is recommended.
-    #[arg(long, id = "advisor.max_average_response_ms", value_name = "MS", value_parser = parse_figure)]
-    pub advisor_max_average_ms: Option<f64>,
-    /// Advisor: above this p99 the slow-response alert fires.
-    #[arg(long, id = "advisor.slow_p99_ms", value_name = "MS", value_parser = parse_figure)]
-    pub advisor_slow_p99_ms: Option<f64>,
-    /// Advisor: more queued requests than this recommend a larger pool.
-    #[arg(long, id = "advisor.max_pending", value_name = "N")]
-    pub advisor_max_pending: Option<u64>,
-    /// Redis under the in-process cache, shared by every instance, and the
-    /// invalidation bus between them: `redis://host:6379`, or a Cluster as
-    /// `redis+cluster://host:7000,host:7001` (empty: none).
-    #[arg(long, id = "shared.url", value_name = "URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-    /// Prefix of every name kept in Redis.
-    #[arg(long, id = "shared.namespace", value_name = "NAME")]
-    pub redis_namespace: Option<String>,
-    /// Budget of each Redis call: a slower Redis is skipped.
-    #[arg(long, id = "shared.call_timeout", value_name = "MS")]
-    pub redis_timeout_ms: Option<u64>,
-    /// In-process entries older than this are not served while the bus
-    /// cannot be confirmed current.
-    #[arg(long, id = "shared.bus_lease", value_name = "MS")]
-    pub redis_bus_lease_ms: Option<u64>,
-    /// How long other instances wait for the first one's fill of a key.
-    #[arg(long, id = "shared.fill_lease", value_name = "MS")]
-    pub redis_fill_lease_ms: Option<u64>,
-    /// How long a write waits for every other instance to apply its
-    /// invalidation before it is acknowledged (0: no wait).
-    #[arg(long, id = "shared.delivery_wait", value_name = "MS")]
-    pub redis_delivery_wait_ms: Option<u64>,
+/// The manager knobs given on the command line, in the table's order, each
+/// with its text as given. Unset flags leave what hpdb read from the
+/// environment, or its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagerFlags {
+    given: Vec<(&'static str, String)>,
 }
 
-fn parse_policy(s: &str) -> Result<CachePolicy, String> {
-    s.parse()
-}
+/// The help heading of the manager's flags.
+const HEADING: &str = "Database and cache (a flag overrides its environment variable)";
 
-fn parse_figure(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a non-negative number")),
+impl Args for ManagerFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let defaults = ManagerConfig::default();
+        let mut cmd = cmd.next_help_heading(HEADING);
+        for var in hpdb::env::ENV_VARS {
+            let default = var.value(&defaults);
+            let default = if default.is_empty() {
+                "unset"
+            } else {
+                &default
+            };
+            cmd = cmd.arg(
+                Arg::new(var.field)
+                    .long(var.flag())
+                    .value_name(var.unit())
+                    .action(ArgAction::Set)
+                    .value_parser(move |raw: &str| check(var, raw))
+                    .help(format!(
+                        "{} [env: {}] [default: {default}]",
+                        var.doc(),
+                        var.name
+                    )),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
-/// `*field = flag` when the flag was given.
-fn set<T>(field: &mut T, flag: Option<T>) {
-    if let Some(v) = flag {
-        *field = v;
+impl FromArgMatches for ManagerFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Self::default();
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for var in hpdb::env::ENV_VARS {
+            if let Some(raw) = matches.get_one::<String>(var.field) {
+                self.given.retain(|(field, _)| *field != var.field);
+                self.given.push((var.field, raw.clone()));
+            }
+        }
+        Ok(())
     }
 }
 
-impl PoolArgs {
-    /// The manager configuration: hpdb's defaults, overridden by the
-    /// environment variables hpdb reads, overridden by these flags, validated.
-    /// Errors name the variable, and the flag that sets it.
-    pub fn manager_config(&self) -> anyhow::Result<ManagerConfig> {
-        let mut config = ManagerConfig::from_env()?;
-        self.apply(&mut config);
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{}", with_flags(&e.to_string())))?;
-        Ok(config)
+/// A flag's text, refused with the variable's own message if the variable
+/// would refuse it (clap adds the flag's name).
+fn check(var: &'static EnvVar, raw: &str) -> Result<String, String> {
+    var.apply(&mut ManagerConfig::default(), raw)
+        .map(|()| raw.to_string())
+        .map_err(|e| e.0)
+}
+
+impl ManagerFlags {
+    /// The flags given, as `(variable, text)`, in the table's order: what a
+    /// command passes on to another (the benchmark to its servers).
+    pub fn given(&self) -> impl Iterator<Item = (&'static EnvVar, &str)> + '_ {
+        self.given
+            .iter()
+            .filter_map(|(field, raw)| Some((EnvVar::by_field(field)?, raw.as_str())))
+    }
+
+    /// The text given for `var`, if its flag was.
+    pub fn get(&self, var: &EnvVar) -> Option<&str> {
+        self.given()
+            .find(|(v, _)| v.name == var.name)
+            .map(|(_, raw)| raw)
+    }
+
+    /// The flags as command-line arguments (`--flag=value`).
+    pub fn to_args(&self) -> Vec<String> {
+        self.given()
+            .map(|(var, raw)| format!("--{}={raw}", var.flag()))
+            .collect()
+    }
+
+    /// [`to_args`](Self::to_args) but the URLs, which may hold a password
+    /// (`ps` shows a command line): a caller passes those in the
+    /// environment.
+    pub fn to_args_without_urls(&self) -> Vec<String> {
+        self.given()
+            .filter(|(var, _)| var.unit() != "URL")
+            .map(|(var, raw)| format!("--{}={raw}", var.flag()))
+            .collect()
+    }
+
+    /// Sets `var` as if its flag had been given `raw` (a caller's own
+    /// variations, e.g. a benchmark scenario's).
+    pub fn set(&mut self, var: &'static EnvVar, raw: impl ToString) {
+        self.given.retain(|(field, _)| *field != var.field);
+        self.given.push((var.field, raw.to_string()));
+    }
+
+    /// Forgets `var`'s flag.
+    pub fn unset(&mut self, var: &EnvVar) {
+        self.given.retain(|(field, _)| *field != var.field);
     }
 
     /// Sets the fields whose flags were given.
-    pub fn apply(&self, c: &mut ManagerConfig) {
-        let ms = Duration::from_millis;
-        set(&mut c.pool.min_connections, self.pool_min);
-        set(&mut c.pool.max_connections, self.pool_max);
-        set(&mut c.pool.auto_size, self.pool_auto);
-        let ceiling = self.pool_ceiling.map(|n| (n > 0).then_some(n));
-        set(&mut c.pool.max_connections_ceiling, ceiling);
-        set(&mut c.pool.idle_timeout, self.pool_idle_timeout_ms.map(ms));
-        set(&mut c.pool.acquire_timeout, self.acquire_timeout_ms.map(ms));
-        set(&mut c.pool.max_concurrent_opens, self.pool_opens);
-        let lifetime = self.pool_lifetime_ms.map(|v| (v > 0).then(|| ms(v)));
-        set(&mut c.pool.max_lifetime, lifetime);
-        set(&mut c.pool.statement_cache_capacity, self.statement_cache);
-        set(&mut c.query_timeout, self.query_timeout_ms.map(ms));
-        set(&mut c.admission.aging_step, self.aging_step_ms.map(ms));
-        set(&mut c.batch.max_batch_size, self.batch_size);
-        set(&mut c.batch.window, self.batch_window_ms.map(ms));
-        set(&mut c.cache.max_entries, self.cache_size);
-        set(&mut c.cache.max_bytes, self.cache_max_bytes);
-        set(&mut c.cache.ttl, self.cache_ttl_ms.map(ms));
-        set(&mut c.cache.max_ttl, self.cache_max_ttl_ms.map(ms));
-        set(&mut c.cache.adaptive_ttl, self.cache_adaptive_ttl);
-        set(&mut c.cache.policy, self.cache_policy);
-        set(&mut c.cache.stale_grace, self.cache_stale_grace_ms.map(ms));
-        set(&mut c.cache.refresh_ahead_percent, self.cache_refresh_ahead);
-        set(
-            &mut c.cache.revalidate_grace,
-            self.cache_revalidate_grace_ms.map(ms),
-        );
-        set(&mut c.cache.max_refreshes, self.cache_refreshes);
-        set(
-            &mut c.cache.sweep_interval,
-            self.cache_sweep_interval_ms.map(ms),
-        );
-        set(&mut c.health.interval, self.health_interval_ms.map(ms));
-        set(
-            &mut c.health.ping_timeout,
-            self.health_ping_timeout_ms.map(ms),
-        );
-        set(&mut c.health.failure_threshold, self.circuit_threshold);
-        set(&mut c.health.cooldown, self.circuit_cooldown_ms.map(ms));
-        set(&mut c.leak.threshold, self.leak_threshold_ms.map(ms));
-        let a = &mut c.advisor;
-        set(&mut a.min_hit_rate, self.advisor_min_hit_rate);
-        set(&mut a.alert_hit_rate, self.advisor_alert_hit_rate);
-        set(&mut a.min_lookups, self.advisor_min_lookups);
-        set(&mut a.max_average_response_ms, self.advisor_max_average_ms);
-        set(&mut a.slow_p99_ms, self.advisor_slow_p99_ms);
-        set(&mut a.max_pending, self.advisor_max_pending);
-        let r = &mut c.shared;
-        if let Some(url) = &self.redis_url {
-            r.url = (!url.is_empty()).then(|| url.clone());
+    pub fn apply(&self, config: &mut ManagerConfig) -> Result<(), ConfigError> {
+        for (var, raw) in self.given() {
+            var.apply(config, raw)?;
         }
-        set(&mut r.namespace, self.redis_namespace.clone());
-        set(&mut r.call_timeout, self.redis_timeout_ms.map(ms));
-        set(&mut r.bus_lease, self.redis_bus_lease_ms.map(ms));
-        set(&mut r.fill_lease, self.redis_fill_lease_ms.map(ms));
-        set(&mut r.delivery_wait, self.redis_delivery_wait_ms.map(ms));
+        Ok(())
     }
-}
 
-/// Each flag's long name with the variable hpdb reads for the same field.
-pub fn flags() -> Vec<(String, &'static EnvVar)> {
-    #[derive(clap::Parser)]
-    struct Only {
-        #[command(flatten)]
-        pool: PoolArgs,
+    /// The manager configuration: hpdb's defaults, overridden by the
+    /// environment variables hpdb reads, overridden by these flags,
+    /// validated. Errors name the variable, and the flag that sets it.
+    pub fn manager_config(&self) -> anyhow::Result<ManagerConfig> {
+        let mut config = ManagerConfig::from_env()?;
+        self.apply(&mut config)
+            .and_then(|()| config.validate())
+            .map_err(|e| anyhow::anyhow!("{}", with_flags(&e.to_string())))?;
+        Ok(config)
     }
-    Only::command()
-        .get_arguments()
-        .filter_map(|a| {
-            let var = EnvVar::by_field(a.get_id().as_str())?;
-            Some((a.get_long()?.to_string(), var))
-        })
-        .collect()
-}
-
-/// Adds `[env: <variable>] [default: <value>]` to the help of a manager
-/// flag, from hpdb's table; other arguments are returned as they are.
-pub fn annotate(arg: clap::Arg) -> clap::Arg {
-    let Some(var) = EnvVar::by_field(arg.get_id().as_str()) else {
-        return arg;
-    };
-    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-    let default = var.value(&ManagerConfig::default());
-    arg.help(format!("{help} [env: {}] [default: {default}]", var.name))
 }
 
 /// `message`, with the flag of each variable it names, so that a value
 /// given by flag is recognisable.
 fn with_flags(message: &str) -> String {
-    let named: Vec<String> = flags()
-        .into_iter()
-        .filter(|(_, var)| names(message, var.name))
-        .map(|(flag, var)| format!("--{flag} sets {}", var.name))
+    let named: Vec<String> = hpdb::env::ENV_VARS
+        .iter()
+        .filter(|var| names(message, var.name))
+        .map(|var| format!("--{} sets {}", var.flag(), var.name))
         .collect();
     if named.is_empty() {
         message.to_string()
@@ -296,30 +172,34 @@ fn names(message: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
     use hpdb::env;
 
     #[derive(Parser)]
     struct Flags {
         #[command(flatten)]
-        pool: PoolArgs,
+        manager: ManagerFlags,
     }
 
-    fn parse(args: &[&str]) -> PoolArgs {
+    fn parse(args: &[&str]) -> ManagerFlags {
         let argv = std::iter::once("test").chain(args.iter().copied());
-        Flags::try_parse_from(argv).unwrap().pool
+        Flags::try_parse_from(argv).unwrap().manager
     }
 
-    /// Every variable hpdb reads has exactly one flag, and every flag one variable.
+    /// Every variable hpdb reads has exactly one flag, and nothing else is one.
     #[test]
     fn every_knob_has_a_flag() {
-        let flags = flags();
-        for var in hpdb::env::ENV_VARS {
-            let n = flags.iter().filter(|(_, v)| v.name == var.name).count();
-            assert_eq!(n, 1, "{} ({}) needs one flag", var.name, var.field);
+        let cmd = Flags::command();
+        let longs: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        assert_eq!(longs.len(), env::ENV_VARS.len());
+        for var in env::ENV_VARS {
+            assert_eq!(
+                longs.iter().filter(|l| **l == var.flag()).count(),
+                1,
+                "{}",
+                var.name
+            );
         }
-        let all = Flags::command().get_arguments().count();
-        assert_eq!(flags.len(), all, "a flag without a variable");
     }
 
     /// A flag and its variable given the same text give the same
@@ -327,23 +207,32 @@ mod tests {
     #[test]
     fn a_flag_means_what_its_variable_means() {
         let defaults = ManagerConfig::default();
-        for (flag, var) in flags() {
-            let raw = neighbour(&var.value(&defaults));
+        for var in env::ENV_VARS {
+            let raw = match var.name {
+                // A longer lease would outgrow the delivery wait.
+                "REDIS_BUS_LEASE" => "999".to_string(),
+                _ => neighbour(&var.value(&defaults)),
+            };
             let by_env = ManagerConfig::from_lookup(|n| (n == var.name).then(|| raw.clone()))
                 .unwrap_or_else(|e| panic!("{}={raw}: {e}", var.name));
             let mut by_flag = ManagerConfig::default();
-            parse(&[&format!("--{flag}"), &raw]).apply(&mut by_flag);
-            for v in hpdb::env::ENV_VARS {
+            parse(&[&format!("--{}", var.flag()), &raw])
+                .apply(&mut by_flag)
+                .unwrap();
+            for v in env::ENV_VARS {
                 assert_eq!(
                     v.value(&by_flag),
                     v.value(&by_env),
-                    "--{flag} {raw}: {}",
+                    "--{} {raw}: {}",
+                    var.flag(),
                     v.name
                 );
             }
         }
         let mut c = ManagerConfig::default();
-        parse(&["--pool-lifetime-ms", "0", "--pool-ceiling", "0"]).apply(&mut c);
+        parse(&["--pool-lifetime-ms", "0", "--pool-ceiling", "0"])
+            .apply(&mut c)
+            .unwrap();
         assert_eq!(c.pool.max_lifetime, None);
         assert_eq!(c.pool.max_connections_ceiling, None);
     }
@@ -361,13 +250,26 @@ mod tests {
     }
 
     #[test]
-    fn unset_flags_change_nothing() {
+    fn unset_flags_change_nothing_and_given_ones_pass_on_as_given() {
         let mut c = ManagerConfig::default();
-        parse(&[]).apply(&mut c);
+        parse(&[]).apply(&mut c).unwrap();
         let defaults = ManagerConfig::default();
-        for v in hpdb::env::ENV_VARS {
+        for v in env::ENV_VARS {
             assert_eq!(v.value(&c), v.value(&defaults), "{}", v.name);
         }
+        let flags = parse(&["--cache-ttl-ms=20000", "--pool-max", "7"]);
+        assert_eq!(flags.get(&env::POOL_MAX), Some("7"));
+        assert_eq!(flags.to_args(), ["--pool-max=7", "--cache-ttl-ms=20000"]);
+        assert_eq!(
+            parse(
+                &flags
+                    .to_args()
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+            ),
+            flags
+        );
     }
 
     #[test]
@@ -382,10 +284,10 @@ mod tests {
             assert!(err.contains(flag), "{err}");
         }
         let mut c = ManagerConfig::default();
-        parse(&["--pool-min", "11"]).apply(&mut c);
+        parse(&["--pool-min", "11"]).apply(&mut c).unwrap();
         let message = with_flags(&c.validate().unwrap_err().to_string());
-        for (flag, var) in [("pool-min", env::POOL_MIN), ("pool-max", env::POOL_MAX)] {
-            let hint = format!("--{flag} sets {}", var.name);
+        for var in [env::POOL_MIN, env::POOL_MAX] {
+            let hint = format!("--{} sets {}", var.flag(), var.name);
             assert!(message.contains(&hint), "{message}");
         }
         assert!(!message.contains("--pool-max-"), "{message}");
@@ -393,10 +295,7 @@ mod tests {
 
     #[test]
     fn help_names_each_flags_variable_and_default() {
-        let help = Flags::command()
-            .mut_args(annotate)
-            .render_help()
-            .to_string();
+        let help = Flags::command().render_help().to_string();
         for (var, default) in [
             (env::POOL_MIN, "2"),
             (env::QUERY_TIMEOUT, "15000"),
@@ -405,5 +304,7 @@ mod tests {
             let shown = format!("[env: {}] [default: {default}]", var.name);
             assert!(help.contains(&shown), "{help}");
         }
+        assert!(help.contains("--pool-max <N>"), "{help}");
+        assert!(help.contains("--cache-ttl-ms <MS>"), "{help}");
     }
 }

@@ -187,6 +187,12 @@ impl Shared {
     ) -> Result<(Self, UnboundedReceiver<PushInfo>), String> {
         let url = config.url.as_deref().ok_or("no Redis URL")?;
         let target = Target::parse(url)?;
+        if config.delivery_wait.is_zero() {
+            tracing::warn!(
+                "REDIS_DELIVERY_WAIT=0: writes do not wait for the other instances; \
+                 across instances a write is seen within REDIS_BUS_LEASE, not by the next read"
+            );
+        }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = Self {
             redis: Redis::new(

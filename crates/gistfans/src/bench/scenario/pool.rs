@@ -99,9 +99,9 @@ pub(super) async fn run(
     let mut rows = Vec::new();
     for config in &CONFIGS {
         let (target, universe, a) = start(args, |a| {
-            a.pool_max = Some(config.max);
-            a.pool_auto = Some(config.auto);
-            a.cache_ttl_ms = Some(TTL_MS);
+            a.manager.set(&hpdb::env::POOL_MAX, config.max);
+            a.manager.set(&hpdb::env::POOL_AUTO, config.auto);
+            a.manager.set(&hpdb::env::CACHE_TTL, TTL_MS);
         })
         .await?;
         for (i, &(phase, users, slowed)) in PHASES.iter().enumerate() {

@@ -33,7 +33,11 @@ struct Row {
 }
 
 pub(super) async fn run(args: &BenchArgs, witness: &Arc<Witness>) -> anyhow::Result<()> {
-    let short = args.cache_ttl_ms.unwrap_or(SHORT_TTL_MS);
+    let short = args
+        .manager
+        .get(&hpdb::env::CACHE_TTL)
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(SHORT_TTL_MS);
     let users = args.concurrency[0];
     eprintln!(
         "bench: ttl scenario: {users} users, {} s each after {} s warm-up, writes {:.0}%",
@@ -49,8 +53,11 @@ pub(super) async fn run(args: &BenchArgs, witness: &Arc<Witness>) -> anyhow::Res
     let mut rows = Vec::new();
     for (name, ttl, adaptive) in configs {
         let (target, universe, a) = start(args, |a| {
-            a.cache_ttl_ms = ttl;
-            a.cache_adaptive_ttl = Some(adaptive);
+            match ttl {
+                Some(ms) => a.manager.set(&hpdb::env::CACHE_TTL, ms),
+                None => a.manager.unset(&hpdb::env::CACHE_TTL),
+            }
+            a.manager.set(&hpdb::env::CACHE_ADAPTIVE_TTL, adaptive);
         })
         .await?;
         let r = run_mode(
