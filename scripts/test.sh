@@ -27,7 +27,9 @@ stage() { # name, command...
 stage "tests" cargo nextest run --workspace --no-fail-fast -E 'not test(/^pressure_/)'
 stage "pressure test" cargo nextest run --workspace --no-fail-fast -E 'test(/^pressure_/)'
 stage "doc tests" cargo test --workspace --doc
-stage "fuzzing" bash scripts/fuzz.sh
+# The fuzzing drives the server the tests just built (the test profile), so
+# the suite builds the workspace once, not a second time in release mode.
+stage "fuzzing" env GISTFANS_BIN="${CARGO_TARGET_DIR:-target}/debug/gistfans" bash scripts/fuzz.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "test: FAILED: ${failed[*]}" >&2

@@ -152,6 +152,61 @@ macro_rules! backend_suite {
                 }
             }
 
+            /// A write to an entry past its TTL but within the grace updates
+            /// it in place, as it would a fresh one: the next read is
+            /// served the written value from the cache (while one refresh
+            /// runs behind it), not sent to the database because the write
+            /// dropped an entry it could not update.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_write_updates_an_entry_within_the_grace_in_place() {
+                // No refresh-ahead, and refreshes held at the gate: the
+                // read below must be the cache's.
+                let h = $harness(config(0, Duration::from_secs(30))).await;
+                let opts = QueryOptions::default()
+                    .ttl(Duration::from_millis(100))
+                    .tag("row:1");
+                let runs = Arc::new(AtomicUsize::new(0));
+                let v = h
+                    .manager
+                    .execute_query("row", opts.clone(), read_v(&h, &runs, None))
+                    .await
+                    .unwrap();
+                assert_eq!(*v, 10);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let before = h
+                    .manager
+                    .peek_versioned::<i64>("row")
+                    .await
+                    .expect("an entry within the grace can be updated");
+                assert_eq!(before.ttl_left, Duration::ZERO);
+                set_v(&h, 11).await;
+                h.manager
+                    .update_tag(
+                        "row:1",
+                        &opts,
+                        vec![(Arc::from("row"), before, Arc::new(11))],
+                    )
+                    .await;
+                let (gate, reached) = (Arc::new(Semaphore::new(0)), Arc::new(Notify::new()));
+                let r = h
+                    .manager
+                    .execute_query_traced(
+                        "row",
+                        opts.clone(),
+                        read_v(&h, &runs, Some((gate.clone(), reached.clone()))),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!((*r.value, r.source), (11, Source::Revalidating));
+                assert_eq!(
+                    runs.load(Ordering::SeqCst),
+                    1,
+                    "no query in the reader's path"
+                );
+                gate.add_permits(1);
+                until(|| h.manager.status().refresh.running == 0).await;
+            }
+
             /// Past its TTL, 100 readers at once are answered with the
             /// entry at once while ONE refresh runs (held here until they
             /// are all answered); afterwards they read the refreshed value.

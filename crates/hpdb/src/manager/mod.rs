@@ -248,6 +248,20 @@ impl<DB: Database> Manager<DB> {
 
     /// The in-process entry under `key` if it may be served: fresh, current
     /// and, with a shared level, within the bus lease.
+    /// The entry a write may update in place: current and servable, fresh
+    /// or past its TTL by less than the revalidation grace (a reader would
+    /// be served it while it is refreshed, so the write keeps it right
+    /// rather than dropping it for the next reader to fetch).
+    pub(crate) async fn peek_entry_to_update(&self, key: &str) -> Option<CacheEntry> {
+        let entry = self.inner.cache.get(key).await?;
+        let grace = self.inner.refreshes.policy.grace;
+        let within = entry.stored_at.elapsed() < entry.ttl + grace;
+        let servable = within
+            && self.inner.log.is_current(key, &entry.tags, entry.seq)
+            && self.may_serve(&entry);
+        servable.then_some(entry)
+    }
+
     pub(crate) async fn peek_entry(&self, key: &str) -> Option<CacheEntry> {
         let entry = self.inner.cache.get(key).await?;
         let servable = entry.is_fresh()

@@ -24,8 +24,13 @@ use crate::{
 pub struct Versioned<T: ?Sized> {
     /// The value.
     pub value: Arc<T>,
-    /// The time it had left: the updated value keeps it, never more.
+    /// The time it had left: the updated value keeps it, never more (zero
+    /// for an entry past its TTL but within the revalidation grace).
     pub ttl_left: Duration,
+    /// How long past its TTL it was (within the revalidation grace): the
+    /// updated value is as overdue, so the grace still ends when the
+    /// original's would have.
+    pub(crate) overdue: Duration,
     pub(crate) stamp: Option<Arc<Stamp>>,
 }
 
@@ -35,6 +40,7 @@ impl Versioned<dyn Any + Send + Sync> {
         Some(Versioned {
             value: self.value.downcast::<T>().ok()?,
             ttl_left: self.ttl_left,
+            overdue: self.overdue,
             stamp: self.stamp,
         })
     }
@@ -44,6 +50,7 @@ impl Versioned<dyn Any + Send + Sync> {
 pub(crate) struct Update {
     pub(crate) key: Arc<str>,
     pub(crate) ttl_left: Duration,
+    pub(crate) overdue: Duration,
     pub(crate) before: Option<Arc<Stamp>>,
     pub(crate) value: Arc<dyn Any + Send + Sync>,
     pub(crate) size: u32,
@@ -65,6 +72,7 @@ impl Update {
                 Some(Update {
                     key,
                     ttl_left: before.ttl_left,
+                    overdue: before.overdue,
                     before: before.stamp,
                     encoded: if shared { value.encode() } else { None },
                     decode: Some(decoder::<T>),
@@ -107,20 +115,21 @@ impl<DB: Database> Manager<DB> {
         key: &str,
         decode: Decode,
     ) -> Option<Versioned<dyn Any + Send + Sync>> {
-        if let Some(entry) = self.peek_entry(key).await {
-            if let Some(ttl_left) = entry.ttl.checked_sub(entry.stored_at.elapsed()) {
-                return Some(Versioned {
-                    value: entry.value,
-                    ttl_left,
-                    stamp: entry.stamp,
-                });
-            }
+        if let Some(entry) = self.peek_entry_to_update(key).await {
+            let age = entry.stored_at.elapsed();
+            return Some(Versioned {
+                value: entry.value,
+                ttl_left: entry.ttl.saturating_sub(age),
+                overdue: age.saturating_sub(entry.ttl),
+                stamp: entry.stamp,
+            });
         }
         let (bytes, stamp, ttl_left) = self.shared()?.read_any(key).await?;
         let (value, _) = decode(bytes)?;
         Some(Versioned {
             value,
             ttl_left,
+            overdue: Duration::ZERO,
             stamp: Some(Arc::new(stamp)),
         })
     }
@@ -249,7 +258,11 @@ impl<DB: Database> Manager<DB> {
         }
         let fill = Fill {
             since: self.inner.log.snapshot(),
-            fetched_at: std::time::Instant::now(),
+            // An overdue original's update is as overdue: its grace ends
+            // when the original's would have.
+            fetched_at: std::time::Instant::now()
+                .checked_sub(u.overdue)
+                .unwrap_or_else(std::time::Instant::now),
             ttl: u.ttl_left,
             stamp: stamp.map(Arc::new),
         };
