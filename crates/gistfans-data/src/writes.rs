@@ -83,20 +83,33 @@ impl NewPost {
     }
 }
 
+/// What a write awaits once it holds its connection, just before its
+/// statement: its caller's turn (the service takes its users' locks and
+/// reads their cached aggregates there). Taken only then, a write holds
+/// its locks for its statement's round trip, never while it waits for a
+/// connection behind the readers; the one holding a lock already has its
+/// connection, so writers waiting for a lock never starve its holder.
+pub type Turn = futures::future::BoxFuture<'static, ()>;
+
 /// Creates a post by `author`.
-pub async fn create_post(db: &Db, author: i64, post: NewPost) -> Result<Post, DataError> {
+pub async fn create_post(
+    db: &Db,
+    author: i64,
+    post: NewPost,
+    turn: Turn,
+) -> Result<Post, DataError> {
     post.validate()?;
-    db.store().create_post(author, post).await
+    db.store().create_post(author, post, turn).await
 }
 
 /// `user` stars `post`.
-pub async fn star(db: &Db, user: i64, post: i64) -> Result<StarChange, DataError> {
-    db.store().set_star(user, post, true).await
+pub async fn star(db: &Db, user: i64, post: i64, turn: Turn) -> Result<StarChange, DataError> {
+    db.store().set_star(user, post, true, turn).await
 }
 
 /// `user` takes back their star on `post`.
-pub async fn unstar(db: &Db, user: i64, post: i64) -> Result<StarChange, DataError> {
-    db.store().set_star(user, post, false).await
+pub async fn unstar(db: &Db, user: i64, post: i64, turn: Turn) -> Result<StarChange, DataError> {
+    db.store().set_star(user, post, false, turn).await
 }
 
 fn not_yourself(follower: i64, followee: i64) -> Result<(), DataError> {
@@ -107,13 +120,23 @@ fn not_yourself(follower: i64, followee: i64) -> Result<(), DataError> {
 }
 
 /// `follower` follows `followee`.
-pub async fn follow(db: &Db, follower: i64, followee: i64) -> Result<FollowChange, DataError> {
+pub async fn follow(
+    db: &Db,
+    follower: i64,
+    followee: i64,
+    turn: Turn,
+) -> Result<FollowChange, DataError> {
     not_yourself(follower, followee)?;
-    db.store().set_follow(follower, followee, true).await
+    db.store().set_follow(follower, followee, true, turn).await
 }
 
 /// `follower` stops following `followee`.
-pub async fn unfollow(db: &Db, follower: i64, followee: i64) -> Result<FollowChange, DataError> {
+pub async fn unfollow(
+    db: &Db,
+    follower: i64,
+    followee: i64,
+    turn: Turn,
+) -> Result<FollowChange, DataError> {
     not_yourself(follower, followee)?;
-    db.store().set_follow(follower, followee, false).await
+    db.store().set_follow(follower, followee, false, turn).await
 }

@@ -309,6 +309,91 @@ async fn writes_cut_off_at_any_point_leave_caches_equal_to_sql(env: Env) {
     }
 }
 
+/// Many writes to one popular user at once (stars on its posts, new
+/// followers, new posts): each takes its user's lock only once it holds
+/// its connection, and no write's update in place may be lost or applied
+/// to a value that already has it.
+async fn concurrent_writes_to_one_user_leave_its_cache_equal_to_sql(env: Env) {
+    let s = &env.service;
+    let (popular, _) = pairs(
+        &env,
+        "SELECT user_id, count(*) FROM posts GROUP BY user_id ORDER BY 2 DESC, 1 LIMIT 1",
+    )
+    .await[0];
+    let posts = pairs(
+        &env,
+        &format!("SELECT id, user_id FROM posts WHERE user_id = {popular} ORDER BY id LIMIT 8"),
+    )
+    .await;
+    let strangers = pairs(
+        &env,
+        &format!(
+            "SELECT id, id FROM users WHERE id <> {popular} AND id NOT IN \
+             (SELECT follower_id FROM follows WHERE followee_id = {popular}) ORDER BY id LIMIT 12"
+        ),
+    )
+    .await;
+    let starrers = pairs(
+        &env,
+        &format!("SELECT id, id FROM users WHERE id <> {popular} ORDER BY id DESC LIMIT 16"),
+    )
+    .await;
+    assert!(
+        !posts.is_empty() && !strangers.is_empty() && starrers.len() == 16,
+        "seeded data too small"
+    );
+    let mut touched: Vec<i64> = vec![popular];
+    touched.extend(strangers.iter().chain(&starrers).map(|(id, _)| *id));
+    touched.sort_unstable();
+    touched.dedup();
+    for id in &touched {
+        cached(s, *id).await;
+    }
+    let stars = starrers.iter().enumerate().map(|(i, (user, _))| {
+        let post = posts[i % posts.len()].0;
+        async move { s.set_star(*user, post, true).await.map(|_| ()) }
+    });
+    let follows = strangers
+        .iter()
+        .map(|(user, _)| async move { s.set_follow(*user, popular, true).await.map(|_| ()) });
+    let new_posts = (0..3).map(|i| async move {
+        let post = NewPost {
+            title: format!("concurrent {i}"),
+            language: "rust".into(),
+            content: "fn main() {}".into(),
+        };
+        s.create_post(popular, post).await.map(|_| ())
+    });
+    let (stars, follows, new_posts) = tokio::join!(
+        futures::future::join_all(stars),
+        futures::future::join_all(follows),
+        futures::future::join_all(new_posts)
+    );
+    for outcome in stars.into_iter().chain(follows).chain(new_posts) {
+        match outcome {
+            Ok(()) | Err(gistfans_data::DataError::Conflict(_)) => {}
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    for id in touched {
+        assert_eq!(
+            cached(s, id).await.data,
+            fresh(s, id).await,
+            "user {id}: the cached aggregate differs from SQL after concurrent writes"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_concurrent_writes_to_one_user_leave_its_cache_equal_to_sql() {
+    concurrent_writes_to_one_user_leave_its_cache_equal_to_sql(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_writes_to_one_user_leave_its_cache_equal_to_sql() {
+    concurrent_writes_to_one_user_leave_its_cache_equal_to_sql(postgres().await).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_writes_cut_off_at_any_point_leave_caches_equal_to_sql() {
     writes_cut_off_at_any_point_leave_caches_equal_to_sql(sqlite().await).await;

@@ -1,10 +1,13 @@
 //! Where a write's time goes: each write is timed phase by phase (its
-//! locks, the snapshot of the cached aggregates, the SQL statement with its
-//! admission and connection, the cache step with the other instances'
+//! admission and connection, its locks, the snapshot of the cached
+//! aggregates, the SQL statement, the cache step with the other instances'
 //! confirmations, the refill of refused updates) and in total, so that a
 //! slow write under load says which step it waited on.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use hpdb::{Distribution, LatencyRecorder};
 use serde::Serialize;
@@ -12,11 +15,14 @@ use serde::Serialize;
 /// A step of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WritePhase {
+    /// Before the locks: the post's author looked up (a star), the
+    /// statement admitted and given a connection.
+    Admission,
     /// The users' locks: this instance's stripes, then the tag locks across instances.
     Lock,
     /// The cached aggregates read before the write.
     Snapshot,
-    /// The SQL: admission, a connection, the statements, the commit.
+    /// The SQL statement on its connection, and its commit.
     Statement,
     /// The cache step: generations bumped, updated values stored, the bus,
     /// and the wait for every other instance's confirmation.
@@ -29,7 +35,8 @@ pub enum WritePhase {
 
 impl WritePhase {
     /// Every phase, in order.
-    pub const ALL: [WritePhase; 6] = [
+    pub const ALL: [WritePhase; 7] = [
+        WritePhase::Admission,
         WritePhase::Lock,
         WritePhase::Snapshot,
         WritePhase::Statement,
@@ -41,6 +48,7 @@ impl WritePhase {
     /// Its name in the monitor and in `/metrics`.
     pub fn name(self) -> &'static str {
         match self {
+            WritePhase::Admission => "admission",
             WritePhase::Lock => "lock",
             WritePhase::Snapshot => "snapshot",
             WritePhase::Statement => "statement",
@@ -93,14 +101,16 @@ impl WriteTimings {
 /// Times the phases of one write: each [`next`](Self::next) ends the
 /// phase in progress; the total is recorded when the clock is dropped, so
 /// a write that fails half-way still counts the phases it went through.
-pub(crate) struct PhaseClock<'a> {
-    timings: &'a WriteTimings,
+/// It owns its recorders' handle, so it can travel with the write into
+/// the store's turn (see `writes::Turn`).
+pub(crate) struct PhaseClock {
+    timings: Arc<WriteTimings>,
     began: Instant,
     phase: Option<(WritePhase, Instant)>,
 }
 
-impl<'a> PhaseClock<'a> {
-    pub(crate) fn start(timings: &'a WriteTimings, first: WritePhase) -> Self {
+impl PhaseClock {
+    pub(crate) fn start(timings: Arc<WriteTimings>, first: WritePhase) -> Self {
         let now = Instant::now();
         Self {
             timings,
@@ -118,7 +128,7 @@ impl<'a> PhaseClock<'a> {
     }
 }
 
-impl Drop for PhaseClock<'_> {
+impl Drop for PhaseClock {
     fn drop(&mut self) {
         let now = Instant::now();
         if let Some((p, since)) = self.phase.take() {
@@ -134,9 +144,9 @@ mod tests {
 
     #[test]
     fn each_phase_and_the_total_are_recorded_once() {
-        let t = WriteTimings::default();
+        let t = Arc::new(WriteTimings::default());
         {
-            let mut clock = PhaseClock::start(&t, WritePhase::Lock);
+            let mut clock = PhaseClock::start(t.clone(), WritePhase::Lock);
             clock.next(WritePhase::Statement);
             clock.next(WritePhase::Cache);
         }
@@ -151,8 +161,12 @@ mod tests {
         assert_eq!(count("statement"), 1);
         assert_eq!(count("cache"), 1);
         assert_eq!(count("snapshot"), 0);
+        assert_eq!(count("admission"), 0);
         assert_eq!(count("total"), 1);
         t.reset();
-        assert_eq!(t.read()[5].times.buckets.last().unwrap().count, 0);
+        let read = t.read();
+        assert!(read
+            .iter()
+            .all(|p| p.times.buckets.last().unwrap().count == 0));
     }
 }

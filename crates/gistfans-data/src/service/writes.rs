@@ -1,21 +1,26 @@
 //! Writes and the cached aggregates they touch.
 //!
-//! Under a per-user lock (striped, taken in ascending order; with a shared
-//! level also the users' write locks across instances): read the
-//! cached aggregates, write to the database, invalidate the user's tag
-//! (which also stops any fetch that started before the write from storing
-//! or sharing its result, here and, through the shared level, on every
-//! instance), then store the aggregates updated in place. The lock orders
-//! writes on one instance; across instances the shared level's
-//! generations do (an update in place is stored only if it follows the
-//! snapshot's version directly); an aggregate whose update was refused
-//! for that reason is fetched again before the write is answered. Each
-//! write and its cache step run in a task of their own ([`detached`]).
+//! Once the write holds its connection (its [`Turn`], awaited by the store
+//! just before the statement), under a per-user lock (striped, taken in
+//! ascending order; with a shared level also the users' write locks across
+//! instances): read the cached aggregates, write to the database,
+//! invalidate the user's tag (which also stops any fetch that started
+//! before the write from storing or sharing its result, here and, through
+//! the shared level, on every instance), then store the aggregates updated
+//! in place. The lock orders writes on one instance; across instances the
+//! shared level's generations do (an update in place is stored only if it
+//! follows the snapshot's version directly); an aggregate whose update was
+//! refused for that reason is fetched again before the write is answered.
+//! A lock is held for the statement's round trip and the cache step only:
+//! its holder already has its connection, so a hot user's writes queue
+//! behind each other's statements, not behind the readers' queue for
+//! connections. Each write and its cache step run in a task of their own
+//! ([`detached`]).
 
 use std::sync::Arc;
 
 use hpdb::{Delivery, QueryOptions, TagLocks, Versioned};
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{oneshot, OwnedMutexGuard};
 
 use super::{
     key, tag,
@@ -27,7 +32,7 @@ use crate::{
     incremental,
     model::{Include, Post, RecentPost, UserAggregate},
     rendered::{CachedAggregate, RenderedAggregate},
-    writes::{self, FollowChange, NewPost, StarChange, Written},
+    writes::{self, FollowChange, NewPost, StarChange, Turn, Written},
 };
 
 /// A user's cached aggregates before a write: per include set, the value
@@ -60,7 +65,55 @@ struct WriteLocks {
     _tags: TagLocks,
 }
 
+/// What a write holds once its turn has come: its locks, its users'
+/// cached aggregates read under them (in the order the users were given),
+/// and its clock.
+struct Taken {
+    locks: WriteLocks,
+    snapshots: Vec<Snapshot>,
+    clock: PhaseClock,
+}
+
 impl DataAggregationService {
+    /// The turn of a write to `users` (distinct), for the store to await
+    /// once the write holds its connection: the users' locks taken, their
+    /// cached aggregates read; what it took arrives on the receiver (sent
+    /// before the statement runs, so a write that succeeded always has it).
+    fn turn(&self, users: Vec<i64>, mut clock: PhaseClock) -> (Turn, oneshot::Receiver<Taken>) {
+        let (sender, taken) = oneshot::channel();
+        let this = self.clone();
+        let turn = Box::pin(async move {
+            clock.next(WritePhase::Lock);
+            let locks = this.lock(users.clone()).await;
+            clock.next(WritePhase::Snapshot);
+            let snapshots =
+                futures::future::join_all(users.iter().map(|&u| this.snapshot(u))).await;
+            clock.next(WritePhase::Statement);
+            // The receiver is gone only if the write was: nothing to hand over.
+            let _ = sender.send(Taken {
+                locks,
+                snapshots,
+                clock,
+            });
+        });
+        (turn, taken)
+    }
+
+    /// What the turn of a write that succeeded took. The store awaits the
+    /// turn before its statement, so it is always there; were it ever not,
+    /// the locks are taken now and the snapshots left empty, so the cache
+    /// step invalidates the users' aggregates instead of updating them.
+    async fn taken(&self, taken: oneshot::Receiver<Taken>, users: &[i64]) -> Taken {
+        match taken.await {
+            Ok(taken) => taken,
+            Err(_) => Taken {
+                locks: self.lock(users.to_vec()).await,
+                snapshots: Vec::new(),
+                clock: PhaseClock::start(self.write_timings.clone(), WritePhase::Lock),
+            },
+        }
+    }
+
     async fn lock(&self, users: Vec<i64>) -> WriteLocks {
         // Stripes in ascending order: two writes locking the same two users never deadlock.
         let mut stripes: Vec<usize> = users
@@ -204,13 +257,16 @@ impl DataAggregationService {
         author: i64,
         post: NewPost,
     ) -> Result<Written<Post>, DataError> {
-        let mut clock = PhaseClock::start(&self.write_timings, WritePhase::Lock);
-        let guards = self.lock(vec![author]).await;
-        clock.next(WritePhase::Snapshot);
-        let before = self.snapshot(author).await;
-        clock.next(WritePhase::Statement);
-        let post = writes::create_post(&self.db, author, post).await?;
+        let clock = PhaseClock::start(self.write_timings.clone(), WritePhase::Admission);
+        let (turn, taken) = self.turn(vec![author], clock);
+        let post = writes::create_post(&self.db, author, post, turn).await?;
+        let Taken {
+            locks,
+            snapshots,
+            mut clock,
+        } = self.taken(taken, &[author]).await;
         clock.next(WritePhase::Cache);
+        let before = snapshots.into_iter().next().unwrap_or_default();
         let recent = RecentPost {
             id: post.id,
             title: post.title.clone(),
@@ -221,7 +277,7 @@ impl DataAggregationService {
         let applied = self
             .apply(author, before, |a| incremental::post_created(a, &recent))
             .await;
-        drop(guards);
+        drop(locks);
         clock.next(WritePhase::Refill);
         self.refill(applied.refill).await;
         Ok(Written {
@@ -238,22 +294,28 @@ impl DataAggregationService {
     ) -> Result<Written<StarChange>, DataError> {
         // The author is only known after the write; lock and snapshot by
         // looking it up first (a post's author never changes).
-        let mut clock = PhaseClock::start(&self.write_timings, WritePhase::Lock);
+        let clock = PhaseClock::start(self.write_timings.clone(), WritePhase::Admission);
         let author = self.post_author(post).await?;
-        let guards = self.lock(vec![user, author]).await;
-        clock.next(WritePhase::Snapshot);
-        let (before_author, before_user) = if user == author {
-            (self.snapshot(author).await, Vec::new())
+        let users = if user == author {
+            vec![author]
         } else {
-            tokio::join!(self.snapshot(author), self.snapshot(user))
+            vec![author, user]
         };
-        clock.next(WritePhase::Statement);
+        let (turn, taken) = self.turn(users.clone(), clock);
         let change = if on {
-            writes::star(&self.db, user, post).await?
+            writes::star(&self.db, user, post, turn).await?
         } else {
-            writes::unstar(&self.db, user, post).await?
+            writes::unstar(&self.db, user, post, turn).await?
         };
+        let Taken {
+            locks,
+            snapshots,
+            mut clock,
+        } = self.taken(taken, &users).await;
         clock.next(WritePhase::Cache);
+        let mut snapshots = snapshots.into_iter();
+        let before_author = snapshots.next().unwrap_or_default();
+        let before_user = snapshots.next().unwrap_or_default();
         let delta = if on { 1 } else { -1 };
         let applied = if user == author {
             self.apply(author, before_author, |a| {
@@ -272,7 +334,7 @@ impl DataAggregationService {
             );
             author_step.and(user_step)
         };
-        drop(guards);
+        drop(locks);
         clock.next(WritePhase::Refill);
         self.refill(applied.refill).await;
         Ok(Written {
@@ -298,18 +360,22 @@ impl DataAggregationService {
         if follower == followee {
             return Err(DataError::Invalid("a user cannot follow themselves".into()));
         }
-        let mut clock = PhaseClock::start(&self.write_timings, WritePhase::Lock);
-        let guards = self.lock(vec![follower, followee]).await;
-        clock.next(WritePhase::Snapshot);
-        let (before_follower, before_followee) =
-            tokio::join!(self.snapshot(follower), self.snapshot(followee));
-        clock.next(WritePhase::Statement);
+        let clock = PhaseClock::start(self.write_timings.clone(), WritePhase::Admission);
+        let (turn, taken) = self.turn(vec![follower, followee], clock);
         let change = if on {
-            writes::follow(&self.db, follower, followee).await?
+            writes::follow(&self.db, follower, followee, turn).await?
         } else {
-            writes::unfollow(&self.db, follower, followee).await?
+            writes::unfollow(&self.db, follower, followee, turn).await?
         };
+        let Taken {
+            locks,
+            snapshots,
+            mut clock,
+        } = self.taken(taken, &[follower, followee]).await;
         clock.next(WritePhase::Cache);
+        let mut snapshots = snapshots.into_iter();
+        let before_follower = snapshots.next().unwrap_or_default();
+        let before_followee = snapshots.next().unwrap_or_default();
         let delta = if on { 1 } else { -1 };
         let (follower_step, followee_step) = tokio::join!(
             self.apply(follower, before_follower, |a| {
@@ -320,7 +386,7 @@ impl DataAggregationService {
             })
         );
         let applied = follower_step.and(followee_step);
-        drop(guards);
+        drop(locks);
         clock.next(WritePhase::Refill);
         self.refill(applied.refill).await;
         Ok(Written {

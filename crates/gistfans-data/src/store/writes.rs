@@ -1,7 +1,8 @@
 //! The writes' SQL: create a post, star and unstar, follow and unfollow.
 //!
 //! Each runs through the manager (critical priority, never cached, never
-//! coalesced). A write's expected refusals (no such actor, no such post,
+//! coalesced) and awaits its caller's [`Turn`] once it holds its
+//! connection, just before its statement. A write's expected refusals (no such actor, no such post,
 //! already starred) come back from its closure as an [`Outcome`], not as
 //! a database error, so the manager's breaker and error counters see only
 //! real failures.
@@ -14,19 +15,25 @@ use super::{Dialect, SqlStore};
 use crate::{
     error::DataError,
     model::{now, Post, UserRef},
-    writes::{FollowChange, NewPost, StarChange},
+    writes::{FollowChange, NewPost, StarChange, Turn},
 };
 
 /// The writes the service makes.
 pub(crate) trait WriteStore: Send + Sync {
     /// Creates a post by `author`.
-    fn create_post(&self, author: i64, post: NewPost) -> BoxFuture<'_, Result<Post, DataError>>;
+    fn create_post(
+        &self,
+        author: i64,
+        post: NewPost,
+        turn: Turn,
+    ) -> BoxFuture<'_, Result<Post, DataError>>;
     /// `user` stars (`on`) or unstars `post`.
     fn set_star(
         &self,
         user: i64,
         post: i64,
         on: bool,
+        turn: Turn,
     ) -> BoxFuture<'_, Result<StarChange, DataError>>;
     /// `follower` follows (`on`) or unfollows `followee`.
     fn set_follow(
@@ -34,6 +41,7 @@ pub(crate) trait WriteStore: Send + Sync {
         follower: i64,
         followee: i64,
         on: bool,
+        turn: Turn,
     ) -> BoxFuture<'_, Result<FollowChange, DataError>>;
 }
 
@@ -111,13 +119,19 @@ where
     String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    fn create_post(&self, author: i64, post: NewPost) -> BoxFuture<'_, Result<Post, DataError>> {
+    fn create_post(
+        &self,
+        author: i64,
+        post: NewPost,
+        turn: Turn,
+    ) -> BoxFuture<'_, Result<Post, DataError>> {
         let at = now();
         let key = format!("create_post:{author}");
         let run = self
             .manager
             .execute_query(key, write_options(), move |conn| {
                 Box::pin(async move {
+                    turn.await;
                     let Some(id) = sqlx::query_scalar::<DB, i64>(CREATE_POST)
                         .bind(author)
                         .bind(post.title.clone())
@@ -147,6 +161,7 @@ where
         user: i64,
         post: i64,
         on: bool,
+        turn: Turn,
     ) -> BoxFuture<'_, Result<StarChange, DataError>> {
         let at = now();
         let key = format!("{}:{user}:{post}", if on { "star" } else { "unstar" });
@@ -154,6 +169,7 @@ where
             .manager
             .execute_query(key, write_options(), move |conn| {
                 Box::pin(async move {
+                    turn.await;
                     let changed =
                         sqlx::query_as::<DB, (i64, Option<i64>)>(if on { STAR } else { UNSTAR })
                             .bind(user)
@@ -187,6 +203,7 @@ where
         follower: i64,
         followee: i64,
         on: bool,
+        turn: Turn,
     ) -> BoxFuture<'_, Result<FollowChange, DataError>> {
         let at = now();
         let key = format!("follow:{follower}:{followee}");
@@ -194,6 +211,7 @@ where
             .manager
             .execute_query(key, write_options(), move |conn| {
                 Box::pin(async move {
+                    turn.await;
                     let changed =
                         sqlx::query_as::<DB, (i64, Option<String>, Option<String>, i64)>(if on {
                             FOLLOW
