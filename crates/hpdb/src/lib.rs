@@ -14,7 +14,7 @@
 //! type. Errors are one [`Error`] enum ([`TimeoutPhase`] says which phase
 //! ran out); [`BuildError`] and [`ConfigError`] are start-up's.
 //! [`postgres`] holds what only PostgreSQL needs, [`tuning`] the
-//! self-tuning algorithms, [`env`] the table of environment variables.
+//! self-tuning algorithms, [`env`](mod@env) the table of environment variables.
 //!
 //! ## More examples
 //!
