@@ -1,55 +1,203 @@
-//! # hpdb — a high-performance front for a sqlx pool
+#![doc = include_str!("../README.md")]
 //!
-//! The one design decision that shapes this crate: **we wrap sqlx's pool
-//! instead of replacing it, and put a priority gate in front of it** that
-//! admits at most `max_connections` callers at once. sqlx never has to queue
-//! anyone, so every ordering decision (priority, aging, FIFO, cancellation) is
-//! ours, while sqlx keeps doing what it does well: opening, pinging,
-//! recycling and reaping connections.
+//! ## Where things are
 //!
-//! Around that gate sit the other parts, each in its own module:
+//! [`Manager`] (built by [`ManagerBuilder`] from a [`ManagerConfig`]) runs
+//! queries: [`Manager::execute_query`] with [`QueryOptions`] and a
+//! [`Priority`], [`Manager::execute_query_traced`] (the [`Source`] too),
+//! [`Manager::execute_query_then`] (work after the connection is given
+//! back); it invalidates ([`Manager::invalidate`],
+//! [`Manager::invalidate_tag`], [`Manager::clear_cache`], each returning an
+//! [`Invalidation`] with its [`Delivery`]) and reports ([`Manager::status`]:
+//! [`Status`]; [`Manager::advice`]: [`Advice`]). [`BatchLoader`] batches
+//! keyed loads; [`Control`] is a handle that does not name the database
+//! type. Errors are one [`Error`] enum ([`TimeoutPhase`] says which phase
+//! ran out); [`BuildError`] and [`ConfigError`] are start-up's.
+//! [`postgres`] holds what only PostgreSQL needs, [`tuning`] the
+//! self-tuning algorithms, [`env`](mod@env) the table of environment variables.
 //!
-//! | part | module | what it guarantees |
-//! | --- | --- | --- |
-//! | priority admission | `admission` | highest priority first, FIFO within a priority, bounded overtaking (aging), cancel-safe |
-//! | keyed batching | [`BatchLoader`] | many `load(key)` calls, one `IN (…)` query |
-//! | result cache | [`CacheLayer`], [`MemoryCache`] | bounded by entries and bytes, per-entry TTL, LRU or TinyLFU |
-//! | refresh | `refresh` ([`RefreshStatus`]) | a TTL never puts a query in a reader's path: hot entries refreshed ahead of expiry (XFetch, spread), expired ones served within a grace while one refresh runs; never past an invalidation |
-//! | invalidation | `invalidation` | no stale read after `invalidate`/`invalidate_tag` returns, even for queries already running |
-//! | single-flight | `single_flight` | N concurrent callers of one key, one execution; errors shared, never cached |
-//! | health | [`Manager::health_check`], `breaker` | broken connections replaced, pool refilled, fail fast while the database is down, stale-if-error |
-//! | leak detection | `leak` | connections held past a threshold reported with their query key |
-//! | status | [`Status`] | six headline figures (connections, queue, queries, hit rate, mean response time) plus percentiles, wait histogram, counters |
-//! | server-side deadlines | [`StatementDeadline`], [`postgres`] | a query past its deadline stops on the server too; PostgreSQL behind a transaction-mode pooler (PgBouncer) without prepared-statement errors |
-//! | shared level and bus | `shared` (`REDIS_URL`; [`SharedConfig`], [`SharedStatus`]) | a Redis level under every instance's in-process cache (one node or a Cluster); invalidations reach every instance (streams + sharded pub/sub, replayed after a gap), confirmed to the writer before its call returns, the writer's updated values put back in each instance's cache; writes to one tag across instances take turns ([`TagLocks`]); a fill that raced a write is never served (generations); N instances missing a key make one query (fill leases); Redis down or slow never fails or hangs a call |
-//! | self-tuning | [`tuning`] (`DB_POOL_AUTO`, `DB_CACHE_ADAPTIVE_TTL`; [`TuningStatus`]) | the pool's size follows the database's service time (Vegas) within `[DB_POOL_MIN, DB_POOL_MAX]`; each key class's TTL follows its reads and writes; a co-visitation model predicts what to preload; every change logged with its reason |
-//! | advice | [`advise`] | recommendations (cache TTL, slow queries, pool size) and alerts (low hit rate, slow responses, exhausted pool, open circuit, leaks, connection limits), each with its figure and threshold |
+//! ## More examples
 //!
-//! ## Consistency
-//! - Strong: once `invalidate(key)` or `invalidate_tag(tag)` has returned, no
-//!   call that starts afterwards on the same instance is served a result
-//!   fetched before it (cached, shared or in flight); on other instances
-//!   neither, once it has returned with [`Invalidation::delivered`] (it
-//!   waits up to `REDIS_DELIVERY_WAIT` for every live instance to confirm),
-//!   and in any case none older than the bus lease while an instance's bus
-//!   cannot be confirmed.
-//! - Eventual: entry and byte bounds are enforced by moka's maintenance, so
-//!   the cache can briefly hold a few entries over its bound; counters in
-//!   [`Status`] are read without a global lock.
+//! Each runs as a doc test on SQLite in memory: `sqlite::memory:` gives a
+//! manager a database of its own, shared by its pool's connections (sqlx
+//! opens it as a named, shared-cache memory database) and kept while one of
+//! them is open (the pool keeps `min_connections` open, 2 by default).
 //!
-//! ## Example
-//! ```no_run
-//! use hpdb::{Manager, ManagerConfig, Priority, QueryOptions};
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let db = Manager::<sqlx::Sqlite>::connect("sqlite::memory:", ManagerConfig::from_env()?).await?;
-//! let n: std::sync::Arc<i64> = db
-//!     .execute_query(
-//!         "user_count",
-//!         QueryOptions::default().priority(Priority::HIGH).tag("users"),
-//!         |conn| Box::pin(async move { sqlx::query_scalar("SELECT 42").fetch_one(conn).await }),
-//!     )
+//! ### Where a result came from
+//!
+//! ```
+//! use hpdb::{Delivery, Manager, ManagerConfig, QueryOptions, Source};
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = Manager::<sqlx::Sqlite>::connect("sqlite::memory:", ManagerConfig::default()).await?;
+//! sqlx::raw_sql(
+//!     "CREATE TABLE posts (id INTEGER PRIMARY KEY, author INTEGER NOT NULL, title TEXT);
+//!      INSERT INTO posts (author, title) VALUES (7, 'hello');",
+//! )
+//! .execute(db.pool())
+//! .await?;
+//! let count = || {
+//!     db.execute_query_traced("posts_of:7", QueryOptions::default().tag("author:7"), |conn| {
+//!         Box::pin(async move {
+//!             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM posts WHERE author = 7")
+//!                 .fetch_one(conn)
+//!                 .await
+//!         })
+//!     })
+//! };
+//! let first = count().await?;
+//! assert_eq!((*first.value, first.source), (1, Source::Database));
+//! let second = count().await?;
+//! assert_eq!((*second.value, second.source), (1, Source::Cache));
+//!
+//! // A write, then the invalidation of its tag: the next read goes to the database.
+//! sqlx::query("INSERT INTO posts (author, title) VALUES (7, 'again')")
+//!     .execute(db.pool())
 //!     .await?;
-//! assert_eq!(*n, 42);
+//! let invalidation = db.invalidate_tag("author:7").await;
+//! assert_eq!(invalidation.delivery(), Delivery::Local); // no shared level: this instance only
+//! let third = count().await?;
+//! assert_eq!((*third.value, third.source), (2, Source::Database));
+//! # Ok(()) }
+//! ```
+//!
+//! ### Many keys, one query: the batch loader
+//!
+//! ```
+//! use std::collections::HashMap;
+//!
+//! use hpdb::{BatchLoader, Manager, ManagerConfig};
+//! use sqlx::AssertSqlSafe;
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let db = Manager::<sqlx::Sqlite>::connect("sqlite::memory:", ManagerConfig::default()).await?;
+//! # sqlx::raw_sql(
+//! #     "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+//! #      INSERT INTO users VALUES (1, 'Ada'), (2, 'Grace'), (3, 'Linus');",
+//! # )
+//! # .execute(db.pool())
+//! # .await?;
+//! let names = BatchLoader::new(&db, "user_name", |conn, ids: Vec<i64>| {
+//!     // Integers only: no client text reaches the SQL.
+//!     let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+//!     let sql = format!("SELECT id, name FROM users WHERE id IN ({list})");
+//!     Box::pin(async move {
+//!         let rows: Vec<(i64, String)> = sqlx::query_as(AssertSqlSafe(sql)).fetch_all(conn).await?;
+//!         Ok(rows.into_iter().collect::<HashMap<_, _>>())
+//!     })
+//! });
+//! let found = names.load_many(&[1, 2, 3, 4]).await?;
+//! let found: Vec<Option<&str>> = found.iter().map(|n| n.as_deref().map(String::as_str)).collect();
+//! assert_eq!(found, [Some("Ada"), Some("Grace"), Some("Linus"), None]);
+//! let status = db.status();
+//! assert_eq!((status.batches, status.batched_keys), (1, 4)); // one query for four keys
+//! # Ok(()) }
+//! ```
+//!
+//! Concurrent `load(key)` calls from many tasks join the open batch the
+//! same way, until it gets its connection (see [`BatchLoader`]).
+//!
+//! ### Admin code without the database type: `Control`
+//!
+//! ```
+//! use hpdb::{Control, Delivery, Manager, ManagerConfig, QueryOptions, Source};
+//!
+//! /// What an admin endpoint or a cache maintainer holds: no sqlx type in sight.
+//! async fn user_changed(control: &Control, id: i64) -> Delivery {
+//!     control.invalidate_tag(&format!("user:{id}")).await.delivery()
+//! }
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = Manager::<sqlx::Sqlite>::connect("sqlite::memory:", ManagerConfig::default()).await?;
+//! let read = || {
+//!     db.execute_query_traced("user:1", QueryOptions::default().tag("user:1"), |conn| {
+//!         Box::pin(async move { sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(conn).await })
+//!     })
+//! };
+//! read().await?;
+//! let control: Control = db.control();
+//! assert_eq!(control.peek_cached::<i64>("user:1").await.as_deref(), Some(&1));
+//!
+//! assert_eq!(user_changed(&control, 1).await, Delivery::Local);
+//! assert!(control.peek_cached::<i64>("user:1").await.is_none());
+//! assert_eq!(read().await?.source, Source::Database);
+//! assert_eq!(control.status().total_queries, 2);
+//! assert_eq!(control.config().pool.max_connections, 10);
+//! # Ok(()) }
+//! ```
+//!
+//! ### Explicit configuration and the builder
+//!
+//! [`ManagerConfig::from_env`] reads the `DB_*` and `REDIS_*` variables;
+//! the same fields can be set in code, and the builder adds what the
+//! environment cannot say.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use hpdb::{BuildError, CachePolicy, Manager, ManagerConfig};
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = ManagerConfig::default();
+//! config.pool.min_connections = 1;
+//! config.pool.max_connections = 4;
+//! config.query_timeout = Duration::from_secs(2);
+//! config.cache.ttl = Duration::from_secs(30);
+//! config.cache.policy = CachePolicy::Lru;
+//! let db = Manager::<sqlx::Sqlite>::builder(config.clone())
+//!     .pool_options(|o| {
+//!         o.after_connect(|conn, _meta| {
+//!             Box::pin(async move {
+//!                 sqlx::query("PRAGMA recursive_triggers = ON").execute(conn).await?;
+//!                 Ok(())
+//!             })
+//!         })
+//!     })
+//!     .connect("sqlite::memory:")
+//!     .await?;
+//! assert_eq!(db.status().max_connections, 4);
+//! let on: i64 = sqlx::query_scalar("PRAGMA recursive_triggers").fetch_one(db.pool()).await?;
+//! assert_eq!(on, 1);
+//!
+//! // A configuration the manager cannot run with is refused, naming its variable.
+//! config.pool.min_connections = 8;
+//! match Manager::<sqlx::Sqlite>::builder(config).connect("sqlite::memory:").await {
+//!     Err(BuildError::Config(e)) => assert!(e.to_string().contains("DB_POOL_MIN")),
+//!     Err(e) => panic!("expected a configuration error, got {e}"),
+//!     Ok(_) => panic!("min_connections above max_connections was accepted"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ### Status and advice
+//!
+//! ```
+//! use hpdb::{AdviceKind, Manager, ManagerConfig, QueryOptions};
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = ManagerConfig::default();
+//! config.advisor.min_lookups = 20; // judge the hit rate after 20 lookups (default 100)
+//! let db = Manager::<sqlx::Sqlite>::connect("sqlite::memory:", config).await?;
+//! for i in 0..20_i64 {
+//!     // Twenty different keys: every lookup a miss.
+//!     db.execute_query(format!("square:{i}"), QueryOptions::default(), move |conn| {
+//!         Box::pin(async move {
+//!             sqlx::query_scalar::<_, i64>("SELECT ? * ?").bind(i).bind(i).fetch_one(conn).await
+//!         })
+//!     })
+//!     .await?;
+//! }
+//! let status = db.status();
+//! assert_eq!((status.total_queries, status.cache_misses), (20, 20));
+//! assert_eq!(status.cache_hit_rate, 0.0);
+//! let json = serde_json::to_value(&status)?; // what a monitoring endpoint serves
+//! assert_eq!(json["totalQueries"], 20);
+//!
+//! let advice = db.advice();
+//! for a in &advice {
+//!     println!("{:?} {:?}: {}", a.severity, a.kind, a.message);
+//! }
+//! assert!(advice.iter().any(|a| a.kind == AdviceKind::LowCacheEfficiency && a.is_alert()));
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
