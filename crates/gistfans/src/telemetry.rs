@@ -218,7 +218,7 @@ pub fn render(
             &mut text,
             "gistfans_write_phase_seconds",
             (i == 0).then_some(
-                "Where writes' time went: admission, lock, snapshot, statement, cache (with delivery), refill, total.",
+                "Where writes' time went: prepare, queue, admission, lock, snapshot, statement, cache (with delivery), refill, total.",
             ),
             ("phase", w.phase),
             &w.times.buckets,

@@ -19,13 +19,16 @@
 
 mod preload;
 mod reads;
+mod stripes;
 mod timing;
 mod writes;
+
+use stripes::Stripes;
 
 use std::{sync::Arc, time::Duration};
 
 use hpdb::{Priority, Source};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::{model::Include, rendered::RenderedAggregate, Db};
 
@@ -91,7 +94,12 @@ const LOCK_STRIPES: usize = 64;
 #[derive(Clone)]
 pub struct DataAggregationService {
     db: Db,
-    locks: Arc<[Arc<Mutex<()>>]>,
+    /// Per-user write locks: held from a write's snapshot to its cache step.
+    locks: Stripes,
+    /// Per-user write queues: held from before a write's admission until it
+    /// holds its lock, so at most one write per user waits for the lock
+    /// while holding a connection.
+    queues: Stripes,
     preloads: Arc<Semaphore>,
     /// Users preloaded lately: each is preloaded at most once a minute, so a
     /// hot page does not spawn work on every view.
@@ -113,9 +121,8 @@ impl DataAggregationService {
     pub fn new(db: Db) -> Self {
         let ttl = db.control().config().cache.ttl;
         Self {
-            locks: (0..LOCK_STRIPES)
-                .map(|_| Arc::new(Mutex::new(())))
-                .collect(),
+            locks: Stripes::new(LOCK_STRIPES),
+            queues: Stripes::new(LOCK_STRIPES),
             preloads: Arc::new(Semaphore::new(2)),
             recently_preloaded: moka::sync::Cache::builder()
                 .max_capacity(10_000)

@@ -1,5 +1,6 @@
 //! Where a write's time goes: each write is timed phase by phase (its
-//! admission and connection, its locks, the snapshot of the cached
+//! preparation, its queue behind the same users' writes, its admission
+//! and connection, its locks, the snapshot of the cached
 //! aggregates, the SQL statement, the cache step with the other instances'
 //! confirmations, the refill of refused updates) and in total, so that a
 //! slow write under load says which step it waited on.
@@ -15,8 +16,12 @@ use serde::Serialize;
 /// A step of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WritePhase {
-    /// Before the locks: the post's author looked up (a star), the
-    /// statement admitted and given a connection.
+    /// Before the write's turn: the post's author looked up (a star).
+    Prepare,
+    /// Waiting behind the users' other writes for the right to ask for a
+    /// connection (at most one per user waits for its lock with one).
+    Queue,
+    /// The statement admitted and given a connection.
     Admission,
     /// The users' locks: this instance's stripes, then the tag locks across instances.
     Lock,
@@ -35,7 +40,9 @@ pub enum WritePhase {
 
 impl WritePhase {
     /// Every phase, in order.
-    pub const ALL: [WritePhase; 7] = [
+    pub const ALL: [WritePhase; 9] = [
+        WritePhase::Prepare,
+        WritePhase::Queue,
         WritePhase::Admission,
         WritePhase::Lock,
         WritePhase::Snapshot,
@@ -48,6 +55,8 @@ impl WritePhase {
     /// Its name in the monitor and in `/metrics`.
     pub fn name(self) -> &'static str {
         match self {
+            WritePhase::Prepare => "prepare",
+            WritePhase::Queue => "queue",
             WritePhase::Admission => "admission",
             WritePhase::Lock => "lock",
             WritePhase::Snapshot => "snapshot",

@@ -25,7 +25,7 @@ use tokio::sync::{oneshot, OwnedMutexGuard};
 use super::{
     key, tag,
     timing::{PhaseClock, WritePhase},
-    AggregateOptions, DataAggregationService, LOCK_STRIPES,
+    AggregateOptions, DataAggregationService,
 };
 use crate::{
     error::DataError,
@@ -79,12 +79,25 @@ impl DataAggregationService {
     /// once the write holds its connection: the users' locks taken, their
     /// cached aggregates read; what it took arrives on the receiver (sent
     /// before the statement runs, so a write that succeeded always has it).
-    fn turn(&self, users: Vec<i64>, mut clock: PhaseClock) -> (Turn, oneshot::Receiver<Taken>) {
+    ///
+    /// The users' queues are taken first, before the write asks for a
+    /// connection, and let go once the locks are held: of a hot user's
+    /// writes, one holds the lock, at most one waits for it with a
+    /// connection, and the rest wait without one.
+    async fn turn(
+        &self,
+        users: Vec<i64>,
+        mut clock: PhaseClock,
+    ) -> (Turn, oneshot::Receiver<Taken>) {
+        clock.next(WritePhase::Queue);
+        let queued = self.queues.lock(&users).await;
+        clock.next(WritePhase::Admission);
         let (sender, taken) = oneshot::channel();
         let this = self.clone();
         let turn = Box::pin(async move {
             clock.next(WritePhase::Lock);
             let locks = this.lock(users.clone()).await;
+            drop(queued);
             clock.next(WritePhase::Snapshot);
             let snapshots =
                 futures::future::join_all(users.iter().map(|&u| this.snapshot(u))).await;
@@ -115,21 +128,11 @@ impl DataAggregationService {
     }
 
     async fn lock(&self, users: Vec<i64>) -> WriteLocks {
-        // Stripes in ascending order: two writes locking the same two users never deadlock.
-        let mut stripes: Vec<usize> = users
-            .iter()
-            .map(|u| u.rem_euclid(LOCK_STRIPES as i64) as usize)
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for s in stripes {
-            guards.push(self.locks[s].clone().lock_owned().await);
-        }
+        let stripes = self.locks.lock(&users).await;
         let tags: Vec<String> = users.into_iter().map(tag).collect();
         let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
         WriteLocks {
-            _stripes: guards,
+            _stripes: stripes,
             _tags: self.db.control().lock_tags(&tags).await,
         }
     }
@@ -257,8 +260,8 @@ impl DataAggregationService {
         author: i64,
         post: NewPost,
     ) -> Result<Written<Post>, DataError> {
-        let clock = PhaseClock::start(self.write_timings.clone(), WritePhase::Admission);
-        let (turn, taken) = self.turn(vec![author], clock);
+        let clock = PhaseClock::start(self.write_timings.clone(), WritePhase::Prepare);
+        let (turn, taken) = self.turn(vec![author], clock).await;
         let post = writes::create_post(&self.db, author, post, turn).await?;
         let Taken {
             locks,
@@ -294,14 +297,14 @@ impl DataAggregationService {
     ) -> Result<Written<StarChange>, DataError> {
         // The author is only known after the write; lock and snapshot by
         // looking it up first (a post's author never changes).
-        let clock = PhaseClock::start(self.write_timings.clone(), WritePhase::Admission);
+        let clock = PhaseClock::start(self.write_timings.clone(), WritePhase::Prepare);
         let author = self.post_author(post).await?;
         let users = if user == author {
             vec![author]
         } else {
             vec![author, user]
         };
-        let (turn, taken) = self.turn(users.clone(), clock);
+        let (turn, taken) = self.turn(users.clone(), clock).await;
         let change = if on {
             writes::star(&self.db, user, post, turn).await?
         } else {
@@ -360,8 +363,8 @@ impl DataAggregationService {
         if follower == followee {
             return Err(DataError::Invalid("a user cannot follow themselves".into()));
         }
-        let clock = PhaseClock::start(self.write_timings.clone(), WritePhase::Admission);
-        let (turn, taken) = self.turn(vec![follower, followee], clock);
+        let clock = PhaseClock::start(self.write_timings.clone(), WritePhase::Prepare);
+        let (turn, taken) = self.turn(vec![follower, followee], clock).await;
         let change = if on {
             writes::follow(&self.db, follower, followee, turn).await?
         } else {

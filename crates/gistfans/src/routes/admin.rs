@@ -78,7 +78,7 @@ pub struct MonitorReport {
     /// What preloading did: the rule, preloads issued, used and wasted.
     #[schema(value_type = Object)]
     pub preload: PreloadReport,
-    /// Where writes' time went, phase by phase (admission, lock, snapshot, statement,
+    /// Where writes' time went, phase by phase (prepare, queue, admission, lock, snapshot, statement,
     /// cache, refill, total), in ms.
     #[schema(value_type = Vec<Object>)]
     pub write_timings: Vec<gistfans_data::PhaseTiming>,
