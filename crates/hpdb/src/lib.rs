@@ -17,7 +17,7 @@
 //! | refresh | `refresh` ([`RefreshStatus`]) | a TTL never puts a query in a reader's path: hot entries refreshed ahead of expiry (XFetch, spread), expired ones served within a grace while one refresh runs; never past an invalidation |
 //! | invalidation | `invalidation` | no stale read after `invalidate`/`invalidate_tag` returns, even for queries already running |
 //! | single-flight | `single_flight` | N concurrent callers of one key, one execution; errors shared, never cached |
-//! | health | [`Manager::health_check`], `breaker` | broken connections replaced, pool refilled, fail fast while the database is down, stale-if-error |
+//! | health | [`Control::health_check`], `breaker` | broken connections replaced, pool refilled, fail fast while the database is down, stale-if-error |
 //! | leak detection | `leak` | connections held past a threshold reported with their query key |
 //! | status | [`Status`] | six headline figures (connections, queue, queries, hit rate, mean response time) plus percentiles, wait histogram, counters |
 //! | server-side deadlines | [`StatementDeadline`], [`postgres`] | a query past its deadline stops on the server too; PostgreSQL behind a transaction-mode pooler (PgBouncer) without prepared-statement errors |
@@ -69,31 +69,39 @@ mod manager;
 mod metrics;
 mod options;
 pub mod postgres;
+mod query;
 mod redact;
 mod refresh;
 mod shared;
 mod single_flight;
+mod stamp;
+mod status;
 pub mod tuning;
 
 pub use advisor::{advise, Advice, AdviceKind, Setting, Severity};
 pub use batch::{BatchFn, BatchLoader};
 pub use breaker::CircuitState;
-pub use cache::{CacheEntry, CacheLayer, CacheStats, CacheValue, MemoryCache};
+pub use cache::memory::MemoryCache;
+pub use cache::{CacheEntry, CacheLayer, CacheStats, CacheValue};
 pub use config::env;
 pub use config::{
     AdmissionConfig, AdvisorConfig, BatchConfig, CacheConfig, CachePolicy, ConfigError,
     HealthConfig, LeakConfig, ManagerConfig, PoolConfig, SharedConfig,
 };
-pub use control::Control;
+pub use control::{health::HealthReport, Control};
 pub use deadline::StatementDeadline;
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;
-pub use manager::{
-    BuildError, Delivery, HealthReport, Invalidation, Manager, ManagerBuilder, PoolTuningStatus,
-    QueryFn, QueryResult, TuningStatus, Versioned,
-};
-pub use metrics::{Bucket, Distribution, LatencyRecorder, Percentiles, Status, BUCKETS_MS};
+pub use manager::builder::{BuildError, ManagerBuilder};
+pub use manager::Manager;
+pub use metrics::{Bucket, Distribution, LatencyRecorder, Percentiles, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};
+pub use query::{QueryFn, QueryResult};
 pub use redact::redacted_url;
 pub use refresh::RefreshStatus;
-pub use shared::{SharedStatus, Stamp, TagLocks};
+pub use shared::api::{Delivery, Invalidation, Versioned};
+pub use shared::lock::TagLocks;
+pub use shared::status::SharedStatus;
+pub use stamp::Stamp;
+pub use status::Status;
+pub use tuning::{PoolTuningStatus, TuningStatus};

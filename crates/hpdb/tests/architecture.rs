@@ -175,7 +175,9 @@ fn strip_comments_and_strings(source: &str) -> String {
                 continue;
             }
             j += 1;
-            let closing: String = std::iter::once('"').chain((0..hashes).map(|_| '#')).collect();
+            let closing: String = std::iter::once('"')
+                .chain((0..hashes).map(|_| '#'))
+                .collect();
             let closing: Vec<char> = closing.chars().collect();
             while j < s.len() && s[j..].iter().take(closing.len()).ne(closing.iter()) {
                 j += 1;
@@ -210,11 +212,10 @@ fn ident_before(s: &[char], i: usize) -> bool {
 
 /// A `'` that opens a char literal rather than a lifetime.
 fn is_char_literal(s: &[char], i: usize) -> bool {
-    match (s.get(i + 1), s.get(i + 2)) {
-        (Some('\\'), _) => true,
-        (Some(_), Some('\'')) => true,
-        _ => false,
-    }
+    matches!(
+        (s.get(i + 1), s.get(i + 2)),
+        (Some('\\'), _) | (Some(_), Some('\''))
+    )
 }
 
 /// `code` without its `#[cfg(test)]` modules (inline blocks are removed;
@@ -583,7 +584,14 @@ fn describe_cycle(graph: &Graph, scc: &[ModPath]) -> String {
     cycle[1..n - 1].reverse();
     let steps: Vec<String> = cycle
         .windows(2)
-        .map(|w| format!("  {} -> {}  ({})", name(w[0]), name(w[1]), graph[w[0]][w[1]]))
+        .map(|w| {
+            format!(
+                "  {} -> {}  ({})",
+                name(w[0]),
+                name(w[1]),
+                graph[w[0]][w[1]]
+            )
+        })
         .collect();
     format!(
         "a circle of {} modules: {}\n one cycle:\n{}",

@@ -15,7 +15,10 @@ use std::{
 use redis::Script;
 use tokio::time::Instant;
 
-use super::{budget::Patience, inc, Shared};
+use super::{
+    budget::Patience,
+    state::{inc, Shared},
+};
 
 /// Locks held on tags; given back when dropped.
 #[must_use = "the locks are given back when this is dropped"]
