@@ -32,11 +32,28 @@
 //!   neither, once it has returned with [`Invalidation::delivered`] (it
 //!   waits up to `REDIS_DELIVERY_WAIT` for every live instance to confirm),
 //!   and in any case none older than the bus lease while an instance's bus
-//!   cannot be confirmed.
+//!   has not caught up.
 //! - Eventual: entry and byte bounds are enforced by moka's maintenance, so
 //!   the cache can briefly hold a few entries over its bound; counters in
 //!   [`Status`] are read without a global lock.
 //!
+//! ## Glossary
+//! - **Fill lease**: the short claim (`REDIS_FILL_LEASE`) an instance takes
+//!   on a missed key in the shared level, so that the others wait for its
+//!   fill instead of querying too.
+//! - **Bus lease**: `REDIS_BUS_LEASE`, how long an instance whose bus has
+//!   not caught up may still serve its in-process entries (only those
+//!   younger than it).
+//! - **Caught up**: a heartbeat round found every invalidation on the bus
+//!   applied here.
+//! - **Confirmation**: another instance's acknowledgement that it applied a
+//!   bus message; an invalidation is delivered ([`Delivery::Confirmed`])
+//!   once every live instance has sent one.
+//! - **Tag lock**: a write lock on a tag across instances ([`TagLocks`]).
+//! - **Generation**: a key's or tag's counter in Redis, bumped by each
+//!   invalidation; a shared entry's [`Stamp`] holds the ones it was read
+//!   under.
+
 //! ## Example
 //! ```no_run
 //! use hpdb::{Manager, ManagerConfig, Priority, QueryOptions};

@@ -2,7 +2,7 @@
 //! reports are read from them in `control::status`).
 //!
 //! Plain atomics and two hdrhistograms, read on demand by
-//! [`Manager::status`](crate::Manager::status); nothing is pushed anywhere, so
+//! [`Control::status`](crate::Control::status); nothing is pushed anywhere, so
 //! the hot path costs a few atomic adds and one histogram record. A server
 //! exports the status to Prometheus at scrape time.
 

@@ -86,7 +86,7 @@ pub struct Status {
     pub uptime_seconds: f64,
     /// Connections the database can give this pool, when the application
     /// has told the manager (see
-    /// [`Manager::set_connection_budget`](crate::Manager::set_connection_budget)).
+    /// [`Control::set_connection_budget`](crate::Control::set_connection_budget)).
     pub connection_budget: Option<u32>,
     /// Connection attempts the database refused because it was at its own
     /// connection limit (PostgreSQL's "too many clients", SQLSTATE 53300).

@@ -227,8 +227,8 @@ env_vars! {
     /// widened up to 4× while calls are slow (a busy machine), writers and background steps get
     /// the 4×.
     REDIS_TIMEOUT = "REDIS_TIMEOUT" => shared.call_timeout;
-    /// While the bus cannot be confirmed current, in-process entries older than this (ms) are
-    /// not served.
+    /// While the bus has not caught up (applied every invalidation) within this long (ms),
+    /// in-process entries older than it are not served.
     REDIS_BUS_LEASE = "REDIS_BUS_LEASE" => shared.bus_lease;
     /// How long other instances wait for the first one's fill of a missed key (ms).
     REDIS_FILL_LEASE = "REDIS_FILL_LEASE" => shared.fill_lease;

@@ -75,7 +75,8 @@ pub(crate) struct Shared {
     /// The epoch this instance is in; 0 until the bus has read it.
     pub(super) epoch: AtomicU64,
     pub(super) clock: std::time::Instant,
-    /// ms since `clock` (plus one) at the start of the last confirming round.
+    /// ms since `clock` (plus one) at the start of the last heartbeat round
+    /// that caught up.
     pub(super) caught_up: AtomicU64,
     /// ms since `clock` (plus one) at the start of the last registration
     /// Redis took (0: never); see `delivery`.

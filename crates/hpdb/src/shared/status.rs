@@ -75,7 +75,7 @@ pub struct SharedStatus {
     pub circuit: CircuitState,
     /// The bus was caught up (nothing unapplied) within the lease.
     pub bus_current: bool,
-    /// Since the last confirming heartbeat.
+    /// Since the last heartbeat round that caught up.
     pub seconds_since_caught_up: Option<f64>,
     /// Lookups served by the shared level.
     pub hits: u64,
