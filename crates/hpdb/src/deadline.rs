@@ -26,7 +26,7 @@ use std::{borrow::Cow, time::Duration};
 
 use sqlx::{Connection, Database};
 
-use crate::manager::QueryFn;
+use crate::query::QueryFn;
 
 /// How a manager tells the database the deadline of each query; set with
 /// [`ManagerBuilder::statement_deadline`](crate::ManagerBuilder::statement_deadline).

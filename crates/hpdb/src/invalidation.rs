@@ -13,7 +13,7 @@
 //! entries: an invalidation also drops the cached entries it touches at
 //! once, and a fetch that stores its result checks the log again *after*
 //! the insert and drops what it stored if an invalidation slipped in
-//! between (see `Manager::store`). So a stamp lives as long as the longest
+//! between (see `Core::insert_checked`). So a stamp lives as long as the longest
 //! deadline any query has been given (the manager's query timeout unless a
 //! caller asks for more), plus a second of slack. Keeping stamps for the
 //! cache's longest TTL instead made the log grow with every key a write

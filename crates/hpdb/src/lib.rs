@@ -6,15 +6,16 @@
 //! queries: [`Manager::execute_query`] with [`QueryOptions`] and a
 //! [`Priority`], [`Manager::execute_query_traced`] (the [`Source`] too),
 //! [`Manager::execute_query_then`] (work after the connection is given
-//! back); it invalidates ([`Manager::invalidate`],
-//! [`Manager::invalidate_tag`], [`Manager::clear_cache`], each returning an
-//! [`Invalidation`] with its [`Delivery`]) and reports ([`Manager::status`]:
-//! [`Status`]; [`Manager::advice`]: [`Advice`]). [`BatchLoader`] batches
-//! keyed loads; [`Control`] is a handle that does not name the database
-//! type. Errors are one [`Error`] enum ([`TimeoutPhase`] says which phase
-//! ran out); [`BuildError`] and [`ConfigError`] are start-up's.
-//! [`postgres`] holds what only PostgreSQL needs, [`tuning`] the
-//! self-tuning algorithms, [`env`](mod@env) the table of environment variables.
+//! back). Everything else, which names no database type, is [`Control`]'s,
+//! and a `Manager` dereferences to its `Control`: invalidation
+//! ([`Control::invalidate`], [`Control::invalidate_tag`],
+//! [`Control::clear_cache`], each returning an [`Invalidation`] with its
+//! [`Delivery`]) and reports ([`Control::status`]: [`Status`];
+//! [`Control::advice`]: [`Advice`]). [`BatchLoader`] batches keyed loads.
+//! Errors are one [`Error`] enum ([`TimeoutPhase`] says which phase ran
+//! out); [`BuildError`] and [`ConfigError`] are start-up's. [`postgres`]
+//! holds what only PostgreSQL needs, [`tuning`] the self-tuning
+//! algorithms, [`env`](mod@env) the table of environment variables.
 //!
 //! ## More examples
 //!
@@ -217,31 +218,39 @@ mod manager;
 mod metrics;
 mod options;
 pub mod postgres;
+mod query;
 mod redact;
 mod refresh;
 mod shared;
 mod single_flight;
+mod stamp;
+mod status;
 pub mod tuning;
 
 pub use advisor::{advise, Advice, AdviceKind, Setting, Severity};
 pub use batch::{BatchFn, BatchLoader};
 pub use breaker::CircuitState;
-pub use cache::{CacheEntry, CacheLayer, CacheStats, CacheValue, MemoryCache};
+pub use cache::memory::MemoryCache;
+pub use cache::{CacheEntry, CacheLayer, CacheStats, CacheValue};
 pub use config::env;
 pub use config::{
     AdmissionConfig, AdvisorConfig, BatchConfig, CacheConfig, CachePolicy, ConfigError,
     HealthConfig, LeakConfig, ManagerConfig, PoolConfig, SharedConfig,
 };
-pub use control::Control;
+pub use control::{health::HealthReport, Control};
 pub use deadline::StatementDeadline;
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;
-pub use manager::{
-    BuildError, Delivery, HealthReport, Invalidation, Manager, ManagerBuilder, PoolTuningStatus,
-    QueryFn, QueryResult, TuningStatus, Versioned,
-};
-pub use metrics::{Bucket, Distribution, LatencyRecorder, Percentiles, Status, BUCKETS_MS};
+pub use manager::builder::{BuildError, ManagerBuilder};
+pub use manager::Manager;
+pub use metrics::{Bucket, Distribution, LatencyRecorder, Percentiles, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};
+pub use query::{QueryFn, QueryResult};
 pub use redact::redacted_url;
 pub use refresh::RefreshStatus;
-pub use shared::{SharedStatus, Stamp, TagLocks};
+pub use shared::api::{Delivery, Invalidation, Versioned};
+pub use shared::lock::TagLocks;
+pub use shared::status::SharedStatus;
+pub use stamp::Stamp;
+pub use status::Status;
+pub use tuning::{PoolTuningStatus, TuningStatus};

@@ -157,7 +157,7 @@ impl DataAggregationService {
 
     /// After the write: the user's tag invalidated here and, through the
     /// shared level, on every instance, and the aggregates updated in place
-    /// stored (see `hpdb::Manager::update_tag`). An update in place keeps
+    /// stored (see `hpdb::Control::update_tag`). An update in place keeps
     /// the time its original had left, and is stored only if no other
     /// write to the user came between the snapshot and this one, on any
     /// instance; the include sets whose update was refused are returned,

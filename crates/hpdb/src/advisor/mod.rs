@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::{breaker::CircuitState, config::AdvisorConfig, metrics::Status};
+use crate::{breaker::CircuitState, config::AdvisorConfig, status::Status};
 
 /// The knob most advice is about, named as the environment names it.
 const POOL_MAX: &str = crate::env::POOL_MAX.name;

@@ -31,7 +31,7 @@ fn quiet() -> Status {
         connection_limit_refusals: 0,
         seconds_since_limit_refusal: None,
         shared: None,
-        tuning: crate::manager::TuningStatus {
+        tuning: crate::tuning::TuningStatus {
             pool: None,
             ttl_classes: None,
             events: vec![],
@@ -155,7 +155,7 @@ fn self_tuning_takes_over_the_advice_it_can_act_on() {
     let mut s = quiet();
     s.pending_requests = 11;
     s.cache_hit_rate = 50.0;
-    let pool = |limit| crate::manager::PoolTuningStatus {
+    let pool = |limit| crate::tuning::PoolTuningStatus {
         limit,
         min: 2,
         max: 10,

@@ -14,9 +14,12 @@
 //! ceiling is `DB_POOL_MAX`; `DB_STATEMENT_CACHE=0` turns the prepared
 //! statement cache off (as behind a transaction-mode pooler).
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::fmt;
 
-use super::{CachePolicy, ConfigError, ManagerConfig};
+mod value;
+
+use self::value::{unit_of, EnvValue};
+use super::{ConfigError, ManagerConfig};
 
 /// One environment variable and the field of [`ManagerConfig`] it sets.
 #[derive(Clone, Copy)]
@@ -112,153 +115,6 @@ impl EnvVar {
             self.doc(),
             default
         )
-    }
-}
-
-/// What a field's value is written in, for [`EnvVar::unit`].
-fn unit_of<T: EnvValue>(_field: fn(&ManagerConfig) -> &T) -> &'static str {
-    T::UNIT
-}
-
-/// How a variable's text becomes a field's value, and back.
-trait EnvValue: Sized {
-    /// What the text is written in (a flag's value name).
-    const UNIT: &'static str;
-    fn parse(raw: &str) -> Result<Self, String>;
-    fn show(&self) -> String;
-}
-
-fn whole(raw: &str) -> Result<u64, String> {
-    raw.parse::<u64>()
-        .map_err(|_| "is not a non-negative whole number".to_string())
-}
-
-impl EnvValue for u64 {
-    const UNIT: &'static str = "N";
-    fn parse(raw: &str) -> Result<Self, String> {
-        whole(raw)
-    }
-    fn show(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl EnvValue for u32 {
-    const UNIT: &'static str = "N";
-    fn parse(raw: &str) -> Result<Self, String> {
-        u32::try_from(whole(raw)?).map_err(|_| "is too large".to_string())
-    }
-    fn show(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl EnvValue for usize {
-    const UNIT: &'static str = "N";
-    fn parse(raw: &str) -> Result<Self, String> {
-        usize::try_from(whole(raw)?).map_err(|_| "is too large".to_string())
-    }
-    fn show(&self) -> String {
-        self.to_string()
-    }
-}
-
-/// Milliseconds.
-impl EnvValue for Duration {
-    const UNIT: &'static str = "MS";
-    fn parse(raw: &str) -> Result<Self, String> {
-        whole(raw)
-            .map(Duration::from_millis)
-            .map_err(|e| format!("{e} of milliseconds"))
-    }
-    fn show(&self) -> String {
-        self.as_millis().to_string()
-    }
-}
-
-/// Milliseconds; 0 = none.
-impl EnvValue for Option<Duration> {
-    const UNIT: &'static str = "MS";
-    fn parse(raw: &str) -> Result<Self, String> {
-        Duration::parse(raw).map(|d| (!d.is_zero()).then_some(d))
-    }
-    fn show(&self) -> String {
-        self.unwrap_or_default().show()
-    }
-}
-
-/// 0 = none.
-impl EnvValue for Option<u32> {
-    const UNIT: &'static str = "N";
-    fn parse(raw: &str) -> Result<Self, String> {
-        u32::parse(raw).map(|v| (v > 0).then_some(v))
-    }
-    fn show(&self) -> String {
-        self.unwrap_or_default().show()
-    }
-}
-
-/// `true`/`false` (also `1`/`0`, `on`/`off`).
-impl EnvValue for bool {
-    const UNIT: &'static str = "BOOL";
-    fn parse(raw: &str) -> Result<Self, String> {
-        match raw.to_ascii_lowercase().as_str() {
-            "true" | "1" | "on" => Ok(true),
-            "false" | "0" | "off" => Ok(false),
-            _ => Err("is not true or false".to_string()),
-        }
-    }
-    fn show(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl EnvValue for String {
-    const UNIT: &'static str = "NAME";
-    fn parse(raw: &str) -> Result<Self, String> {
-        Ok(raw.to_string())
-    }
-    fn show(&self) -> String {
-        self.clone()
-    }
-}
-
-impl EnvValue for Option<String> {
-    const UNIT: &'static str = "URL";
-    fn parse(raw: &str) -> Result<Self, String> {
-        Ok((!raw.is_empty()).then(|| raw.to_string()))
-    }
-    fn show(&self) -> String {
-        self.as_deref()
-            .map(crate::redact::redacted_url)
-            .unwrap_or_default()
-    }
-}
-
-impl EnvValue for f64 {
-    const UNIT: &'static str = "NUMBER";
-    fn parse(raw: &str) -> Result<Self, String> {
-        match raw.parse::<f64>() {
-            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-            _ => Err("is not a non-negative number".to_string()),
-        }
-    }
-    fn show(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl EnvValue for CachePolicy {
-    const UNIT: &'static str = "POLICY";
-    fn parse(raw: &str) -> Result<Self, String> {
-        CachePolicy::from_str(raw)
-    }
-    fn show(&self) -> String {
-        match self {
-            CachePolicy::Lru => "lru",
-            CachePolicy::TinyLfu => "tinylfu",
-        }
-        .to_string()
     }
 }
 
@@ -371,8 +227,8 @@ env_vars! {
     /// widened up to 4× while calls are slow (a busy machine), writers and background steps get
     /// the 4×.
     REDIS_TIMEOUT = "REDIS_TIMEOUT" => shared.call_timeout;
-    /// While the bus cannot be confirmed current, in-process entries older than this (ms) are
-    /// not served.
+    /// While the bus has not caught up (applied every invalidation) within this long (ms),
+    /// in-process entries older than it are not served.
     REDIS_BUS_LEASE = "REDIS_BUS_LEASE" => shared.bus_lease;
     /// How long other instances wait for the first one's fill of a missed key (ms).
     REDIS_FILL_LEASE = "REDIS_FILL_LEASE" => shared.fill_lease;
@@ -405,7 +261,9 @@ impl ManagerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CachePolicy;
     use std::collections::HashMap;
+    use std::time::Duration;
 
     fn from(vars: &[(&str, &str)]) -> Result<ManagerConfig, ConfigError> {
         let map: HashMap<String, String> = vars

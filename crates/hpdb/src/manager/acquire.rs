@@ -26,7 +26,7 @@ use tokio::{
     time::{sleep, timeout_at, Instant},
 };
 
-use super::{timeout_error, Manager, QueryFn};
+use super::{timeout_error, Manager};
 use crate::{
     admission::Permit,
     deadline::run_with_deadline,
@@ -36,6 +36,7 @@ use crate::{
     },
     metrics::inc,
     options::Priority,
+    query::QueryFn,
 };
 
 impl<DB: Database> Manager<DB> {
@@ -49,7 +50,7 @@ impl<DB: Database> Manager<DB> {
         query: F,
     ) -> Result<T, Error> {
         let queued_at = Instant::now();
-        let permit = timeout_at(deadline, self.inner.gate.acquire(priority))
+        let permit = timeout_at(deadline, self.core().gate.acquire(priority))
             .await
             .map_err(|_| timeout_error(key, TimeoutPhase::Queued, started))?;
         self.run_admitted(permit, key, queued_at, started, deadline, query)
@@ -59,13 +60,13 @@ impl<DB: Database> Manager<DB> {
     /// Fails at once while the circuit is open (for the batch loader, which
     /// checks before it queues its keys).
     pub(crate) fn check_circuit(&self) -> Result<(), Error> {
-        self.inner.breaker.admit()
+        self.core().breaker.admit()
     }
 
     /// Waits in the gate's queue for a slot at `priority`, without a
     /// deadline (for the batch loader, which races it against its window).
     pub(crate) async fn wait_for_slot(&self, priority: Priority) -> Permit {
-        self.inner.gate.acquire(priority).await
+        self.core().gate.acquire(priority).await
     }
 
     /// Runs one keyed batch of `keys` keys with its slot already held, and
@@ -79,7 +80,7 @@ impl<DB: Database> Manager<DB> {
         deadline: Instant,
         query: F,
     ) -> Result<T, Error> {
-        let c = &self.inner.metrics.c;
+        let c = &self.core().metrics.c;
         inc(&c.batches);
         c.batched_keys
             .fetch_add(keys as u64, std::sync::atomic::Ordering::Relaxed);
@@ -97,23 +98,23 @@ impl<DB: Database> Manager<DB> {
         deadline: Instant,
         query: F,
     ) -> Result<T, Error> {
-        let inner = &self.inner;
+        let core = self.core();
         let mut conn = match self.acquire_connection(key, started, deadline).await {
             Ok(conn) => conn,
             Err(e) => {
                 if matches!(e, Error::Timeout { .. }) {
-                    inner.tuning.overloaded();
+                    core.tuning.overloaded();
                 }
                 return Err(e);
             }
         };
-        inner.metrics.record_wait(queued_at.elapsed());
-        let _held = inner.leaks.hold(key);
-        inc(&inner.metrics.c.db_queries);
+        core.metrics.record_wait(queued_at.elapsed());
+        let _held = core.leaks.hold(key);
+        inc(&core.metrics.c.db_queries);
         let began = Instant::now();
         let left = deadline.saturating_duration_since(began);
         let framed =
-            run_with_deadline::<DB, T, F>(&mut *conn, inner.deadline.as_deref(), left, query);
+            run_with_deadline::<DB, T, F>(&mut *conn, self.db.deadline.as_deref(), left, query);
         let result = match timeout_at(deadline, framed).await {
             // On drop, sqlx pings the connection before reusing it, which
             // drains the interrupted query; the connection's slot in sqlx's
@@ -127,11 +128,11 @@ impl<DB: Database> Manager<DB> {
             Ok(Err(e)) => {
                 if is_connection_error(&e) {
                     if is_unreachable(&e) {
-                        self.connection_failed();
+                        self.core().connection_failed();
                     }
                     conn.close_on_drop();
                 } else {
-                    inner.breaker.on_success();
+                    core.breaker.on_success();
                 }
                 Err(Error::Query {
                     key: key.clone(),
@@ -139,7 +140,7 @@ impl<DB: Database> Manager<DB> {
                 })
             }
             Ok(Ok(v)) => {
-                inner.breaker.on_success();
+                core.breaker.on_success();
                 Ok(v)
             }
         };
@@ -147,7 +148,7 @@ impl<DB: Database> Manager<DB> {
         // (one cut short by its deadline took at least that); a query's own
         // error says nothing about the database's load.
         match &result {
-            Ok(_) | Err(Error::Timeout { .. }) => inner.tuning.served(began.elapsed()),
+            Ok(_) | Err(Error::Timeout { .. }) => core.tuning.served(began.elapsed()),
             Err(_) => {}
         }
         // The connection goes back before the slot is handed on.
@@ -173,15 +174,15 @@ impl<DB: Database> Manager<DB> {
         started: Instant,
         deadline: Instant,
     ) -> Result<PoolConnection<DB>, Error> {
-        let inner = &self.inner;
+        let db = &self.db;
         let mut opening: Option<JoinHandle<Result<PoolConnection<DB>, sqlx::Error>>> = None;
         loop {
-            if let Some(conn) = inner.pool.try_acquire() {
+            if let Some(conn) = db.pool.try_acquire() {
                 return Ok(conn);
             }
             if opening.is_none() {
-                if let Ok(open_permit) = inner.opens.clone().try_acquire_owned() {
-                    let pool = inner.pool.clone();
+                if let Ok(open_permit) = db.opens.clone().try_acquire_owned() {
+                    let pool = db.pool.clone();
                     opening = Some(tokio::spawn(async move {
                         let _open_permit = open_permit;
                         open_connection(&pool).await
@@ -223,14 +224,14 @@ impl<DB: Database> Manager<DB> {
     /// error.
     fn open_failed(&self, key: &Arc<str>, started: Instant, e: sqlx::Error) -> Error {
         if is_connection_limit_error(&e) {
-            self.inner.metrics.limit_refused();
-            self.inner.tuning.overloaded();
+            self.core().metrics.limit_refused();
+            self.core().tuning.overloaded();
             tracing::error!(error = %e, "the database refused a connection: it is at its connection limit");
         } else if matches!(e, sqlx::Error::PoolTimedOut) {
-            self.inner.tuning.overloaded();
+            self.core().tuning.overloaded();
         }
         if is_unreachable(&e) {
-            self.connection_failed();
+            self.core().connection_failed();
         }
         match e {
             sqlx::Error::PoolTimedOut => timeout_error(key, TimeoutPhase::Acquire, started),
@@ -239,13 +240,6 @@ impl<DB: Database> Manager<DB> {
                 key: key.clone(),
                 source: Arc::new(e),
             },
-        }
-    }
-
-    /// Tells the breaker a connection failed; counts the circuit opening.
-    pub(super) fn connection_failed(&self) {
-        if self.inner.breaker.on_failure() {
-            inc(&self.inner.metrics.c.circuit_opens);
         }
     }
 }

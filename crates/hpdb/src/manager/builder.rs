@@ -2,25 +2,18 @@
 //! options, the shared state, the background tasks, and (unless built lazily)
 //! the minimum connections opened before the manager is handed out.
 
-use std::sync::{atomic::AtomicU32, Arc};
+use std::sync::Arc;
 
 use sqlx::{pool::PoolOptions, Connection, Database};
-use tokio::time::Instant;
+use tokio::sync::Semaphore;
 
-use super::{tuning::Tuning, Inner, Manager};
+use super::{DbPool, Manager};
 use crate::{
-    admission::Gate,
-    breaker::CircuitBreaker,
-    cache::{CacheLayer, MemoryCache},
     config::{ConfigError, ManagerConfig},
+    control::{core::Core, tasks, Control},
     deadline::StatementDeadline,
     error::pooler_hint,
-    invalidation::InvalidationLog,
-    leak::LeakDetector,
-    metrics::Metrics,
     redact::redacted_url,
-    shared::Shared,
-    single_flight::SingleFlight,
 };
 
 /// Failure to start a manager.
@@ -173,43 +166,19 @@ impl<DB: Database> ManagerBuilder<DB> {
         if let Some(f) = self.customize {
             pool_options = f(pool_options);
         }
-        let pool = pool_options.connect_lazy_with(opts);
-        let cache: Arc<dyn CacheLayer> = Arc::new(MemoryCache::new(&config.cache));
-        let (shared, pushes) = match config.shared.url {
-            Some(_) => {
-                let (shared, pushes) = Shared::new(&config.shared).map_err(ConfigError)?;
-                (Some(Arc::new(shared)), Some(pushes))
-            }
-            None => (None, None),
-        };
-        let tuning = Tuning::new(&config);
-        let inner = Arc::new(Inner {
-            gate: Gate::new(tuning.initial_limit(&config), config.admission.aging_step),
-            tuning,
-            opens: Arc::new(tokio::sync::Semaphore::new(
-                p.max_concurrent_opens.max(1) as usize
-            )),
-            min_connections: AtomicU32::new(p.min_connections),
-            connection_budget: AtomicU32::new(u32::MAX),
-            log: InvalidationLog::new(config.query_timeout),
-            flights: SingleFlight::default(),
-            breaker: CircuitBreaker::new(config.health.failure_threshold, config.health.cooldown),
-            leaks: LeakDetector::new(config.leak.threshold),
-            metrics: Metrics::new(),
-            refreshes: Arc::new(crate::refresh::Refreshes::new(&config.cache)),
-            started: Instant::now(),
-            tasks: parking_lot::Mutex::new(Vec::new()),
+        let db = Arc::new(DbPool {
+            pool: pool_options.connect_lazy_with(opts),
             deadline: self.deadline,
-            shared,
-            pushes: parking_lot::Mutex::new(pushes),
-            pool,
-            cache,
-            config,
+            opens: Arc::new(Semaphore::new(p.max_concurrent_opens.max(1) as usize)),
         });
-        let manager = Manager { inner };
+        let core = Arc::new(Core::new(config, db.clone())?);
         if self.background {
-            manager.spawn_background_tasks();
+            tasks::start(&core);
         }
+        let manager = Manager {
+            control: Control { core },
+            db,
+        };
         Ok(manager)
     }
 }

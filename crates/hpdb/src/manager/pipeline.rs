@@ -1,8 +1,8 @@
 //! The path of one query through [`Manager::execute_query`]: cache lookup
 //! (with refresh-ahead and stale-while-revalidate, whose background
 //! refreshes are in `refresh`), circuit breaker (with stale-if-error),
-//! single-flight, then admission and execution (in `acquire`), then
-//! storing and sharing the outcome.
+//! single-flight, then the shared level, admission and execution (in
+//! `store` and `acquire`), then storing and sharing the outcome (`store`).
 //!
 //! Invariants:
 //! - A cached or shared result is served only if no invalidation of its key
@@ -14,11 +14,7 @@
 //!   entry past its TTL otherwise only within the revalidation grace, while
 //!   its refresh runs.
 
-use std::{
-    any::Any,
-    sync::{atomic::AtomicBool, Arc},
-    time::Duration,
-};
+use std::{any::Any, sync::Arc, time::Duration};
 
 use sqlx::Database;
 use tokio::{
@@ -28,39 +24,21 @@ use tokio::{
 use tracing::Instrument;
 
 use super::{
-    shared::{decoder, Decode, SharedStep},
-    timeout_error, Manager, QueryFn, QueryResult,
+    call::{Background, Call},
+    store::Step,
+    timeout_error, Manager,
 };
 use crate::{
-    cache::{weigh, CacheEntry, CacheValue},
+    cache::{decoder, weigh, CacheEntry, CacheValue},
+    control::core::Fill,
     error::{Error, TimeoutPhase},
     invalidation::Seq,
     metrics::inc,
     options::{QueryOptions, Source},
+    query::{QueryFn, QueryResult},
     refresh::{self, Freshness, Trigger},
-    shared::Stamp,
     single_flight::{self, LeaderGuard, Outcome, Role},
 };
-
-/// One call of `execute_query`, as the steps after the breaker need it.
-pub(super) struct Call {
-    pub(super) key: Arc<str>,
-    pub(super) options: QueryOptions,
-    pub(super) tags: Arc<[Arc<str>]>,
-    pub(super) started: Instant,
-    pub(super) deadline: Instant,
-    /// Set for a background refresh: what it needs on the way.
-    pub(super) background: Option<Background>,
-}
-
-/// What a background refresh carries through the steps of a call.
-pub(super) struct Background {
-    /// Marks the entry it stores (see `CacheEntry::refreshed`).
-    pub(super) mark: Arc<AtomicBool>,
-    /// A shared entry with no more than this left is due for a refresh
-    /// too: the refresh goes to the database instead of copying it.
-    pub(super) min_ttl_left: Duration,
-}
 
 /// What the cache had for a call.
 enum Lookup<T> {
@@ -133,13 +111,13 @@ impl<DB: Database> Manager<DB> {
         F: QueryFn<DB, R> + 'static,
         G: FnOnce(R) -> Result<T, sqlx::Error> + Send + 'static,
     {
-        let inner = &self.inner;
+        let core = self.core();
         let started = Instant::now();
         let key: Arc<str> = key.into();
-        inc(&inner.metrics.c.requests);
-        let budget = options.timeout.unwrap_or(inner.config.query_timeout);
-        if budget > inner.config.query_timeout {
-            inner.log.note_deadline(budget);
+        inc(&core.metrics.c.requests);
+        let budget = options.timeout.unwrap_or(core.config.query_timeout);
+        if budget > core.config.query_timeout {
+            core.log.note_deadline(budget);
         }
         let deadline = started + budget;
         let span = tracing::debug_span!(
@@ -152,15 +130,15 @@ impl<DB: Database> Manager<DB> {
             .run(key, options, (query, finish), started, deadline, None)
             .instrument(span.clone())
             .await;
-        inner.metrics.record_latency(started.elapsed());
+        core.metrics.record_latency(started.elapsed());
         match &result {
             Ok(r) => {
                 span.record("source", tracing::field::debug(r.source));
             }
             Err(e) => {
-                inc(&inner.metrics.c.errors);
+                inc(&core.metrics.c.errors);
                 if e.is_timeout() {
-                    inc(&inner.metrics.c.timeouts);
+                    inc(&core.metrics.c.timeouts);
                 }
             }
         }
@@ -198,7 +176,7 @@ impl<DB: Database> Manager<DB> {
             }
             Lookup::Miss(stale) => stale,
         };
-        if let Err(open) = self.inner.breaker.admit() {
+        if let Err(open) = self.core().breaker.admit() {
             return self.serve_stale(&key, open, stale);
         }
         let call = Call {
@@ -210,7 +188,7 @@ impl<DB: Database> Manager<DB> {
             background,
         };
         loop {
-            let since = self.inner.log.snapshot();
+            let since = self.core().log.snapshot();
             let leader = match self.role(&call, since) {
                 Some(Role::Follower(rx)) => match self.follow(&call, rx, &mut stale).await {
                     // The leader was cancelled: try again, perhaps as leader.
@@ -232,27 +210,27 @@ impl<DB: Database> Manager<DB> {
         key: &Arc<str>,
         options: &QueryOptions,
     ) -> Result<Lookup<T>, Error> {
-        let inner = &self.inner;
+        let core = self.core();
         if !options.use_cache || options.refresh {
             return Ok(Lookup::Miss(None));
         }
         let mut stale = None;
-        if let Some(entry) = inner.cache.get(key).await {
-            if inner.log.is_current(key, &entry.tags, entry.seq) {
+        if let Some(entry) = core.cache.get(key).await {
+            if core.log.is_current(key, &entry.tags, entry.seq) {
                 let age = entry.stored_at.elapsed();
-                if self.may_serve(&entry) {
+                if core.may_serve(&entry) {
                     let (source, refresh) = match self.freshness(&entry, age, options) {
                         Freshness::Fresh => (Source::Cache, None),
                         Freshness::RefreshAhead => (Source::Cache, Some(Trigger::Ahead)),
                         Freshness::Revalidate => {
-                            inner.refreshes.served_while_refreshing();
+                            core.refreshes.served_while_refreshing();
                             (Source::Revalidating, Some(Trigger::Revalidate))
                         }
                         Freshness::Expired => (Source::Stale, None),
                     };
                     if source != Source::Stale {
-                        inc(&inner.metrics.c.cache_hits);
-                        inner.tuning.read(key, true);
+                        inc(&core.metrics.c.cache_hits);
+                        core.tuning.read(key, true);
                         entry.mark_read();
                         let identity = CacheEntry::identity(&entry);
                         return Ok(Lookup::Hit {
@@ -262,20 +240,20 @@ impl<DB: Database> Manager<DB> {
                         });
                     }
                 }
-                if options.stale_if_error && age < entry.ttl + inner.config.cache.stale_grace {
+                if options.stale_if_error && age < entry.ttl + core.config.cache.stale_grace {
                     stale = Some(entry);
                 }
             }
         }
-        inc(&inner.metrics.c.cache_misses);
-        inner.tuning.read(key, false);
+        inc(&core.metrics.c.cache_misses);
+        core.tuning.read(key, false);
         Ok(Lookup::Miss(stale))
     }
 
     /// What a read at `age` may do with a current entry, as the refresh
     /// policy and the caller's options say.
     fn freshness(&self, entry: &CacheEntry, age: Duration, options: &QueryOptions) -> Freshness {
-        let policy = &self.inner.refreshes.policy;
+        let policy = &self.core().refreshes.policy;
         let u = if options.refresh_ahead && policy.in_window(age, entry.ttl) {
             refresh::draw()
         } else {
@@ -298,7 +276,7 @@ impl<DB: Database> Manager<DB> {
     ) -> Result<QueryResult<T>, Error> {
         match stale {
             Some(entry) if err.is_unavailable() => {
-                inc(&self.inner.metrics.c.stale_served);
+                inc(&self.core().metrics.c.stale_served);
                 tracing::warn!(key = %key, error = %err, "database unavailable: serving a stale cache entry");
                 Ok(QueryResult {
                     value: downcast::<T>(key, entry.value)?,
@@ -316,8 +294,8 @@ impl<DB: Database> Manager<DB> {
         if !call.options.coalesce {
             return None;
         }
-        let log = &self.inner.log;
-        Some(self.inner.flights.join_or_lead(&call.key, since, |f| {
+        let log = &self.core().log;
+        Some(self.core().flights.join_or_lead(&call.key, since, |f| {
             log.is_current(&call.key, &call.tags, f.started)
         }))
     }
@@ -330,7 +308,7 @@ impl<DB: Database> Manager<DB> {
         rx: watch::Receiver<Option<Outcome>>,
         stale: &mut Option<CacheEntry>,
     ) -> Option<Result<QueryResult<T>, Error>> {
-        inc(&self.inner.metrics.c.joins);
+        inc(&self.core().metrics.c.joins);
         let result = match timeout_at(call.deadline, single_flight::wait(rx)).await {
             Err(_) => Err(timeout_error(&call.key, TimeoutPhase::Joined, call.started)),
             Ok(None) => return None,
@@ -361,8 +339,8 @@ impl<DB: Database> Manager<DB> {
         G: FnOnce(R) -> Result<T, sqlx::Error> + Send + 'static,
     {
         let fetched_at = std::time::Instant::now();
-        let shared = match self.shared_step::<T>(call, since, fetched_at).await {
-            SharedStep::Served(value) => {
+        let ticket = match self.shared_step::<T>(call, since, fetched_at).await {
+            Step::Served(value) => {
                 if let Some(guard) = leader {
                     guard.finish(Ok(value.clone() as Arc<dyn Any + Send + Sync>));
                 }
@@ -371,7 +349,7 @@ impl<DB: Database> Manager<DB> {
                     source: Source::Shared,
                 });
             }
-            SharedStep::Fill(fill) => fill,
+            Step::Fill(ticket) => ticket,
         };
         let outcome = self
             .admit_and_run(
@@ -392,23 +370,24 @@ impl<DB: Database> Manager<DB> {
         match outcome {
             Ok(value) => {
                 let value = Arc::new(value);
-                if let Some(ttl) = self.ttl_for(&call.key, &call.options) {
+                if let Some(ttl) = self.core().ttl_for(&call.key, &call.options) {
                     let fill = Fill {
                         since,
                         fetched_at,
                         ttl,
-                        stamp: shared.stamp.clone(),
+                        stamp: ticket.stamp.clone(),
                     };
                     let mark = call.background.as_ref().map(|b| b.mark.clone());
                     if let Some(size) = weigh(&call.key, &*value) {
-                        let value = value.clone() as Arc<dyn Any + Send + Sync>;
-                        let decode = Some(decoder::<T> as Decode);
-                        self.store_marked(&call.key, &call.tags, &fill, value, size, decode, mark)
+                        let erased = value.clone() as Arc<dyn Any + Send + Sync>;
+                        let decode = Some(decoder::<T> as crate::cache::Decode);
+                        self.core()
+                            .store(&call.key, &call.tags, &fill, erased, size, decode, mark)
                             .await;
                     }
-                    self.share(call, &fill, &shared, &*value);
+                    self.share(call, &fill, &ticket, &*value);
                 } else {
-                    self.release_lease(call, &shared);
+                    self.release_lease(call, &ticket);
                 }
                 if let Some(guard) = leader {
                     guard.finish(Ok(value.clone() as Arc<dyn Any + Send + Sync>));
@@ -419,7 +398,7 @@ impl<DB: Database> Manager<DB> {
                 })
             }
             Err(e) => {
-                self.release_lease(call, &shared);
+                self.release_lease(call, &ticket);
                 if let Some(guard) = leader {
                     guard.finish(Err(e.clone()));
                 }
@@ -427,94 +406,6 @@ impl<DB: Database> Manager<DB> {
             }
         }
     }
-
-    /// Stores `value` under `key`, unless an invalidation has passed
-    /// `fill.since` (the result may predate a write) or it cannot be weighed.
-    pub(super) async fn store<T: CacheValue>(
-        &self,
-        key: &Arc<str>,
-        tags: &Arc<[Arc<str>]>,
-        fill: &Fill,
-        value: Arc<T>,
-    ) {
-        let Some(size) = weigh(key, &*value) else {
-            return;
-        };
-        self.store_sized(key, tags, fill, value, size, Some(decoder::<T>))
-            .await;
-    }
-
-    /// [`store`](Self::store) for a value whose size is known.
-    pub(super) async fn store_sized(
-        &self,
-        key: &Arc<str>,
-        tags: &Arc<[Arc<str>]>,
-        fill: &Fill,
-        value: Arc<dyn Any + Send + Sync>,
-        size: u32,
-        decode: Option<Decode>,
-    ) {
-        self.store_marked(key, tags, fill, value, size, decode, None)
-            .await;
-    }
-
-    /// [`store_sized`](Self::store_sized), the entry marked as stored by a
-    /// background refresh if `mark` is set.
-    #[allow(clippy::too_many_arguments)]
-    async fn store_marked(
-        &self,
-        key: &Arc<str>,
-        tags: &Arc<[Arc<str>]>,
-        fill: &Fill,
-        value: Arc<dyn Any + Send + Sync>,
-        size: u32,
-        decode: Option<Decode>,
-        mark: Option<Arc<AtomicBool>>,
-    ) {
-        let entry = CacheEntry {
-            value,
-            size,
-            tags: tags.clone(),
-            seq: fill.since,
-            stored_at: fill.fetched_at,
-            ttl: fill.ttl,
-            stamp: fill.stamp.clone(),
-            decode,
-            cost: fill.fetched_at.elapsed(),
-            refreshed: mark,
-        };
-        self.inner.insert_checked(key, entry).await;
-    }
-
-    /// The TTL to store `key`'s result with: the one `options` ask for,
-    /// else its class's (adaptive TTLs) or the default; capped by the
-    /// configured maximum. `None`: do not cache it (not asked to, or its
-    /// class is written about as often as read).
-    pub(super) fn ttl_for(&self, key: &str, options: &QueryOptions) -> Option<Duration> {
-        let cache = &self.inner.config.cache;
-        if !options.use_cache {
-            return None;
-        }
-        match options.ttl {
-            Some(ttl) => Some(ttl.min(cache.max_ttl)),
-            None => self
-                .inner
-                .tuning
-                .ttl_for(key, &options.tags, cache.ttl, cache.max_ttl),
-        }
-    }
-}
-
-/// What storing a result needs to know about the fetch that produced it.
-pub(super) struct Fill {
-    /// The invalidation sequence when the fetch started.
-    pub(super) since: Seq,
-    /// When the fetch started (the entry is no fresher than that).
-    pub(super) fetched_at: std::time::Instant,
-    /// How long it may be served.
-    pub(super) ttl: Duration,
-    /// The shared level's stamp read before the fetch, if any.
-    pub(super) stamp: Option<Arc<Stamp>>,
 }
 
 /// The part of a key before its first `:`, for low-cardinality span fields.

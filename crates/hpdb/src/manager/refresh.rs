@@ -18,11 +18,12 @@ use std::sync::{atomic::Ordering, Arc};
 use sqlx::Database;
 use tokio::time::Instant;
 
-use super::{pipeline::Background, Manager, QueryFn};
+use super::{call::Background, Manager};
 use crate::{
     breaker::CircuitState,
     cache::CacheValue,
     options::{Priority, QueryOptions, Source},
+    query::QueryFn,
     refresh::{Ticket, Trigger},
 };
 
@@ -43,9 +44,9 @@ impl<DB: Database> Manager<DB> {
         F: QueryFn<DB, R> + 'static,
         G: FnOnce(R) -> Result<T, sqlx::Error> + Send + 'static,
     {
-        let inner = &self.inner;
-        let busy = || inner.gate.queued() > 0 || inner.breaker.state() != CircuitState::Closed;
-        let Some(ticket) = inner.refreshes.try_start(&key, trigger, busy) else {
+        let core = self.core();
+        let busy = || core.gate.queued() > 0 || core.breaker.state() != CircuitState::Closed;
+        let Some(ticket) = core.refreshes.try_start(&key, trigger, busy) else {
             return;
         };
         let this = self.clone();
@@ -68,15 +69,15 @@ impl<DB: Database> Manager<DB> {
         F: QueryFn<DB, R> + 'static,
         G: FnOnce(R) -> Result<T, sqlx::Error> + Send + 'static,
     {
-        let inner = &self.inner;
-        let still = inner.cache.get(&key).await;
+        let core = self.core();
+        let still = core.cache.get(&key).await;
         if still.as_ref().map(|e| e.identity()) != Some(entry) {
             return;
         }
-        let ttl = self.ttl_for(&key, &options).unwrap_or_default();
+        let ttl = core.ttl_for(&key, &options).unwrap_or_default();
         let background = Background {
             mark: ticket.mark.clone(),
-            min_ttl_left: ttl.mul_f64(inner.refreshes.policy.ahead),
+            min_ttl_left: ttl.mul_f64(core.refreshes.policy.ahead),
         };
         let options = QueryOptions {
             refresh: true,
@@ -85,7 +86,7 @@ impl<DB: Database> Manager<DB> {
             ..options
         };
         let started = Instant::now();
-        let deadline = started + inner.config.query_timeout;
+        let deadline = started + core.config.query_timeout;
         let result = self
             .run(
                 key.clone(),
@@ -98,7 +99,7 @@ impl<DB: Database> Manager<DB> {
             .await;
         let kept = match result {
             Ok(r) if r.source != Source::Database => true,
-            Ok(_) => inner.cache.get(&key).await.is_some_and(|e| {
+            Ok(_) => core.cache.get(&key).await.is_some_and(|e| {
                 e.refreshed
                     .as_ref()
                     .is_some_and(|m| Arc::ptr_eq(m, &ticket.mark))
@@ -112,7 +113,7 @@ impl<DB: Database> Manager<DB> {
             // Counted here; the cache must not count it again when it
             // drops the entry.
             ticket.mark.store(true, Ordering::Relaxed);
-            inner.refreshes.wasted();
+            core.refreshes.wasted();
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use std::{borrow::Cow, time::Duration};
 
-use super::target::millis;
 use crate::deadline::StatementDeadline;
 
 /// How each query's deadline reaches PostgreSQL; chosen by
@@ -40,6 +39,13 @@ impl StatementDeadline for PgStatementDeadline {
             }
         }
     }
+}
+
+/// A duration as PostgreSQL's timeout settings take it: whole milliseconds,
+/// rounded up (0 would mean "no timeout"), at most `i32::MAX`.
+pub(super) fn millis(d: Duration) -> u64 {
+    let ms = d.as_micros().div_ceil(1000).max(1);
+    ms.min(i32::MAX as u128) as u64
 }
 
 #[cfg(test)]

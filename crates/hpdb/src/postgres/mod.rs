@@ -86,7 +86,10 @@ use sqlx::Postgres;
 pub use deadline::PgStatementDeadline;
 pub use target::{PgTarget, PgUrlError};
 
-use crate::manager::{BuildError, Manager, ManagerBuilder};
+use crate::manager::{
+    builder::{BuildError, ManagerBuilder},
+    Manager,
+};
 
 impl ManagerBuilder<Postgres> {
     /// Connects to `target` and opens the minimum connections, with the

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::{postgres::PgConnectOptions, ConnectOptions};
 use url::Url;
 
-use super::deadline::PgStatementDeadline;
+use super::deadline::{millis, PgStatementDeadline};
 use crate::{config::ManagerConfig, redact};
 
 /// The URL parameter that says "a transaction-mode pooler is in front"
@@ -172,13 +172,6 @@ fn take_pooler_flag(url: &mut Url) -> Result<bool, String> {
         url.query_pairs_mut().clear().extend_pairs(rest);
     }
     Ok(flagged)
-}
-
-/// A duration as PostgreSQL's timeout settings take it: whole milliseconds,
-/// rounded up (0 would mean "no timeout"), at most `i32::MAX`.
-pub(super) fn millis(d: Duration) -> u64 {
-    let ms = d.as_micros().div_ceil(1000).max(1);
-    ms.min(i32::MAX as u128) as u64
 }
 
 #[cfg(test)]

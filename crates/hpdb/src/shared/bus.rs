@@ -8,37 +8,19 @@ use std::{
     time::Duration,
 };
 
-use futures::future::BoxFuture;
 use redis::{PushInfo, PushKind, Script, Value};
 use tokio::{sync::mpsc::UnboundedReceiver, task::JoinHandle, time::Instant};
 
-use crate::cache::CacheEntry;
-
 use super::{
+    acks::parse_ack,
+    api::LocalCache,
     budget::Patience,
     client::RedisCallError,
-    delivery::parse_ack,
-    inc,
     message::{follows, parse_push, Message, Step, StreamId},
     names::{Kind, Names, SHARDS},
-    Shared, HOT_MAX, STREAM_LEN,
+    state::{inc, unix_us, Pending, Shared, HOT_MAX, STREAM_LEN},
+    update::replace,
 };
-
-/// What the bus does to this instance's in-process cache.
-pub(crate) trait LocalCache: Send + Sync {
-    /// Drops what a key or tag invalidation names, and stops fills in
-    /// flight from storing their older results; returns what it dropped.
-    fn invalidate<'a>(
-        &'a self,
-        kind: Kind,
-        name: &'a str,
-    ) -> BoxFuture<'a, Vec<(Arc<str>, CacheEntry)>>;
-    /// Puts back dropped entries whose current values the shared level
-    /// holds (a writer stored its updated values there).
-    fn replace(&self, dropped: Vec<(Arc<str>, CacheEntry)>) -> BoxFuture<'_, ()>;
-    /// Drops everything, with the same guarantee.
-    fn flush(&self) -> BoxFuture<'_, ()>;
-}
 
 /// Appends `msg` to its shard's stream and publishes it with its id and
 /// the id before it, in one script (one round trip, and no append can come
@@ -77,6 +59,61 @@ pub(super) async fn append(
         )))
     })?;
     Ok((shard, id))
+}
+
+impl Shared {
+    /// Publishes an invalidation: [`bump`](Self::bump), then
+    /// [`announce`](Self::announce), without waiting for its delivery.
+    /// Returns the new generation if the bump was done; what could not be
+    /// done is kept and done by the heartbeat.
+    pub(super) async fn publish(&self, kind: Kind, name: &str) -> Option<u64> {
+        let generation = self.bump(kind, name).await?;
+        self.announce(kind, name, generation).await;
+        Some(generation)
+    }
+
+    /// Tells the other instances (the bus) about a bumped invalidation;
+    /// kept for the heartbeat if Redis did not take it. Returns where it
+    /// went on the bus (for [`await_delivery`](Self::await_delivery)).
+    pub(crate) async fn announce(
+        &self,
+        kind: Kind,
+        name: &str,
+        generation: u64,
+    ) -> Option<(usize, StreamId)> {
+        let msg = Message {
+            origin: self.instance,
+            kind,
+            generation,
+            published_us: unix_us(),
+            epoch: self.epoch(),
+            name: name.to_string(),
+        };
+        match append(self, &msg).await {
+            Ok(at) => {
+                inc(&self.c.published);
+                Some(at)
+            }
+            Err(_) => {
+                self.keep_pending(kind, name);
+                None
+            }
+        }
+    }
+
+    /// Publishes what could not be published before; true if nothing is left.
+    pub(super) async fn publish_pending(&self) -> bool {
+        let Pending { names, clear } = std::mem::take(&mut *self.pending.lock());
+        if clear {
+            return self.publish(Kind::Clear, "").await.is_some()
+                && self.pending.lock().names.is_empty();
+        }
+        for (kind, name) in names {
+            self.publish(kind, &name).await;
+        }
+        let p = self.pending.lock();
+        !p.clear && p.names.is_empty()
+    }
 }
 
 /// Starts the bus: the task applying pushed messages and the heartbeat.
@@ -173,11 +210,11 @@ async fn apply(
         }
         kind => {
             shared.learn_generation(kind, &msg.name, msg.generation);
-            let dropped = local.invalidate(kind, &msg.name).await;
+            let dropped = local.drop_named(kind, &msg.name, &[]).await;
             if !dropped.is_empty() {
                 let (shared, local, msg) = (shared.clone(), local.clone(), msg.clone());
                 tokio::spawn(async move {
-                    local.replace(dropped).await;
+                    replace(&shared, &*local, dropped).await;
                     shared.confirm_applied(msg.origin, at, msg.published_us, replayed);
                 });
                 return;
@@ -290,13 +327,13 @@ async fn heartbeat_loop(shared: Arc<Shared>, local: Weak<dyn LocalCache>) {
         .await;
         let current = outcome.is_ok();
         if current {
-            shared.confirm(started.into_std());
+            shared.mark_caught_up(started.into_std());
             if !was_current {
                 inc(&shared.c.reconnects);
                 tracing::info!("shared cache: Redis answers again, bus current");
             }
         } else if let (true, Err(e)) = (was_current, &outcome) {
-            tracing::warn!(error = %e, "shared cache: bus not confirmed");
+            tracing::warn!(error = %e, "shared cache: bus not caught up");
         }
         was_current = current;
         round += 1;

@@ -31,25 +31,21 @@
 //!   confirmations are retried within the delivery wait.
 
 use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, LazyLock,
-    },
+    sync::{atomic::Ordering, Arc, LazyLock},
     time::Duration,
 };
 
-use parking_lot::Mutex;
 use redis::Script;
-use tokio::{sync::Notify, time::Instant};
+use tokio::time::Instant;
 
 use super::{
-    budget::Patience, bus::LocalCache, client::RedisCallError, inc, message::StreamId, unix_us,
-    Shared,
+    api::LocalCache,
+    budget::Patience,
+    client::RedisCallError,
+    message::StreamId,
+    state::{inc, unix_us, Shared},
 };
 
-/// Confirmations kept at once (of invalidations still awaited or recent).
-const ACKS_MAX: usize = 10_000;
 /// A registry entry older than this is removed (the instance is long gone).
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// Messages older than this are not confirmed when applied (a long replay
@@ -72,75 +68,6 @@ pub(crate) fn grace(bus_lease: Duration) -> Duration {
 pub(super) struct Registered {
     live: Vec<u64>,
     lapsed: bool,
-}
-
-/// The other live instances and the confirmations received.
-#[derive(Default)]
-pub(super) struct Delivery {
-    /// This instance left the registry (closed): the heartbeat does not
-    /// put it back.
-    left: AtomicBool,
-    peers: Mutex<Vec<u64>>,
-    acks: Mutex<HashMap<(usize, StreamId), Acked>>,
-    arrived: Notify,
-}
-
-struct Acked {
-    first: Instant,
-    by: Vec<u64>,
-}
-
-impl Delivery {
-    /// Records that `by` applied the message `id` of `shard`.
-    pub(super) fn record(&self, shard: usize, id: StreamId, by: u64) {
-        {
-            let mut acks = self.acks.lock();
-            if acks.len() >= ACKS_MAX && !acks.contains_key(&(shard, id)) {
-                return;
-            }
-            acks.entry((shard, id))
-                .or_insert_with(|| Acked {
-                    first: Instant::now(),
-                    by: Vec::new(),
-                })
-                .by
-                .push(by);
-        }
-        self.arrived.notify_waiters();
-    }
-
-    /// Forgets confirmations nobody waits for any more.
-    pub(super) fn prune(&self, older_than: Duration) {
-        self.acks
-            .lock()
-            .retain(|_, a| a.first.elapsed() <= older_than);
-    }
-
-    fn confirmed_by_all(&self, at: (usize, StreamId), peers: &[u64]) -> bool {
-        let acks = self.acks.lock();
-        let by = acks.get(&at).map_or(&[][..], |a| &a.by[..]);
-        peers.iter().all(|p| by.contains(p))
-    }
-
-    /// The other instances seen live at the last heartbeat (for the status
-    /// and the tag locks; a writer's wait reads the registry itself).
-    pub(super) fn peers(&self) -> Vec<u64> {
-        self.peers.lock().clone()
-    }
-
-    /// True if another instance was live at the last heartbeat.
-    pub(super) fn has_peers(&self) -> bool {
-        !self.peers.lock().is_empty()
-    }
-}
-
-/// A confirmation on the origin's channel: `<shard>|<stream id>|<instance>`.
-pub(super) fn parse_ack(payload: &str) -> Option<(usize, StreamId, u64)> {
-    let mut it = payload.splitn(3, '|');
-    let shard = it.next()?.parse().ok()?;
-    let id = it.next()?.parse().ok()?;
-    let by = it.next()?.parse().ok()?;
-    Some((shard, id, by))
 }
 
 impl Shared {
@@ -314,34 +241,5 @@ impl Shared {
             inc(&self.c.delivery_timeouts);
         }
         delivered && !lapsed
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_confirmation_reads_back() {
-        assert_eq!(parse_ack("3|17-2|99"), Some((3, StreamId(17, 2), 99)));
-        assert_eq!(parse_ack("3|17-2"), None);
-        assert_eq!(parse_ack("x|17-2|99"), None);
-    }
-
-    #[test]
-    fn confirmations_are_bounded_and_counted_per_message() {
-        let d = Delivery::default();
-        let at = (1, StreamId(5, 0));
-        d.record(at.0, at.1, 7);
-        assert!(!d.confirmed_by_all(at, &[7, 8]));
-        d.record(at.0, at.1, 8);
-        assert!(d.confirmed_by_all(at, &[7, 8]));
-        assert!(!d.confirmed_by_all((1, StreamId(6, 0)), &[7]));
-        for i in 0..(ACKS_MAX as u64 + 10) {
-            d.record(0, StreamId(i, 0), 1);
-        }
-        assert_eq!(d.acks.lock().len(), ACKS_MAX);
-        d.prune(Duration::ZERO);
-        assert!(d.acks.lock().is_empty());
     }
 }

@@ -9,9 +9,13 @@ use bytes::Bytes;
 use futures::future::join_all;
 
 use super::{
-    budget::Patience, client::RedisCallError, codec, generation, inc, names::Kind, unix_ms, Shared,
-    Stamp, HOT_MAX,
+    budget::Patience,
+    client::RedisCallError,
+    codec,
+    names::Kind,
+    state::{generation, inc, unix_ms, Shared, HOT_MAX},
 };
+use crate::stamp::Stamp;
 
 /// What the shared level had for a key.
 pub(crate) enum SharedLookup {

@@ -1,4 +1,4 @@
-//! Write locks on tags across instances: a short lease per tag in Redis
+//! Write locks on tags across instances: a short-lived key per tag in Redis
 //! (`SET NX PX` with a token, given back by compare-and-delete), so that
 //! writes to one tag through several instances take turns. Each then finds
 //! the previous write's updated values in the shared level, and its own
@@ -15,7 +15,10 @@ use std::{
 use redis::Script;
 use tokio::time::Instant;
 
-use super::{budget::Patience, inc, Shared};
+use super::{
+    budget::Patience,
+    state::{inc, Shared},
+};
 
 /// Locks held on tags; given back when dropped.
 #[must_use = "the locks are given back when this is dropped"]
@@ -57,7 +60,7 @@ impl Drop for TagLocks {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // No runtime: the leases lapse.
+            return; // No runtime: the locks lapse.
         };
         runtime.spawn(async move {
             static RELEASE: LazyLock<Script> = LazyLock::new(|| {

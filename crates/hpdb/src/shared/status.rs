@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use super::Shared;
+use super::state::Shared;
 use crate::{
     breaker::CircuitState,
     metrics::{Bucket, Distribution, Percentiles},
@@ -25,9 +25,9 @@ impl Shared {
             cluster: self.redis.target().is_cluster(),
             circuit: self.redis.circuit(),
             bus_current: self
-                .since_confirmed()
+                .since_caught_up()
                 .is_some_and(|d| d <= self.config.bus_lease),
-            seconds_since_confirmed: self.since_confirmed().map(|d| d.as_secs_f64()),
+            seconds_since_caught_up: self.since_caught_up().map(|d| d.as_secs_f64()),
             hits: get(&c.hits),
             misses: get(&c.misses),
             stores: get(&c.stores),
@@ -73,10 +73,10 @@ pub struct SharedStatus {
     pub cluster: bool,
     /// The breaker in front of Redis.
     pub circuit: CircuitState,
-    /// The bus was confirmed current within the lease.
+    /// The bus was caught up (nothing unapplied) within the lease.
     pub bus_current: bool,
-    /// Since the last confirming heartbeat.
-    pub seconds_since_confirmed: Option<f64>,
+    /// Since the last heartbeat round that caught up.
+    pub seconds_since_caught_up: Option<f64>,
     /// Lookups served by the shared level.
     pub hits: u64,
     /// Lookups it could not serve.
@@ -103,7 +103,7 @@ pub struct SharedStatus {
     pub pending: u64,
     /// Entries copied into the in-process cache at start-up.
     pub warmed: u64,
-    /// In-process entries not served because the bus was unconfirmed for
+    /// In-process entries not served because the bus was not caught up for
     /// longer than the lease and they were older than it.
     pub lease_refusals: u64,
     /// Updates in place not stored: another write (or a missing version)

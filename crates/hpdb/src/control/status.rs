@@ -7,33 +7,31 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::Database;
-
-use super::Manager;
+use super::Control;
 use crate::{
     advisor::{self, Advice},
-    metrics::Status,
+    status::Status,
 };
 
-impl<DB: Database> Manager<DB> {
+impl Control {
     /// A snapshot: the six headline figures (connections active and idle,
     /// queries queued and run, cache hit rate, mean response time) and
     /// everything behind them.
     pub fn status(&self) -> Status {
-        let inner = &self.inner;
-        let c = &inner.metrics.c;
+        let core = &*self.core;
+        let c = &core.metrics.c;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let size = inner.pool.size();
-        let idle = inner.pool.num_idle() as u32;
+        let size = core.pool.size();
+        let idle = core.pool.num_idle() as u32;
         let (hits, misses) = (get(&c.cache_hits), get(&c.cache_misses));
         let requests = get(&c.requests);
-        let latency = inner.metrics.latency();
-        let wait = inner.metrics.wait();
-        let cache = inner.cache.stats();
+        let latency = core.metrics.latency();
+        let wait = core.metrics.wait();
+        let cache = core.cache.stats();
         Status {
             active_connections: size.saturating_sub(idle),
             idle_connections: idle,
-            pending_requests: inner.gate.queued() as u64,
+            pending_requests: core.gate.queued() as u64,
             total_queries: requests,
             cache_hit_rate: if hits + misses == 0 {
                 0.0
@@ -45,8 +43,8 @@ impl<DB: Database> Manager<DB> {
             } else {
                 round2(latency.sum_ms / latency.percentiles.count as f64)
             },
-            max_connections: inner.gate.limit() as u32,
-            min_connections: inner.min_connections.load(Ordering::Relaxed),
+            max_connections: core.gate.limit() as u32,
+            min_connections: core.min_connections(),
             database_queries: get(&c.db_queries),
             cache_hits: hits,
             cache_misses: misses,
@@ -54,13 +52,13 @@ impl<DB: Database> Manager<DB> {
             errors: get(&c.errors),
             timeouts: get(&c.timeouts),
             single_flight_joins: get(&c.joins),
-            in_flight: inner.flights.in_flight() as u64,
+            in_flight: core.flights.in_flight() as u64,
             batches: get(&c.batches),
             batched_keys: get(&c.batched_keys),
             circuit_opens: get(&c.circuit_opens),
-            circuit: inner.breaker.state(),
-            leaks_detected: inner.leaks.detected(),
-            suspected_leaks: inner.leaks.suspects(),
+            circuit: core.breaker.state(),
+            leaks_detected: core.leaks.detected(),
+            suspected_leaks: core.leaks.suspects(),
             latency_ms: latency.percentiles,
             acquire_wait_ms: wait.percentiles,
             acquire_wait_histogram: wait.buckets,
@@ -68,30 +66,30 @@ impl<DB: Database> Manager<DB> {
             latency_histogram: latency.buckets,
             latency_sum_ms: latency.sum_ms,
             cache,
-            refresh: inner.refreshes.status(cache.unread_refreshes),
-            uptime_seconds: inner.started.elapsed().as_secs_f64(),
-            connection_budget: Some(inner.connection_budget.load(Ordering::Relaxed))
+            refresh: core.refreshes.status(cache.unread_refreshes),
+            uptime_seconds: core.started.elapsed().as_secs_f64(),
+            connection_budget: Some(core.connection_budget.load(Ordering::Relaxed))
                 .filter(|b| *b != u32::MAX),
             connection_limit_refusals: get(&c.limit_refusals),
-            seconds_since_limit_refusal: inner.metrics.since_limit_refusal(),
-            shared: inner.shared.as_ref().map(|s| s.status()),
-            tuning: self.tuning_status(),
+            seconds_since_limit_refusal: core.metrics.since_limit_refusal(),
+            shared: core.shared.status(),
+            tuning: core.tuning.status(&core.config.pool),
         }
     }
 
     /// Recommendations and alerts for the current status.
     pub fn advice(&self) -> Vec<Advice> {
-        advisor::advise(&self.status(), &self.inner.config.advisor)
+        advisor::advise(&self.status(), &self.core.config.advisor)
     }
 
     /// Queries queued for a connection slot now (cheap, unlike [`status`](Self::status)).
     pub fn pending_requests(&self) -> usize {
-        self.inner.gate.queued()
+        self.core.gate.queued()
     }
 
     /// Connections currently admitted (holding a slot).
     pub fn admitted(&self) -> usize {
-        self.inner.gate.in_use()
+        self.core.gate.in_use()
     }
 }
 

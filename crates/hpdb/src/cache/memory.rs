@@ -1,133 +1,20 @@
-//! The result cache: a layer behind a small trait.
-//!
-//! [`CacheLayer`] is the seam. The manager talks only to it, so a shared
-//! second level (Redis) or a cross-instance invalidation bus can be stacked
-//! in later without changing any caller of `execute_query`. The one layer
-//! shipped here, [`MemoryCache`], is moka: bounded by entries *and* bytes,
-//! per-entry TTL, LRU or TinyLFU eviction.
-//!
-//! Freshness is the manager's business, not the layer's: a layer keeps an
-//! entry for its TTL plus the longer of the stale grace and the
-//! revalidation grace, and the manager decides whether it is fresh, due
-//! for a refresh, servable while it is refreshed, stale (servable only if
-//! the database is unavailable) or condemned by the invalidation log.
+//! [`MemoryCache`]: the in-process level (moka), bounded by entries and
+//! bytes, with a tag index.
 
 use std::{
-    any::Any,
     collections::HashMap,
-    io,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use futures::future::{ready, BoxFuture, FutureExt};
 use moka::{notification::RemovalCause, policy::EvictionPolicy, sync::Cache, Expiry};
-use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{
-    config::{CacheConfig, CachePolicy},
-    invalidation::Seq,
-    shared::Stamp,
-};
-
-/// One cached result.
-#[derive(Clone)]
-pub struct CacheEntry {
-    /// The result, type-erased; the manager downcasts it to the caller's type.
-    pub value: Arc<dyn Any + Send + Sync>,
-    /// Size of the result as JSON, in bytes.
-    pub size: u32,
-    /// Invalidation tags.
-    pub tags: Arc<[Arc<str>]>,
-    /// Invalidation sequence at the start of the query that produced it.
-    pub seq: Seq,
-    /// When it was stored.
-    pub stored_at: Instant,
-    /// How long it is fresh.
-    pub ttl: Duration,
-    /// What it was checked against in the shared level (`None`: not
-    /// shared, or fetched while Redis did not answer).
-    pub stamp: Option<Arc<Stamp>>,
-    /// How to read the value back from its shared encoding (`None`: not
-    /// known): lets the bus replace an invalidated entry from the shared
-    /// level instead of only dropping it.
-    pub(crate) decode: Option<crate::manager::Decode>,
-    /// How long its fetch took (XFetch's Δ: a costly entry is refreshed
-    /// earlier); zero when not fetched (an update in place).
-    pub(crate) cost: Duration,
-    /// Set by the background refresh that stored it; raised by its first
-    /// read. An entry dropped with it still down was a wasted refresh.
-    pub(crate) refreshed: Option<Arc<AtomicBool>>,
-}
-
-impl CacheEntry {
-    /// True while the entry is within its TTL.
-    pub fn is_fresh(&self) -> bool {
-        self.stored_at.elapsed() < self.ttl
-    }
-
-    /// The identity of this entry (its value's address, alive as long as
-    /// the entry): tells a stored-again entry from the one read earlier.
-    pub(crate) fn identity(&self) -> usize {
-        Arc::as_ptr(&self.value) as *const () as usize
-    }
-
-    /// Notes a read, for the count of refreshed entries never read.
-    pub(crate) fn mark_read(&self) {
-        if let Some(mark) = &self.refreshed {
-            if !mark.load(Ordering::Relaxed) {
-                mark.store(true, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// True if a background refresh stored it and nobody has read it.
-    fn unread_refresh(&self) -> bool {
-        self.refreshed
-            .as_ref()
-            .is_some_and(|m| !m.load(Ordering::Relaxed))
-    }
-}
-
-/// Counters of a cache layer.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CacheStats {
-    /// Entries held (eventually consistent).
-    pub entries: u64,
-    /// Bytes held, as weighed for the byte bound.
-    pub weighted_bytes: u64,
-    /// Entries evicted to respect a bound.
-    pub evictions: u64,
-    /// Entries stored by a background refresh and dropped (replaced,
-    /// invalidated, evicted, expired) before anyone read them.
-    pub unread_refreshes: u64,
-}
-
-/// A level of the result cache.
-pub trait CacheLayer: Send + Sync + 'static {
-    /// The entry under `key`, fresh or within its stale grace.
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<CacheEntry>>;
-    /// Stores an entry, replacing any previous one.
-    fn insert(&self, key: Arc<str>, entry: CacheEntry) -> BoxFuture<'_, ()>;
-    /// Drops the entry under `key`.
-    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
-    /// Drops entries tagged `tag`: later `get`s must not return them (the
-    /// invalidation log's stamps do not outlive cached entries). Returns the
-    /// entries it dropped, for per-class statistics and for replacing them
-    /// from the shared level (empty if it cannot tell).
-    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<(Arc<str>, CacheEntry)>>;
-    /// Drops everything.
-    fn clear(&self) -> BoxFuture<'_, ()>;
-    /// Removes expired entries now (called every `sweep_interval`).
-    fn sweep(&self) -> BoxFuture<'_, ()>;
-    /// Current counters.
-    fn stats(&self) -> CacheStats;
-}
+use super::{CacheEntry, CacheLayer, CacheStats};
+use crate::config::{CacheConfig, CachePolicy};
 
 /// Keeps each entry for its own TTL plus the longer grace (stale-if-error,
 /// stale-while-revalidate).
@@ -315,78 +202,6 @@ impl CacheLayer for MemoryCache {
     }
 }
 
-/// A value the cache can hold: it knows how many bytes it takes, and how
-/// to travel through the shared level (Redis) as bytes.
-///
-/// Every `Serialize + Deserialize` type is one: weighed by its JSON size
-/// (measured without building the JSON), shared as JSON. A type that
-/// already holds its own encoding (a pre-rendered response body, say)
-/// implements this trait itself, is not `Serialize`, and so is never
-/// serialised a second time just to be weighed or shared.
-pub trait CacheValue: Send + Sync + 'static {
-    /// The bytes this value stands for in the cache's byte bound, or why
-    /// it cannot say (it is then not cached).
-    fn cache_size(&self) -> Result<usize, String>;
-
-    /// The value as bytes for the shared level; `None` keeps it in process.
-    fn encode(&self) -> Option<Bytes> {
-        None
-    }
-
-    /// The value back from the bytes [`encode`](Self::encode) gave.
-    fn decode(bytes: Bytes) -> Result<Self, String>
-    where
-        Self: Sized,
-    {
-        let _ = bytes;
-        Err("this type is not shared".into())
-    }
-}
-
-impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> CacheValue for T {
-    fn cache_size(&self) -> Result<usize, String> {
-        json_size(self).map_err(|e| e.to_string())
-    }
-
-    fn encode(&self) -> Option<Bytes> {
-        serde_json::to_vec(self).ok().map(Bytes::from)
-    }
-
-    fn decode(bytes: Bytes) -> Result<Self, String> {
-        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
-    }
-}
-
-/// The weight of a value about to be cached under `key`, saturated to
-/// `u32`; `None` (and a warning) if it cannot say, in which case it is not
-/// cached.
-pub(crate) fn weigh<T: CacheValue + ?Sized>(key: &str, value: &T) -> Option<u32> {
-    match value.cache_size() {
-        Ok(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
-        Err(e) => {
-            tracing::warn!(key, error = %e, "not cached: the value cannot be weighed");
-            None
-        }
-    }
-}
-
-/// The JSON size of a value, measured without building the JSON.
-pub(crate) fn json_size<T: Serialize>(value: &T) -> Result<usize, serde_json::Error> {
-    struct Count(usize);
-    impl io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    serde_json::to_writer(&mut c, value)?;
-    Ok(c.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,12 +227,6 @@ mod tests {
             max_bytes,
             ..CacheConfig::default()
         }
-    }
-
-    #[test]
-    fn json_size_counts_bytes() {
-        assert_eq!(json_size(&"abc").unwrap(), 5);
-        assert_eq!(json_size(&vec![1, 2, 3]).unwrap(), 7);
     }
 
     #[test]

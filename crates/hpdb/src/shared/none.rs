@@ -1,0 +1,100 @@
+//! No shared level (no `REDIS_URL`): this instance's cache is the only
+//! one, so every step is the local one or nothing, and every invalidation
+//! is delivered ([`Delivery::Local`]) once this instance has applied it.
+
+use std::{
+    sync::{Arc, Weak},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::task::JoinHandle;
+
+use super::{
+    api::{Ask, Delivery, FillTicket, Found, Invalidation, LocalCache, SharedLevel, Update},
+    lock::TagLocks,
+    names::Kind,
+    status::SharedStatus,
+};
+use crate::{cache::Decode, stamp::Stamp};
+
+/// The shared level of a lone instance: nothing.
+pub(crate) struct NoShared;
+
+impl SharedLevel for NoShared {
+    fn find<'a>(&'a self, _: Ask<'a>) -> BoxFuture<'a, Found> {
+        Box::pin(std::future::ready(Found::Miss(FillTicket::default())))
+    }
+
+    fn fill(&self, _: Arc<str>, _: &FillTicket, _: Duration, _: Option<Bytes>) {}
+
+    fn may_serve(&self, _: Instant) -> bool {
+        true
+    }
+
+    fn invalidate<'a>(
+        &'a self,
+        local: &'a dyn LocalCache,
+        kind: Kind,
+        name: &'a str,
+    ) -> BoxFuture<'a, Invalidation> {
+        Box::pin(async move {
+            local.drop_named(kind, name, &[]).await;
+            Invalidation::new(kind, name, None, Delivery::Local)
+        })
+    }
+
+    /// The caller's own lock orders its writes: every update is stored.
+    fn update_tag<'a>(
+        &'a self,
+        local: &'a dyn LocalCache,
+        tag: &'a str,
+        tags: Arc<[Arc<str>]>,
+        updates: Vec<Update>,
+    ) -> BoxFuture<'a, Invalidation> {
+        Box::pin(async move {
+            let restored: Vec<Arc<str>> = updates.iter().map(|u| u.key.clone()).collect();
+            local.drop_named(Kind::Tag, tag, &restored).await;
+            for u in updates {
+                let entry = u.entry(&tags, local.position(), None);
+                local.store(u.key, entry).await;
+            }
+            Invalidation::new(Kind::Tag, tag, None, Delivery::Local)
+        })
+    }
+
+    fn read_any<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Option<(Bytes, Stamp, Duration)>> {
+        Box::pin(std::future::ready(None))
+    }
+
+    fn lock_tags<'a>(&'a self, _: &'a [&'a str]) -> BoxFuture<'a, TagLocks> {
+        Box::pin(std::future::ready(TagLocks::none()))
+    }
+
+    fn warm<'a>(
+        &'a self,
+        _: &'a dyn LocalCache,
+        _: &'a str,
+        _: usize,
+        _: Decode,
+    ) -> BoxFuture<'a, usize> {
+        Box::pin(std::future::ready(0))
+    }
+
+    fn start(&self, _: Weak<dyn LocalCache>) -> Vec<JoinHandle<()>> {
+        Vec::new()
+    }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn status(&self) -> Option<SharedStatus> {
+        None
+    }
+
+    fn interrupted(&self, kind: Kind, name: &str) -> Invalidation {
+        Invalidation::new(kind, name, None, Delivery::Local)
+    }
+}
