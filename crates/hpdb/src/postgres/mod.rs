@@ -6,13 +6,18 @@
 //! configuration once, and [`ManagerBuilder::connect_target`] builds a
 //! manager that uses them:
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
 //! use hpdb::{postgres::PgTarget, Manager, ManagerConfig};
-//! let config = ManagerConfig::from_env()?;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ManagerConfig::default();
 //! let target = PgTarget::from_url("postgres://app@pgbouncer:6432/app?pgbouncer=true", &config)?
 //!     .map_options(|o| o.application_name("app"));
-//! let db = Manager::<sqlx::Postgres>::builder(config).connect_target(&target).await?;
+//! // `?pgbouncer=true`: pooler-safe mode (no named statements, deadlines by `SET LOCAL`).
+//! assert!(target.behind_pooler());
+//! assert_eq!(target.options().get_application_name(), Some("app"));
+//! // Then, with the pooler up:
+//! // let db = Manager::<sqlx::Postgres>::builder(config).connect_target(&target).await?;
+//! # let _ = Manager::<sqlx::Postgres>::builder;
 //! # Ok(()) }
 //! ```
 //!
