@@ -334,7 +334,10 @@ pub struct SharedConfig {
     /// A reader's budget for one Redis call (default 50 ms): a Redis slower
     /// than the budget is skipped, never waited on. The budget follows the
     /// calls' latency up to four times this (a busy machine is not a Redis
-    /// away); writers and background steps get the four times.
+    /// away); writers and background steps get the four times. A reader's
+    /// call past its budget is not cancelled: it finishes in the background
+    /// and counts as slow; only one with no answer within the four times
+    /// counts as a miss (and towards Redis's breaker).
     pub call_timeout: Duration,
     /// How long an instance keeps serving in-process entries while it cannot
     /// confirm that it has every invalidation (default 1 s): the bound on

@@ -225,7 +225,7 @@ env_vars! {
     REDIS_NAMESPACE = "REDIS_NAMESPACE" => shared.namespace;
     /// A reader's budget for one Redis call (ms): a slower Redis is skipped, never waited on;
     /// widened up to 4× while calls are slow (a busy machine), writers and background steps get
-    /// the 4×.
+    /// the 4×; only a call with no answer within the 4× counts as a miss.
     REDIS_TIMEOUT = "REDIS_TIMEOUT" => shared.call_timeout;
     /// While the bus has not caught up (applied every invalidation) within this long (ms),
     /// in-process entries older than it are not served.
