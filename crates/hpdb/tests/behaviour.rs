@@ -708,5 +708,7 @@ macro_rules! backend_suite {
     };
 }
 
+#[cfg(feature = "sqlite")]
 backend_suite!(sqlite, sqlx::Sqlite, common::sqlite);
+#[cfg(feature = "postgres")]
 backend_suite!(postgres, sqlx::Postgres, common::postgres);

@@ -279,7 +279,7 @@ impl Control {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use std::str::FromStr;
 

@@ -3,10 +3,17 @@
 
 #![allow(dead_code)]
 
-use std::{path::PathBuf, str::FromStr, time::Duration};
+#[cfg(feature = "sqlite")]
+use std::str::FromStr;
+use std::{path::PathBuf, time::Duration};
 
 use hpdb::{Manager, ManagerConfig};
-use sqlx::{postgres::Postgres, sqlite::SqliteConnectOptions, PgPool, Sqlite};
+#[cfg(feature = "postgres")]
+use sqlx::postgres::Postgres;
+#[cfg(feature = "sqlite")]
+use sqlx::{sqlite::SqliteConnectOptions, Sqlite};
+// testkit's witnesses are PostgreSQL's, whatever hpdb's features.
+use sqlx::PgPool;
 
 /// A test configuration: small, fast timers.
 pub fn config(min: u32, max: u32) -> ManagerConfig {
@@ -45,6 +52,7 @@ pub fn temp_dir() -> TempDir {
 const FILL: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
                     INSERT INTO {t} (id, v) SELECT i, i * 10 FROM n";
 
+#[cfg(feature = "sqlite")]
 pub async fn sqlite(config: ManagerConfig) -> Harness<Sqlite> {
     let dir = temp_dir();
     let opts = SqliteConnectOptions::new()
@@ -67,6 +75,7 @@ pub async fn sqlite(config: ManagerConfig) -> Harness<Sqlite> {
     }
 }
 
+#[cfg(feature = "postgres")]
 pub async fn postgres(config: ManagerConfig) -> Harness<Postgres> {
     let witness = testkit::pg::witness().await;
     let table = testkit::unique("t");
@@ -138,6 +147,7 @@ impl<DB: sqlx::Database> Drop for Harness<DB> {
 }
 
 /// Sqlite file options for a database that may not exist yet.
+#[cfg(feature = "sqlite")]
 pub fn sqlite_file(path: &std::path::Path, create: bool) -> SqliteConnectOptions {
     SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
         .unwrap()
