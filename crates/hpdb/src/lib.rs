@@ -41,6 +41,8 @@ mod invalidation;
 mod leak;
 mod manager;
 mod metrics;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 mod options;
 #[cfg(feature = "postgres")]
 pub mod postgres;
