@@ -134,7 +134,8 @@ pub(crate) fn check_url(_url: &str) -> Result<(), String> {
     )
 }
 
-#[cfg(all(test, not(feature = "redis")))]
+#[cfg(not(feature = "redis"))]
+#[cfg(test)]
 mod tests {
     use crate::config::ManagerConfig;
 

@@ -118,7 +118,8 @@ impl Names {
     }
 }
 
-#[cfg(all(test, feature = "redis"))]
+#[cfg(feature = "redis")]
+#[cfg(test)]
 mod tests {
     use super::*;
 
