@@ -52,7 +52,10 @@
 //! caller's own SQL, and no transaction-mode pooler multiplexes these
 //! sessions. Cost: one round trip per query (a direct session limit of
 //! `DB_QUERY_TIMEOUT` set at connect time would cost none, but would let a
-//! query with less time left run on past its deadline).
+//! query with less time left run on past its deadline). Measured with
+//! `examples/mysql_price.rs` (MariaDB 10.11 on loopback, dev profile, one
+//! connection, sequential uncached `SELECT ?`, a loaded 2-core machine, so
+//! noisy): 44–103 µs per query without it, 85–125 µs with it, about +40 µs.
 //!
 //! The limit stays on the connection after the query: work done on
 //! [`Manager::pool`](crate::Manager::pool) directly, outside the manager,
