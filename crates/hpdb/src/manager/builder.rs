@@ -92,8 +92,8 @@ impl<DB: Database> ManagerBuilder<DB> {
 
     /// How each query's deadline reaches the database (default: it does
     /// not; the caller stops waiting and the statement runs on). See
-    /// [`StatementDeadline`]; [`connect_target`](Self::connect_target) sets
-    /// PostgreSQL's.
+    /// [`StatementDeadline`]; `connect_target` (feature `postgres`) sets
+    /// PostgreSQL's, `connect_mysql` (feature `mysql`) MySQL's and MariaDB's.
     pub fn statement_deadline(mut self, deadline: impl StatementDeadline) -> Self {
         self.deadline = Some(Arc::new(deadline));
         self
