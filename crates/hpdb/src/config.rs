@@ -53,12 +53,12 @@ pub struct PoolConfig {
     pub max_lifetime: Option<Duration>,
     /// Prepared statements each connection keeps (default 100, sqlx's own
     /// default). Applied to PostgreSQL connections made through
-    /// [`postgres::PgTarget`](crate::postgres::PgTarget). 0 turns the cache
+    /// `postgres::PgTarget` (feature `postgres`). 0 turns the cache
     /// off and puts the manager in pooler-safe mode, as `?pgbouncer=true`
     /// does: set it behind a transaction-mode pooler (PgBouncer), where a
     /// statement prepared on one server connection is missing or taken on
     /// the next; each query then costs two more round trips (see
-    /// [`postgres`](crate::postgres)).
+    /// `hpdb::postgres`).
     pub statement_cache_capacity: usize,
 }
 

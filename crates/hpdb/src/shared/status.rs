@@ -1,15 +1,20 @@
 //! The shared level's figures: [`SharedStatus`], in the manager's status.
 
+#[cfg(feature = "redis")]
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+#[cfg(feature = "redis")]
 use super::state::Shared;
+#[cfg(feature = "redis")]
+use crate::metrics::Distribution;
 use crate::{
     breaker::CircuitState,
-    metrics::{Bucket, Distribution, Percentiles},
+    metrics::{Bucket, Percentiles},
 };
 
+#[cfg(feature = "redis")]
 impl Shared {
     /// A snapshot of the shared level's figures.
     pub(crate) fn status(&self) -> SharedStatus {
