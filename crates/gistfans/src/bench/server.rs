@@ -134,6 +134,9 @@ async fn spawn(
         )
         .envs(args.redis_url().map(|u| ("REDIS_URL", u)))
         .env("REDIS_NAMESPACE", namespace)
+        // A bench run's namespace is its own: a change-stream slot named
+        // after it would outlive the run and keep WAL (issue 21).
+        .env("CHANGE_STREAM", "false")
         .env("ADMIN_TOKEN", token)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

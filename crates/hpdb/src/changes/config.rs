@@ -11,9 +11,9 @@ pub struct ChangesConfig {
     /// which cannot carry a replication session): `DIRECT_URL` when set,
     /// else `DATABASE_URL`.
     pub url: String,
-    /// The replication slot's name (default `<namespace>_changes`).
+    /// The replication slot's name (default `<namespace>_<database>_changes`).
     pub slot: String,
-    /// The publication's name (default `<namespace>_changes`).
+    /// The publication's name (default: the slot's).
     pub publication: String,
     /// The prefix of the logical message that marks our own writes
     /// (default `<namespace>.own`; see [`own_write_sql`]).
@@ -28,28 +28,53 @@ pub struct ChangesConfig {
 
 impl ChangesConfig {
     /// The defaults for `url`, with names from `namespace` (the shared
-    /// level's `REDIS_NAMESPACE`), lower-cased and reduced to the
-    /// characters a slot name allows.
+    /// level's `REDIS_NAMESPACE`) and the database's name: slots are
+    /// named across the whole PostgreSQL cluster, one per database.
+    /// Lower-cased, reduced to the characters a slot name allows, and cut
+    /// to PostgreSQL's 63 (with a hash of the whole when cut).
     pub fn new(url: impl Into<String>, namespace: &str) -> Self {
-        let base: String = namespace
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let url = url.into();
+        let database = url
+            .split('?')
+            .next()
+            .and_then(|u| u.rsplit_once('/'))
+            .map(|(_, db)| db)
+            .unwrap_or("");
+        let name = slot_name(namespace, database);
         Self {
-            url: url.into(),
-            slot: format!("{base}_changes"),
-            publication: format!("{base}_changes"),
-            own_prefix: format!("{base}.own"),
+            url,
+            publication: name.clone(),
+            own_prefix: format!("{}.own", sanitize(namespace)),
+            slot: name,
             retry: Duration::from_secs(1),
             status_interval: Duration::from_secs(1),
         }
     }
+}
+
+/// Lower-case letters, digits and `_` only.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `<namespace>_<database>_changes`, at most 63 characters.
+fn slot_name(namespace: &str, database: &str) -> String {
+    let full = format!("{}_{}_changes", sanitize(namespace), sanitize(database));
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{}_{hash:016x}", &full[..46])
 }
 
 /// `sql` (one INSERT, UPDATE or DELETE with a RETURNING clause) made to
@@ -88,4 +113,21 @@ pub(crate) fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_the_namespace_and_the_database_and_fit_postgres() {
+        let c = ChangesConfig::new("postgres://u:p@h:5432/GistFans?sslmode=disable", "my-app");
+        assert_eq!(c.slot, "my_app_gistfans_changes");
+        assert_eq!(c.publication, c.slot);
+        assert_eq!(c.own_prefix, "my_app.own");
+        let long = ChangesConfig::new(format!("postgres://h/{}", "d".repeat(80)), "ns");
+        assert_eq!(long.slot.len(), 63);
+        let other = ChangesConfig::new(format!("postgres://h/{}e", "d".repeat(80)), "ns");
+        assert_ne!(long.slot, other.slot, "cut names stay distinct");
+    }
 }

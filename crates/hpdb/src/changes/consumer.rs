@@ -73,6 +73,17 @@ impl ChangeStream {
         ChangeStream { task, state }
     }
 
+    /// Records that `control`'s database cannot stream its changes (SQLite,
+    /// say): one log line, and [`ChangeMode::Unavailable`] with `why` in
+    /// its status.
+    pub fn unavailable(control: &Control, why: &str) {
+        tracing::warn!("change stream unavailable: {why}");
+        control
+            .core
+            .changes
+            .set_mode(ChangeMode::Unavailable, Some(why.to_string()));
+    }
+
     /// The consumer's figures now.
     pub fn status(&self) -> ChangeStatus {
         self.state.status()
