@@ -249,3 +249,50 @@ async fn without_the_replication_privilege_the_manager_works_and_says_the_stream
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_another_database_do_not_make_the_idle_slot_retain_wal() {
+    let db = database().await;
+    let a = instance(&db, REDIS, &testkit::unique("ns")).await;
+    let cfg = config(&db);
+    let stream = ChangeStream::spawn(&a.control(), cfg.clone(), mapping());
+    leading(&stream).await;
+
+    // About 16 MB of WAL in another database, none of it ours.
+    let other = TestDatabase::create().await;
+    let busy = PgPool::connect(&other.url).await.unwrap();
+    sqlx::query("CREATE TABLE filler (id BIGINT, pad TEXT)")
+        .execute(&busy)
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        sqlx::query(
+            "INSERT INTO filler SELECT g, repeat('x', 200) FROM generate_series(1, 15000) g",
+        )
+        .execute(&busy)
+        .await
+        .unwrap();
+    }
+    let admin = PgPool::connect(&db.url).await.unwrap();
+    let retained = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 \
+             FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&cfg.slot)
+        .fetch_one(&admin)
+        .await
+        .unwrap()
+    };
+    // Feedback on keepalives confirms what the walsender skipped: the slot
+    // keeps (almost) nothing, though no change of ours arrived.
+    assert!(
+        eventually(PATIENCE, || async { retained().await < 2 << 20 }).await,
+        "the slot retains {} bytes",
+        retained().await
+    );
+    drop(stream);
+    drop_stream(&db.url, &cfg.slot, &cfg.publication)
+        .await
+        .unwrap();
+}
