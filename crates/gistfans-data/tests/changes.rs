@@ -84,16 +84,37 @@ async fn stranger(pool: &PgPool, id: i64) -> i64 {
     .unwrap()
 }
 
-async fn stop(stream: ChangeStream, pg: &TestDatabase, ns: &str) {
-    drop(stream);
-    let c = ChangesConfig::new(pg.url.clone(), ns);
-    drop_stream(&pg.url, &c.slot, &c.publication).await.unwrap();
+/// Drops the test's slot and publication when the test ends, passed or
+/// failed (a slot left behind keeps WAL and its database).
+struct SlotGuard(ChangesConfig);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let c = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                // The consumer's session may take a moment to end.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                drop_stream(&c.url, &c.slot, &c.publication).await
+            })
+        })
+        .join();
+    }
+}
+
+fn guard(pg: &TestDatabase, ns: &str) -> SlotGuard {
+    SlotGuard(ChangesConfig::new(pg.url.clone(), ns))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_stars_and_posts_written_with_plain_sql_reach_the_cached_aggregate() {
     let pg = database().await;
     let ns = testkit::unique("gfc");
+    let _slot = guard(&pg, &ns);
     let s = instance(&pg, &ns).await;
     let stream = s.db().watch_changes(&pg.url).expect("PostgreSQL streams");
     leading(&stream).await;
@@ -153,13 +174,14 @@ async fn follows_stars_and_posts_written_with_plain_sql_reach_the_cached_aggrega
         "{:?}",
         stream.status()
     );
-    stop(stream, &pg, &ns).await;
+    drop(stream);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_around_the_service_reaches_both_instances() {
     let pg = database().await;
     let ns = testkit::unique("gfc");
+    let _slot = guard(&pg, &ns);
     let (a, b) = (instance(&pg, &ns).await, instance(&pg, &ns).await);
     let stream = a.db().watch_changes(&pg.url).expect("PostgreSQL streams");
     leading(&stream).await;
@@ -178,7 +200,7 @@ async fn a_write_around_the_service_reaches_both_instances() {
             "every instance sees it"
         );
     }
-    stop(stream, &pg, &ns).await;
+    drop(stream);
 }
 
 #[tokio::test]

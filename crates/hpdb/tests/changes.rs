@@ -26,6 +26,28 @@ const REDIS: &str = "redis://127.0.0.1:6379";
 /// speed assertion: the bench measures speed).
 const PATIENCE: Duration = Duration::from_secs(15);
 
+/// Drops the test's slot and publication when the test ends, passed or
+/// failed (a slot left behind keeps WAL and its database).
+struct SlotGuard(ChangesConfig);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let c = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                // The consumer's session may take a moment to end.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                drop_stream(&c.url, &c.slot, &c.publication).await
+            })
+        })
+        .join();
+    }
+}
+
 fn mapping() -> Mapping {
     Mapping::new().table("kv", |r| {
         r.i64("id")
@@ -75,6 +97,7 @@ async fn a_row_changed_with_plain_sql_reaches_every_instance_and_own_writes_are_
         instance(&db, REDIS, &ns).await,
     );
     let cfg = config(&db);
+    let _slot = SlotGuard(cfg.clone());
     let stream = ChangeStream::spawn(&a.control(), cfg.clone(), mapping());
     leading(&stream).await;
     for m in [&a, &b] {
@@ -114,9 +137,6 @@ async fn a_row_changed_with_plain_sql_reaches_every_instance_and_own_writes_are_
     assert!(s.lag_bytes.is_some(), "the leader measures its lag: {s:?}");
 
     drop(stream);
-    drop_stream(&db.url, &cfg.slot, &cfg.publication)
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,6 +148,7 @@ async fn one_instance_consumes_and_another_takes_over_without_losing_a_write() {
         instance(&db, REDIS, &ns).await,
     );
     let cfg = config(&db);
+    let _slot = SlotGuard(cfg.clone());
     let first = ChangeStream::spawn(&a.control(), cfg.clone(), mapping());
     leading(&first).await;
     let second = ChangeStream::spawn(&b.control(), cfg.clone(), mapping());
@@ -152,9 +173,6 @@ async fn one_instance_consumes_and_another_takes_over_without_losing_a_write() {
     assert!(reads(&a, 4, 11).await);
 
     drop(second);
-    drop_stream(&db.url, &cfg.slot, &cfg.publication)
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,6 +180,7 @@ async fn a_slot_dropped_under_the_consumer_is_recreated_and_every_entry_dropped(
     let db = database().await;
     let a = instance(&db, REDIS, &testkit::unique("ns")).await;
     let cfg = config(&db);
+    let _slot = SlotGuard(cfg.clone());
     let stream = ChangeStream::spawn(&a.control(), cfg.clone(), mapping());
     leading(&stream).await;
     let epochs = stream.status().epochs;
@@ -207,9 +226,6 @@ async fn a_slot_dropped_under_the_consumer_is_recreated_and_every_entry_dropped(
     assert!(reads(&a, 6, 3).await);
 
     drop(stream);
-    drop_stream(&db.url, &cfg.slot, &cfg.publication)
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,6 +271,7 @@ async fn writes_to_another_database_do_not_make_the_idle_slot_retain_wal() {
     let db = database().await;
     let a = instance(&db, REDIS, &testkit::unique("ns")).await;
     let cfg = config(&db);
+    let _slot = SlotGuard(cfg.clone());
     let stream = ChangeStream::spawn(&a.control(), cfg.clone(), mapping());
     leading(&stream).await;
 
@@ -292,7 +309,4 @@ async fn writes_to_another_database_do_not_make_the_idle_slot_retain_wal() {
         retained().await
     );
     drop(stream);
-    drop_stream(&db.url, &cfg.slot, &cfg.publication)
-        .await
-        .unwrap();
 }
