@@ -17,7 +17,11 @@
 //!   it, missed changes: every cached entry is dropped (on every instance)
 //!   before its stream is read.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use sqlx::{Connection, PgConnection};
@@ -37,6 +41,10 @@ use crate::control::Control;
 /// changed" (a bulk backfill drops the whole cache instead of its rows'
 /// tags one by one, and memory stays bounded).
 const MAX_ROWS_PER_TRANSACTION: usize = 10_000;
+
+/// Transactions whose invalidations may run at once. Their positions are
+/// confirmed in commit order, each once it and all before it are done.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// How long to wait before trying again when the database cannot stream.
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(60);
@@ -174,12 +182,13 @@ async fn lead_and_stream(
     tracing::info!(slot = %config.slot, "change stream: this instance consumes");
 
     let mut consumer = Consumer {
-        control,
+        control: control.clone(),
         config,
-        mapping,
-        state: &state,
+        mapping: mapping.clone(),
+        state: state.clone(),
         decoder: Decoder::default(),
         txn: None,
+        in_flight: VecDeque::new(),
     };
     let mut tick = tokio::time::interval(config.status_interval);
     loop {
@@ -192,8 +201,14 @@ async fn lead_and_stream(
                 if let Some(lsn) = consumer.handle(event).await? {
                     client.update_applied_lsn(lsn);
                 }
+                if let Some(lsn) = consumer.settled() {
+                    client.update_applied_lsn(lsn);
+                }
             }
             _ = tick.tick() => {
+                if let Some(lsn) = consumer.settled() {
+                    client.update_applied_lsn(lsn);
+                }
                 let (bytes, seconds) = slot::lag(&mut conn, &config.slot, &application).await?;
                 state.update(|s| {
                     s.lag_bytes = bytes;
@@ -249,12 +264,15 @@ struct Txn {
 }
 
 struct Consumer<'a> {
-    control: &'a Control,
+    control: Control,
     config: &'a ChangesConfig,
-    mapping: &'a Mapping,
-    state: &'a ChangeState,
+    mapping: Mapping,
+    state: Arc<ChangeState>,
     decoder: Decoder,
     txn: Option<Txn>,
+    /// Committed transactions being invalidated, in commit order, with the
+    /// position to confirm once each (and all before it) is done.
+    in_flight: VecDeque<(Lsn, JoinHandle<()>)>,
 }
 
 impl Consumer<'_> {
@@ -292,14 +310,25 @@ impl Consumer<'_> {
                 }
             }
             ReplicationEvent::Commit { end_lsn, .. } => {
-                if let Some(txn) = self.txn.take() {
-                    self.apply(txn).await;
+                let txn = self.txn.take().unwrap_or_default();
+                let (control, mapping) = (self.control.clone(), self.mapping.clone());
+                let task = tokio::spawn(apply(control, mapping, self.state.clone(), txn));
+                self.in_flight.push_back((end_lsn, task));
+                if self.in_flight.len() >= MAX_IN_FLIGHT {
+                    if let Some((lsn, oldest)) = self.in_flight.pop_front() {
+                        // A panicked invalidation is not retried: its
+                        // position moves on like the others'.
+                        let _ = oldest.await;
+                        return Ok(Some(lsn));
+                    }
                 }
-                return Ok(Some(end_lsn));
             }
-            // Between transactions everything sent was applied: confirm
-            // the server's position, so an idle slot retains no WAL.
-            ReplicationEvent::KeepAlive { wal_end, .. } if self.txn.is_none() => {
+            // Between transactions, with every one applied, everything
+            // sent was applied: confirm the server's position, so an idle
+            // slot retains no WAL.
+            ReplicationEvent::KeepAlive { wal_end, .. }
+                if self.txn.is_none() && self.in_flight.is_empty() =>
+            {
                 return Ok(Some(wal_end));
             }
             _ => {}
@@ -307,45 +336,55 @@ impl Consumer<'_> {
         Ok(None)
     }
 
-    /// Invalidates what a committed transaction changed.
-    async fn apply(&self, txn: Txn) {
-        if txn.own {
-            self.state.update(|s| {
-                s.transactions += 1;
-                s.own_skipped += 1;
-            });
-            return;
+    /// The position of the last transaction whose invalidations, and all
+    /// before it, are done (if that moved).
+    fn settled(&mut self) -> Option<Lsn> {
+        let mut last = None;
+        while self.in_flight.front().is_some_and(|(_, t)| t.is_finished()) {
+            last = self.in_flight.pop_front().map(|(lsn, _)| lsn);
         }
-        let mut everything = txn.everything;
-        let mut tags = BTreeSet::new();
-        let mut failures = 0;
-        for row in &txn.rows {
-            if everything {
-                break;
-            }
-            match self.mapping.tags(row).await {
-                Ok(found) => tags.extend(found),
-                Err(e) => {
-                    tracing::warn!(error = %e, "a changed row's tags are unknown: dropping every cached entry");
-                    failures += 1;
-                    everything = true;
-                }
-            }
-        }
-        if everything {
-            self.control.clear_cache().await;
-        } else {
-            let control = self.control;
-            futures::future::join_all(tags.iter().map(|t| control.invalidate_tag(t))).await;
-        }
-        self.state.update(|s| {
-            s.transactions += 1;
-            s.mapping_failures += failures;
-            if everything {
-                s.epochs += 1;
-            } else {
-                s.tags_invalidated += tags.len() as u64;
-            }
-        });
+        last
     }
+}
+
+/// Invalidates what a committed transaction changed.
+async fn apply(control: Control, mapping: Mapping, state: Arc<ChangeState>, txn: Txn) {
+    if txn.own {
+        state.update(|s| {
+            s.transactions += 1;
+            s.own_skipped += 1;
+        });
+        return;
+    }
+    let mut everything = txn.everything;
+    let mut tags = BTreeSet::new();
+    let mut failures = 0;
+    for row in &txn.rows {
+        if everything {
+            break;
+        }
+        match mapping.tags(row).await {
+            Ok(found) => tags.extend(found),
+            Err(e) => {
+                tracing::warn!(error = %e, "a changed row's tags are unknown: dropping every cached entry");
+                failures += 1;
+                everything = true;
+            }
+        }
+    }
+    if everything {
+        control.clear_cache().await;
+    } else {
+        let control = &control;
+        futures::future::join_all(tags.iter().map(|t| control.invalidate_tag(t))).await;
+    }
+    state.update(|s| {
+        s.transactions += 1;
+        s.mapping_failures += failures;
+        if everything {
+            s.epochs += 1;
+        } else {
+            s.tags_invalidated += tags.len() as u64;
+        }
+    });
 }

@@ -163,10 +163,10 @@ async fn measure(target: &Target, direct: &str, rate: u64, count: usize) -> anyh
             o.stale += stale;
         }));
     }
+    let offered = count as f64 / began.elapsed().as_secs_f64();
     for t in tasks {
         t.await?;
     }
-    let offered = count as f64 / began.elapsed().as_secs_f64();
     let lead = leader(target).await.unwrap_or(Value::Null);
     let mut o = std::mem::take(&mut *outcomes.lock().expect("not poisoned"));
     o.delays_ms.sort_by(f64::total_cmp);
