@@ -29,6 +29,7 @@ pub enum ChangeError {
 }
 
 impl ChangeError {
+    #[cfg(feature = "changes")]
     pub(crate) fn sql(phase: &'static str, source: sqlx::Error) -> Self {
         Self::Sql { phase, source }
     }

@@ -78,11 +78,13 @@ impl ChangeState {
     }
 
     /// Changes the figures.
+    #[cfg(feature = "changes")]
     pub(crate) fn update(&self, f: impl FnOnce(&mut ChangeStatus)) {
         f(&mut self.status.lock());
     }
 
     /// Sets the mode (and its detail); the lag figures are the leader's.
+    #[cfg(feature = "changes")]
     pub(crate) fn set_mode(&self, mode: ChangeMode, detail: Option<String>) {
         self.update(|s| {
             s.mode = mode;
