@@ -2,9 +2,10 @@
 # Makes sure the services the test suite talks to are up and ready:
 # PostgreSQL (with pg_stat_statements loaded and installed in the test
 # database, wal_level = logical and max_slot_wal_keep_size = 1GB), Redis, our own PgBouncer in transaction mode on 127.0.0.1:6432
-# in front of that PostgreSQL, and our own Redis Cluster on
-# 127.0.0.1:7000-7005; installs headless Chromium and chromedriver for the
-# browser tests when missing. Starts what is down; changes nothing that is
+# in front of that PostgreSQL, our own Redis Cluster on
+# 127.0.0.1:7000-7005, and MariaDB on 127.0.0.1:3306 (root without a
+# password, database `test`; installed when missing); installs headless
+# Chromium and chromedriver for the browser tests when missing. Starts what is down; changes nothing that is
 # fine. Idempotent; safe to run before every test run.
 #
 #   scripts/services.sh                  everything up
@@ -43,6 +44,8 @@ source "$ROOT/scripts/pgbouncer.sh"
 source "$ROOT/scripts/redis-cluster.sh"
 # shellcheck source=scripts/chromium.sh
 source "$ROOT/scripts/chromium.sh"
+# shellcheck source=scripts/mariadb.sh
+source "$ROOT/scripts/mariadb.sh"
 
 case "${1:-}" in
   "") ;;
@@ -99,6 +102,7 @@ wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
 
 pgbouncer_ensure
 redis_cluster_ensure
+mariadb_ensure
 chromium_ensure
 
-echo "services: PostgreSQL ($(psql_ postgres 'SHOW server_version'), pg_stat_statements on, wal_level $(psql_ postgres 'SHOW wal_level')), Redis ($(redis-cli -h 127.0.0.1 ping)), PgBouncer ($(pgbouncer_version), transaction mode, $PGB_ADDR:$PGB_PORT), Redis Cluster ($(redis_cluster_version), 3 masters + 3 replicas, $RC_ADDR:$RC_FIRST_PORT-$RC_LAST_PORT) and Chromium ($(chromium_version), chromedriver) ready"
+echo "services: PostgreSQL ($(psql_ postgres 'SHOW server_version'), pg_stat_statements on, wal_level $(psql_ postgres 'SHOW wal_level')), Redis ($(redis-cli -h 127.0.0.1 ping)), PgBouncer ($(pgbouncer_version), transaction mode, $PGB_ADDR:$PGB_PORT), Redis Cluster ($(redis_cluster_version), 3 masters + 3 replicas, $RC_ADDR:$RC_FIRST_PORT-$RC_LAST_PORT), MariaDB ($(mariadb_version), $MY_ADDR:$MY_PORT) and Chromium ($(chromium_version), chromedriver) ready"

@@ -337,6 +337,7 @@ fn shared_metrics(r: &hpdb::SharedStatus) {
         ("hpdb_shared_redis_commands_total", r.redis_commands),
         ("hpdb_shared_redis_failures_total", r.redis_failures),
         ("hpdb_shared_redis_timeouts_total", r.redis_timeouts),
+        ("hpdb_shared_redis_slow_total", r.redis_slow),
     ] {
         counter!(name).absolute(value);
     }

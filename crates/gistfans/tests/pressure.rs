@@ -346,7 +346,8 @@ async fn pressure_saturated_three_instances_never_serve_a_stale_read_or_open_a_c
         let shared = &report["status"]["shared"];
         eprintln!(
             "pressure: instance {n}: reads p50 {:.1} p99 {:.1} ms (manager); writes (ms): {}; \
-             shared: delivery waits {} timeouts {}, redis failures {}, lease refusals {}",
+             shared: delivery waits {} timeouts {}, redis failures {}, slow reader calls {}, \
+             lease refusals {}",
             report["status"]["latencyMs"]["p50"]
                 .as_f64()
                 .unwrap_or(-1.0),
@@ -357,6 +358,7 @@ async fn pressure_saturated_three_instances_never_serve_a_stale_read_or_open_a_c
             shared["deliveryWaits"],
             shared["deliveryTimeouts"],
             shared["redisFailures"],
+            shared["redisSlow"],
             shared["leaseRefusals"],
         );
     }

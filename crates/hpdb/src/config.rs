@@ -53,12 +53,12 @@ pub struct PoolConfig {
     pub max_lifetime: Option<Duration>,
     /// Prepared statements each connection keeps (default 100, sqlx's own
     /// default). Applied to PostgreSQL connections made through
-    /// [`postgres::PgTarget`](crate::postgres::PgTarget). 0 turns the cache
+    /// `postgres::PgTarget` (feature `postgres`). 0 turns the cache
     /// off and puts the manager in pooler-safe mode, as `?pgbouncer=true`
     /// does: set it behind a transaction-mode pooler (PgBouncer), where a
     /// statement prepared on one server connection is missing or taken on
     /// the next; each query then costs two more round trips (see
-    /// [`postgres`](crate::postgres)).
+    /// `hpdb::postgres`).
     pub statement_cache_capacity: usize,
 }
 
@@ -334,7 +334,10 @@ pub struct SharedConfig {
     /// A reader's budget for one Redis call (default 50 ms): a Redis slower
     /// than the budget is skipped, never waited on. The budget follows the
     /// calls' latency up to four times this (a busy machine is not a Redis
-    /// away); writers and background steps get the four times.
+    /// away); writers and background steps get the four times. A reader's
+    /// call past its budget is not cancelled: it finishes in the background
+    /// and counts as slow; only one with no answer within the four times
+    /// counts as a miss (and towards Redis's breaker).
     pub call_timeout: Duration,
     /// How long an instance keeps serving in-process entries while it cannot
     /// confirm that it has every invalidation (default 1 s): the bound on

@@ -9,7 +9,13 @@
 //! connection, not the one the query will use): it names a statement that
 //! opens a transaction around each query, in which the backend's local
 //! settings hold for exactly that query. PostgreSQL's implementation is in
-//! [`postgres`](crate::postgres).
+//! `postgres`.
+//!
+//! A backend whose session setting *is* the right tool (MySQL and MariaDB:
+//! no pooler multiplexes their sessions, and there is no transaction-local
+//! setting) implements [`SessionDeadline`] instead: one statement on the
+//! query's own connection, before the query, that limits the session's
+//! statements to the time left (`mysql`).
 //!
 //! Invariants:
 //! - Without a strategy, or when it answers `None`, the caller's closure
@@ -24,6 +30,7 @@
 
 use std::{borrow::Cow, time::Duration};
 
+use futures::future::BoxFuture;
 use sqlx::{Connection, Database};
 
 use crate::query::QueryFn;
@@ -42,13 +49,34 @@ pub trait StatementDeadline: Send + Sync + 'static {
     fn begin_statement(&self, left: Duration) -> Option<Cow<'static, str>>;
 }
 
-/// Runs `query` on `conn`, inside the transaction `deadline` asks for.
+/// A backend's own way to give the server a query's deadline on the
+/// query's connection, before it runs: a session setting, so the server
+/// stops every statement of the query when its time is up (implemented for
+/// MySQL and MariaDB in `mysql`).
+///
+/// The setting stays on the connection until the next query through the
+/// manager sets it again.
+pub(crate) trait SessionDeadline<DB: Database>: Send + Sync + 'static {
+    /// Limits `conn`'s next statements to `left`.
+    fn limit<'c>(
+        &'c self,
+        conn: &'c mut DB::Connection,
+        left: Duration,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+}
+
+/// Runs `query` on `conn`: after `session`'s limit, if any, and inside the
+/// transaction `deadline` asks for, if any.
 pub(crate) async fn run_with_deadline<DB: Database, T, F: QueryFn<DB, T>>(
     conn: &mut DB::Connection,
     deadline: Option<&dyn StatementDeadline>,
+    session: Option<&dyn SessionDeadline<DB>>,
     left: Duration,
     query: F,
 ) -> Result<T, sqlx::Error> {
+    if let Some(session) = session {
+        session.limit(conn, left).await?;
+    }
     let Some(begin) = deadline.and_then(|d| d.begin_statement(left)) else {
         return query(conn).await;
     };

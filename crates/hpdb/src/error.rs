@@ -184,13 +184,29 @@ pub(crate) fn is_unreachable(err: &sqlx::Error) -> bool {
 /// True when the database refused a connection because it is at its own
 /// connection limit (PostgreSQL's "sorry, too many clients already").
 pub(crate) fn is_connection_limit_error(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("53300"))
+    // PostgreSQL: too_many_connections; MySQL and MariaDB: ER_CON_COUNT_ERROR.
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("53300" | "08004")))
 }
 
-/// True when the server cancelled the statement (PostgreSQL's
-/// `query_canceled`, raised by `statement_timeout`).
+/// True when the server cancelled the statement at its deadline
+/// (PostgreSQL's `statement_timeout`, MariaDB's `max_statement_time`,
+/// MySQL's `max_execution_time`).
 pub(crate) fn is_query_cancelled(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    // PostgreSQL: query_canceled. MariaDB: ER_STATEMENT_TIMEOUT (1969) and
+    // ER_QUERY_INTERRUPTED (1317), SQLSTATE 70100.
+    if matches!(db.code().as_deref(), Some("57014" | "70100")) {
+        return true;
+    }
+    // MySQL's `max_execution_time`: ER_QUERY_TIMEOUT (3024), whose
+    // SQLSTATE is the generic HY000.
+    #[cfg(feature = "mysql")]
+    if let Some(e) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return e.number() == 3024;
+    }
+    false
 }
 
 /// Database error codes that mean "the server cannot serve you right now".
@@ -201,6 +217,8 @@ fn is_unavailable_db_code(code: Option<&str>) -> bool {
         Some("57P01" | "57P02" | "57P03" | "53300")
         // SQLite: SQLITE_CANTOPEN (14) and SQLITE_IOERR (10).
         | Some("14" | "10")
+        // MySQL and MariaDB: too many connections (1040), server shutdown (1053).
+        | Some("08004" | "08S01")
     )
 }
 

@@ -16,6 +16,7 @@ pub struct Stamp {
 
 impl Stamp {
     /// The generation of `tag` in this stamp.
+    #[cfg(feature = "redis")]
     pub(crate) fn tag_gen(&self, tag: &str) -> Option<u64> {
         self.tag_gens
             .iter()
@@ -24,6 +25,7 @@ impl Stamp {
     }
 
     /// The same stamp with `tag` at generation `gen`.
+    #[cfg(feature = "redis")]
     pub(crate) fn with_tag_gen(&self, tag: &str, gen: u64) -> Stamp {
         let mut s = self.clone();
         for (t, g) in &mut s.tag_gens {

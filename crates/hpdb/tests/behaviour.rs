@@ -1,6 +1,8 @@
 //! The manager's promises, proven against real databases: every test runs
-//! once on SQLite and once on PostgreSQL (where PostgreSQL's own
-//! `pg_stat_statements` and `pg_stat_activity` are asked to agree).
+//! once on SQLite, once on PostgreSQL (where PostgreSQL's own
+//! `pg_stat_statements` and `pg_stat_activity` are asked to agree) and once
+//! on MariaDB (with its statement deadline on), each suite when its
+//! feature is on.
 
 mod common;
 
@@ -28,12 +30,15 @@ async fn until(mut cond: impl FnMut() -> bool) {
 }
 
 macro_rules! backend_suite {
-    ($module:ident, $db:ty, $harness:path) => {
+    ($module:ident, $db:ty, $harness:path, $one:expr) => {
         mod $module {
             use super::*;
             use crate::common::{config, Harness};
 
             type DB = $db;
+
+            /// A query of one BIGINT, 1, in this backend's SQL.
+            const ONE: &str = $one;
 
             async fn harness(min: u32, max: u32) -> Harness<DB> {
                 $harness(config(min, max)).await
@@ -86,9 +91,7 @@ macro_rules! backend_suite {
                     m.execute_query("hold", QueryOptions::uncached(), move |conn| {
                         Box::pin(async move {
                             r.notified().await;
-                            sqlx::query_scalar::<_, i64>("SELECT CAST(1 AS BIGINT)")
-                                .fetch_one(conn)
-                                .await
+                            sqlx::query_scalar::<_, i64>(ONE).fetch_one(conn).await
                         })
                     })
                     .await
@@ -164,9 +167,7 @@ macro_rules! backend_suite {
                             move |conn| {
                                 Box::pin(async move {
                                     o.lock().push(i);
-                                    sqlx::query_scalar::<_, i64>("SELECT CAST(1 AS BIGINT)")
-                                        .fetch_one(conn)
-                                        .await
+                                    sqlx::query_scalar::<_, i64>(ONE).fetch_one(conn).await
                                 })
                             },
                         )
@@ -708,5 +709,25 @@ macro_rules! backend_suite {
     };
 }
 
-backend_suite!(sqlite, sqlx::Sqlite, common::sqlite);
-backend_suite!(postgres, sqlx::Postgres, common::postgres);
+#[cfg(feature = "sqlite")]
+backend_suite!(
+    sqlite,
+    sqlx::Sqlite,
+    common::sqlite,
+    "SELECT CAST(1 AS BIGINT)"
+);
+#[cfg(feature = "postgres")]
+backend_suite!(
+    postgres,
+    sqlx::Postgres,
+    common::postgres,
+    "SELECT CAST(1 AS BIGINT)"
+);
+// MySQL and MariaDB cast to BIGINT as SIGNED.
+#[cfg(feature = "mysql")]
+backend_suite!(
+    mariadb,
+    sqlx::MySql,
+    common::mariadb,
+    "SELECT CAST(1 AS SIGNED)"
+);

@@ -1,5 +1,7 @@
 //! Outages: the circuit opens when the database is unreachable, callers fail
-//! fast or get stale cache entries, and it closes once the database is back.
+//! fast or get stale cache entries, and it closes once the database is back
+//! (PostgreSQL and MariaDB through a proxy that goes down, SQLite by its
+//! file).
 
 mod common;
 
@@ -45,6 +47,11 @@ where
     panic!("the circuit did not open after 20 failures: {errors:?}");
 }
 
+/// A query of one BIGINT, 7, on `DB`.
+type Seven<DB> = for<'c> fn(
+    &'c mut <DB as sqlx::Database>::Connection,
+) -> BoxFuture<'c, Result<i64, sqlx::Error>>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_circuit_opens_when_unreachable_and_closes_when_back() {
     let proxy = testkit::Proxy::start(&testkit::pg::host_port())
@@ -57,7 +64,36 @@ async fn postgres_circuit_opens_when_unreachable_and_closes_when_back() {
         .connect_with(opts)
         .await
         .unwrap();
-    let one = || seven_pg;
+    circuit_opens_when_unreachable_and_closes_when_back(m, &proxy, seven_pg).await;
+}
+
+#[cfg(feature = "mysql")]
+fn seven_my(conn: &mut sqlx::MySqlConnection) -> BoxFuture<'_, Result<i64, sqlx::Error>> {
+    Box::pin(sqlx::query_scalar("SELECT CAST(7 AS SIGNED)").fetch_one(conn))
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_circuit_opens_when_unreachable_and_closes_when_back() {
+    let direct = common::mysql_options();
+    let proxy = testkit::Proxy::start(&format!("{}:{}", direct.get_host(), direct.get_port()))
+        .await
+        .unwrap();
+    let m = Manager::<sqlx::MySql>::builder(outage_config())
+        .connect_mysql(direct.port(proxy.port()))
+        .await
+        .unwrap();
+    circuit_opens_when_unreachable_and_closes_when_back(m, &proxy, seven_my).await;
+}
+
+/// Through `proxy`: stale-if-error, the circuit opening after failures
+/// and failing fast, and closing once the database is back.
+async fn circuit_opens_when_unreachable_and_closes_when_back<DB: sqlx::Database>(
+    m: Manager<DB>,
+    proxy: &testkit::Proxy,
+    seven: Seven<DB>,
+) {
+    let one = || seven;
     // Stale-if-error alone: not served while revalidating (see tests/refresh.rs).
     let short_ttl = QueryOptions::default()
         .ttl(Duration::from_millis(50))

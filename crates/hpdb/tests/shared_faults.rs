@@ -8,8 +8,8 @@ mod common_shared;
 
 use std::time::Duration;
 
-use common_shared::{read, shared, two_instances, write};
-use hpdb::Manager;
+use common_shared::{database, instance_with, read, shared, two_instances, write};
+use hpdb::{Manager, ManagerConfig};
 use sqlx::Postgres;
 use testkit::redis::RedisServer;
 use tokio::time::Instant;
@@ -142,6 +142,46 @@ async fn redis_paused_by_client_pause() {
     assert_eq!(redis.cli(&["client", "pause", "2500", "ALL"]).trim(), "OK");
     reads_stay_within_the_lease(&a, &b, 3, Duration::from_secs(3), async {}).await;
     recovered(&[&a, &b]).await;
+}
+
+/// A Redis slower than a reader's budget but answering within the ceiling
+/// (what a saturated machine looks like from here) is slow, not away: the
+/// reader goes on to the database, its call finishes in the background and
+/// counts as slow; nothing counts as a timeout or a failure, and the
+/// breaker stays closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_slower_than_a_readers_budget_is_slow_not_away() {
+    let redis = RedisServer::start();
+    let db = database().await;
+    let ns = testkit::unique("ns");
+    let mut config = ManagerConfig::default();
+    // Readers wait 200 ms at first; every call may take 800 ms.
+    config.shared.call_timeout = Duration::from_millis(200);
+    let a = instance_with(&db, &redis.url(), &ns, config.clone()).await;
+    for id in 1..=5 {
+        read(&a, id).await;
+    }
+    let b = instance_with(&db, &redis.url(), &ns, config).await;
+    let before = shared(&b);
+    // Every client waits 400 ms for its next command.
+    assert_eq!(redis.cli(&["client", "pause", "400", "ALL"]).trim(), "OK");
+    for id in 1..=5 {
+        assert_eq!(*read(&b, id).await.value, 0, "every read is answered");
+    }
+    assert!(
+        testkit::pg::eventually(Duration::from_secs(5), || async {
+            shared(&b).redis_slow > before.redis_slow
+        })
+        .await,
+        "a reader went on without Redis: {:?}",
+        shared(&b)
+    );
+    // The background calls have settled (answered, or run out the ceiling).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = shared(&b);
+    assert_eq!(after.redis_timeouts, before.redis_timeouts, "{after:?}");
+    assert_eq!(after.redis_failures, before.redis_failures, "{after:?}");
+    assert!(after.bus_current, "{after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,7 +88,10 @@ pub struct Served {
     pub source: Source,
 }
 
-const LOCK_STRIPES: usize = 64;
+/// Stripes of the per-user write locks and queues: many, so that two users
+/// rarely share one (a cold user's write hashed onto a hot user's stripe
+/// waits behind that user's writes); 4,096 × 2 small mutexes are ~0.5 MB.
+const LOCK_STRIPES: usize = 4096;
 
 /// The aggregation service. Cheap to clone.
 #[derive(Clone)]

@@ -167,6 +167,7 @@ mod tests {
             redis_commands_per_page_load: None,
             circuit_opens: Vec::new(),
             redis_budget_misses: Vec::new(),
+            redis_slow_calls: Vec::new(),
         }
     }
 

@@ -81,9 +81,12 @@ pub struct ModeReport {
     /// Times each instance's circuit opened while measuring (a healthy
     /// database: none).
     pub circuit_opens: Vec<i64>,
-    /// Redis calls each instance gave up on at their budget while
-    /// measuring (a healthy Redis: none, or close to it).
+    /// Redis calls each instance had no answer to within their whole
+    /// budget while measuring (a healthy Redis: none).
     pub redis_budget_misses: Vec<i64>,
+    /// Readers' Redis calls each instance answered after the reader had
+    /// gone on to the database (slow, not failed: a load signal).
+    pub redis_slow_calls: Vec<i64>,
     /// The writes' own requests (sent → answered), apart from page loads.
     pub write_latency_ms: Option<Latency>,
 }
@@ -172,6 +175,7 @@ impl ModeReport {
             shared_hit_rate: None,
             circuit_opens: Vec::new(),
             redis_budget_misses: Vec::new(),
+            redis_slow_calls: Vec::new(),
             redis_commands_per_page_load: None,
             write_latency_ms: None,
         }
@@ -222,6 +226,7 @@ impl ModeReport {
         self.circuit_opens = per_instance(|s| s.get("circuitOpens")?.as_i64());
         self.redis_budget_misses =
             per_instance(|s| s.get("shared")?.get("redisTimeouts")?.as_i64());
+        self.redis_slow_calls = per_instance(|s| s.get("shared")?.get("redisSlow")?.as_i64());
         let (hits, misses) = (delta("hits"), delta("misses"));
         self.shared_hit_rate = hits
             .zip(misses)

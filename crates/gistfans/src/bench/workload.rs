@@ -144,8 +144,8 @@ pub async fn run_mode(
     eprintln!("{}", report.one_line());
     if !report.circuit_opens.is_empty() {
         eprintln!(
-            "    per instance: circuit openings {:?}, Redis budget misses {:?}",
-            report.circuit_opens, report.redis_budget_misses
+            "    per instance: circuit openings {:?}, Redis budget misses {:?}, readers' slow Redis calls {:?}",
+            report.circuit_opens, report.redis_budget_misses, report.redis_slow_calls
         );
     }
     if let (Some(a), Some(b)) = (

@@ -64,6 +64,7 @@ pub struct CacheEntry {
     /// How to read the value back from its shared encoding (`None`: not
     /// known): lets the bus replace an invalidated entry from the shared
     /// level instead of only dropping it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) decode: Option<Decode>,
     /// How long its fetch took (XFetch's Δ: a costly entry is refreshed
     /// earlier); zero when not fetched (an update in place).

@@ -8,7 +8,7 @@
 //! by the post's author). Lookups are bounded: at most
 //! [`LOOKUP_CONCURRENCY`] at once, each within [`LOOKUP_TIMEOUT`], their
 //! answers cached (up to [`LOOKUP_CAPACITY`] keys per rule, for
-//! [`LOOKUP_TTL`]) and concurrent lookups of one key coalesced. A lookup
+//! [`LOOKUP_TTL`]). A lookup
 //! must therefore map a key to tags that do not change (a post's author),
 //! or the stale answer would name the wrong tags.
 //!
@@ -90,7 +90,7 @@ enum Rule {
     Lookup {
         key: Key,
         fetch: LookupFn,
-        answers: moka::future::Cache<String, Arc<Vec<String>>>,
+        answers: moka::sync::Cache<String, Arc<Vec<String>>>,
     },
 }
 
@@ -144,7 +144,7 @@ impl Mapping {
         key: impl Fn(&Row) -> Option<String> + Send + Sync + 'static,
         fetch: LookupFn,
     ) -> Self {
-        let answers = moka::future::Cache::builder()
+        let answers = moka::sync::Cache::builder()
             .max_capacity(LOOKUP_CAPACITY)
             .time_to_live(LOOKUP_TTL)
             .build();
@@ -183,10 +183,14 @@ impl Mapping {
                     answers,
                 } => {
                     let Some(k) = key(row) else { continue };
-                    let found = answers
-                        .try_get_with(k.clone(), self.fetch(&row.table, fetch, k))
-                        .await
-                        .map_err(|e| (*e).clone())?;
+                    let found = match answers.get(&k) {
+                        Some(found) => found,
+                        None => {
+                            let found = self.fetch(&row.table, fetch, k.clone()).await?;
+                            answers.insert(k, found.clone());
+                            found
+                        }
+                    };
                     tags.extend(found.iter().cloned());
                 }
             }

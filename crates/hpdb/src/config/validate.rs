@@ -92,7 +92,7 @@ impl ManagerConfig {
             ));
         }
         if let Some(url) = &self.shared.url {
-            crate::shared::target::check_url(url)
+            crate::shared::check_url(url)
                 .map_err(|e| ConfigError(format!("{} {e}", knob("shared.url"))))?;
         }
         for (field, rate) in [

@@ -279,6 +279,7 @@ impl Control {
     }
 }
 
+#[cfg(feature = "sqlite")]
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;

@@ -113,8 +113,13 @@ impl<DB: Database> Manager<DB> {
         inc(&core.metrics.c.db_queries);
         let began = Instant::now();
         let left = deadline.saturating_duration_since(began);
-        let framed =
-            run_with_deadline::<DB, T, F>(&mut *conn, self.db.deadline.as_deref(), left, query);
+        let framed = run_with_deadline::<DB, T, F>(
+            &mut *conn,
+            self.db.deadline.as_deref(),
+            self.db.session.as_deref(),
+            left,
+            query,
+        );
         let result = match timeout_at(deadline, framed).await {
             // On drop, sqlx pings the connection before reusing it, which
             // drains the interrupted query; the connection's slot in sqlx's

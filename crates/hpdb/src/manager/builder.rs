@@ -11,7 +11,7 @@ use super::{DbPool, Manager};
 use crate::{
     config::{ConfigError, ManagerConfig},
     control::{core::Core, tasks, Control},
-    deadline::StatementDeadline,
+    deadline::{SessionDeadline, StatementDeadline},
     error::pooler_hint,
     redact::redacted_url,
 };
@@ -57,6 +57,7 @@ pub struct ManagerBuilder<DB: Database> {
     config: ManagerConfig,
     customize: Option<CustomizePool<DB>>,
     deadline: Option<Arc<dyn StatementDeadline>>,
+    session: Option<Arc<dyn SessionDeadline<DB>>>,
     background: bool,
 }
 
@@ -67,6 +68,7 @@ impl<DB: Database> Manager<DB> {
             config,
             customize: None,
             deadline: None,
+            session: None,
             background: true,
         }
     }
@@ -90,11 +92,30 @@ impl<DB: Database> ManagerBuilder<DB> {
 
     /// How each query's deadline reaches the database (default: it does
     /// not; the caller stops waiting and the statement runs on). See
-    /// [`StatementDeadline`]; [`connect_target`](Self::connect_target) sets
-    /// PostgreSQL's.
+    /// [`StatementDeadline`]; `connect_target` (feature `postgres`) sets
+    /// PostgreSQL's, `connect_mysql` (feature `mysql`) MySQL's and MariaDB's.
     pub fn statement_deadline(mut self, deadline: impl StatementDeadline) -> Self {
         self.deadline = Some(Arc::new(deadline));
         self
+    }
+
+    /// Sets the backend's session limit before each query (see
+    /// [`SessionDeadline`]; `mysql` installs MySQL's and MariaDB's).
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    pub(crate) fn session_deadline(mut self, session: impl SessionDeadline<DB>) -> Self {
+        self.session = Some(Arc::new(session));
+        self
+    }
+
+    /// A failure to reach the database before the manager exists (a
+    /// backend's start-up question), as [`connect`](Self::connect)'s.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    pub(crate) fn connect_failed(&self, target: Option<&str>, source: sqlx::Error) -> BuildError {
+        BuildError::Connect {
+            min: self.config.pool.min_connections,
+            target: target.map(str::to_string),
+            source,
+        }
     }
 
     /// Whether to start the health, leak and sweep tasks (default true).
@@ -169,6 +190,7 @@ impl<DB: Database> ManagerBuilder<DB> {
         let db = Arc::new(DbPool {
             pool: pool_options.connect_lazy_with(opts),
             deadline: self.deadline,
+            session: self.session,
             opens: Arc::new(Semaphore::new(p.max_concurrent_opens.max(1) as usize)),
         });
         let core = Arc::new(Core::new(config, db.clone())?);

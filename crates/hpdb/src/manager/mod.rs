@@ -59,7 +59,7 @@ use tokio::{sync::Semaphore, time::Instant};
 
 use crate::{
     control::{core::Core, Control},
-    deadline::StatementDeadline,
+    deadline::{SessionDeadline, StatementDeadline},
     error::{Error, TimeoutPhase},
 };
 
@@ -69,6 +69,8 @@ pub(crate) struct DbPool<DB: Database> {
     pool: Pool<DB>,
     /// How each query's deadline reaches the database, if it does.
     deadline: Option<Arc<dyn StatementDeadline>>,
+    /// How the backend's session limit is set before each query, if it is.
+    session: Option<Arc<dyn SessionDeadline<DB>>>,
     /// Bounds connections being opened at once (see `acquire_connection`).
     opens: Arc<Semaphore>,
 }

@@ -19,7 +19,10 @@
 //! usually nothing.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -88,23 +91,78 @@ pub(crate) enum RedisCallError {
     NotConnected,
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("Redis slower than the reader's budget ({0:?}): the reader went on without it")]
+    Slow(Duration),
     #[error("Redis: {0}")]
     Redis(#[from] RedisError),
 }
 
-/// The connection, its budget, its breaker and its counters.
-pub(crate) struct Redis {
-    target: Target,
+/// The connection's budget, breaker and counters: shared with the calls a
+/// reader stopped waiting for, which finish (and are counted) in a task of
+/// their own.
+pub(crate) struct Health {
     pub(crate) budget: Budget,
-    push: UnboundedSender<PushInfo>,
-    conn: OnceCell<Conn>,
     breaker: CircuitBreaker,
     pub(crate) commands: AtomicU64,
     pub(crate) failures: AtomicU64,
-    /// Calls that ran out of their budget (a subset of the failures).
+    /// Calls with no answer within their whole budget (a subset of the
+    /// failures): the misses that say Redis may be away.
     pub(crate) timeouts: AtomicU64,
+    /// Readers' calls answered after the reader stopped waiting (it went
+    /// to the database): slow, not failed; a load signal only.
+    pub(crate) slow: AtomicU64,
     /// How long calls took, as this process saw them (µs).
     pub(crate) latency: parking_lot::Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+impl Health {
+    /// Counts one call's outcome (within `budget`, started at `started`)
+    /// and feeds the budget and the breaker.
+    fn settle<T>(
+        &self,
+        outcome: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
+        budget: Duration,
+        started: std::time::Instant,
+    ) -> Result<T, RedisCallError> {
+        let result = match outcome {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RedisCallError::Redis(e)),
+            Err(_) => Err(RedisCallError::Timeout(budget)),
+        };
+        match &result {
+            Ok(_) => self.budget.observe(started.elapsed()),
+            Err(RedisCallError::Timeout(_)) => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.budget.observe(budget);
+            }
+            Err(_) => {}
+        }
+        match &result {
+            // A command Redis refused (a wrong type, say) says nothing
+            // about its health; a timeout or a broken connection does.
+            Err(RedisCallError::Redis(e))
+                if e.kind() == ErrorKind::Server(ServerErrorKind::ResponseError) =>
+            {
+                self.breaker.on_success()
+            }
+            Err(_) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.breaker.on_failure();
+            }
+            Ok(_) => self.breaker.on_success(),
+        }
+        let us = started.elapsed().as_micros() as u64;
+        self.latency.lock().saturating_record(us.max(1));
+        result
+    }
+}
+
+/// The connection and its health.
+pub(crate) struct Redis {
+    target: Target,
+    push: UnboundedSender<PushInfo>,
+    conn: OnceCell<Conn>,
+    pub(crate) health: Arc<Health>,
 }
 
 impl Redis {
@@ -112,14 +170,17 @@ impl Redis {
     pub(crate) fn new(target: Target, budget: Budget, push: UnboundedSender<PushInfo>) -> Self {
         Self {
             target,
-            budget,
             push,
             conn: OnceCell::new(),
-            breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),
-            commands: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            timeouts: AtomicU64::new(0),
-            latency: parking_lot::Mutex::new(crate::metrics::histogram()),
+            health: Arc::new(Health {
+                budget,
+                breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),
+                commands: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                timeouts: AtomicU64::new(0),
+                slow: AtomicU64::new(0),
+                latency: parking_lot::Mutex::new(crate::metrics::histogram()),
+            }),
         }
     }
 
@@ -128,7 +189,7 @@ impl Redis {
     }
 
     pub(crate) fn circuit(&self) -> CircuitState {
-        self.breaker.state()
+        self.health.breaker.state()
     }
 
     async fn open(&self) -> Result<Conn, RedisError> {
@@ -137,7 +198,7 @@ impl Redis {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let client = redis::Client::open(format!("{url}{sep}protocol=resp3"))?;
                 let config = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(self.budget.longest()))
+                    .set_response_timeout(Some(self.health.budget.longest()))
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(200))
@@ -151,7 +212,7 @@ impl Redis {
                 let client = ClusterClientBuilder::new(nodes.clone())
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .push_sender(self.push.clone())
-                    .response_timeout(self.budget.longest())
+                    .response_timeout(self.health.budget.longest())
                     .connection_timeout(CONNECT_TIMEOUT)
                     .retries(2)
                     .min_retry_wait(5)
@@ -184,7 +245,7 @@ impl Redis {
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
-        if self.breaker.admit().is_err() {
+        if self.health.breaker.admit().is_err() {
             return Err(RedisCallError::Open);
         }
         self.run_probe(patience, f).await
@@ -200,48 +261,64 @@ impl Redis {
         let Some(conn) = self.conn.get().cloned() else {
             return Err(RedisCallError::NotConnected);
         };
-        self.commands.fetch_add(1, Ordering::Relaxed);
-        let budget = self.budget.for_call(patience);
+        self.health.commands.fetch_add(1, Ordering::Relaxed);
+        let budget = self.health.budget.for_call(patience);
         let started = std::time::Instant::now();
-        let call = f(conn);
-        let result = match tokio::time::timeout(budget, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(RedisCallError::Redis(e)),
-            Err(_) => Err(RedisCallError::Timeout(budget)),
+        let outcome = tokio::time::timeout(budget, f(conn)).await;
+        self.health.settle(outcome, budget, started)
+    }
+
+    /// A reader's call, through the breaker: the reader waits at most the
+    /// adaptive budget; if that passes, it goes on without Redis but the
+    /// call is not cancelled: it finishes in a task of its own within the
+    /// ceiling, and only a call with no answer by then counts as a timeout
+    /// (for the breaker too). So a machine too busy to poll a healthy Redis
+    /// in time sends some readers to the database, and never declares
+    /// Redis away.
+    async fn read<T, F, Fut>(&self, f: F) -> Result<T, RedisCallError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let health = &self.health;
+        if health.breaker.admit().is_err() {
+            return Err(RedisCallError::Open);
+        }
+        let Some(conn) = self.conn.get().cloned() else {
+            return Err(RedisCallError::NotConnected);
         };
-        match &result {
-            Ok(_) => self.budget.observe(started.elapsed()),
-            Err(RedisCallError::Timeout(_)) => {
-                self.timeouts.fetch_add(1, Ordering::Relaxed);
-                self.budget.observe(budget);
-            }
-            Err(_) => {}
-        }
-        match &result {
-            // A command Redis refused (a wrong type, say) says nothing
-            // about its health; a timeout or a broken connection does.
-            Err(RedisCallError::Redis(e))
-                if e.kind() == ErrorKind::Server(ServerErrorKind::ResponseError) =>
-            {
-                self.breaker.on_success()
-            }
+        health.commands.fetch_add(1, Ordering::Relaxed);
+        let budget = health.budget.for_call(Patience::Patient);
+        let wait = health.budget.current();
+        let started = std::time::Instant::now();
+        let mut call = Box::pin(tokio::time::timeout(budget, f(conn)));
+        match tokio::time::timeout(wait, &mut call).await {
+            Ok(outcome) => health.settle(outcome, budget, started),
             Err(_) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                self.breaker.on_failure();
+                health.slow.fetch_add(1, Ordering::Relaxed);
+                let health = health.clone();
+                tokio::spawn(async move {
+                    let outcome = call.await;
+                    let _ = health.settle(outcome, budget, started);
+                });
+                Err(RedisCallError::Slow(wait))
             }
-            Ok(_) => self.breaker.on_success(),
         }
-        let us = started.elapsed().as_micros() as u64;
-        self.latency.lock().saturating_record(us.max(1));
-        result
     }
 
     /// One command.
-    pub(crate) async fn query<T: FromRedisValue + Send>(
+    pub(crate) async fn query<T: FromRedisValue + Send + 'static>(
         &self,
         patience: Patience,
         cmd: &Cmd,
     ) -> Result<T, RedisCallError> {
+        if patience == Patience::Reader {
+            let cmd = cmd.clone();
+            return self
+                .read(|mut c| async move { cmd.query_async(&mut c).await })
+                .await;
+        }
         self.run(
             patience,
             |mut c| async move { cmd.query_async(&mut c).await },
@@ -261,11 +338,17 @@ impl Redis {
     }
 
     /// A pipeline (all its commands must hash to one slot on a Cluster).
-    pub(crate) async fn pipeline<T: FromRedisValue + Send>(
+    pub(crate) async fn pipeline<T: FromRedisValue + Send + 'static>(
         &self,
         patience: Patience,
         pipe: &Pipeline,
     ) -> Result<T, RedisCallError> {
+        if patience == Patience::Reader {
+            let pipe = pipe.clone();
+            return self
+                .read(|mut c| async move { pipe.query_async(&mut c).await })
+                .await;
+        }
         self.run(
             patience,
             |mut c| async move { pipe.query_async(&mut c).await },

@@ -6,15 +6,24 @@
 //! refused and fetched again. Correctness never rests on it (the
 //! generations carry that): a lock not had within its wait, a lapsed one,
 //! or Redis away only cost refused updates.
+//!
+//! [`TagLocks`] itself names no Redis type (it exists without the `redis`
+//! feature, holding nothing); what gives the locks back is the shared
+//! level's own guard inside it.
 
+use std::any::Any;
+#[cfg(feature = "redis")]
 use std::{
     sync::{Arc, LazyLock},
     time::Duration,
 };
 
+#[cfg(feature = "redis")]
 use redis::Script;
+#[cfg(feature = "redis")]
 use tokio::time::Instant;
 
+#[cfg(feature = "redis")]
 use super::{
     budget::Patience,
     state::{inc, Shared},
@@ -23,14 +32,15 @@ use super::{
 /// Locks held on tags; given back when dropped.
 #[must_use = "the locks are given back when this is dropped"]
 pub struct TagLocks {
-    shared: Option<Arc<Shared>>,
-    held: Vec<(String, u64)>,
+    held: usize,
+    /// Gives the locks back when dropped (the shared level's guard).
+    _release: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for TagLocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TagLocks")
-            .field("held", &self.held.len())
+            .field("held", &self.held)
             .finish()
     }
 }
@@ -39,29 +49,36 @@ impl TagLocks {
     /// No locks (no shared level).
     pub(crate) fn none() -> Self {
         Self {
-            shared: None,
-            held: Vec::new(),
+            held: 0,
+            _release: None,
         }
     }
 
     /// How many of the tags asked for are held (the others were not had
     /// within the wait, or Redis did not answer).
     pub fn held(&self) -> usize {
-        self.held.len()
+        self.held
     }
 }
 
-impl Drop for TagLocks {
+/// The locks held in Redis, given back (compare-and-delete) when dropped.
+#[cfg(feature = "redis")]
+struct Held {
+    shared: Arc<Shared>,
+    held: Vec<(String, u64)>,
+}
+
+#[cfg(feature = "redis")]
+impl Drop for Held {
     fn drop(&mut self) {
-        let (Some(shared), held) = (self.shared.take(), std::mem::take(&mut self.held)) else {
-            return;
-        };
+        let held = std::mem::take(&mut self.held);
         if held.is_empty() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return; // No runtime: the locks lapse.
         };
+        let shared = self.shared.clone();
         runtime.spawn(async move {
             static RELEASE: LazyLock<Script> = LazyLock::new(|| {
                 Script::new(
@@ -82,6 +99,7 @@ impl Drop for TagLocks {
     }
 }
 
+#[cfg(feature = "redis")]
 impl Shared {
     /// Takes the write locks of `tags` (in a fixed order, so that two
     /// writers never wait for each other in a cycle), each waited for at
@@ -96,8 +114,8 @@ impl Shared {
         names.dedup();
         let lease = self.config.fill_lease;
         let until = Instant::now() + lease;
-        let mut locks = TagLocks {
-            shared: Some(self.clone()),
+        let mut locks = Held {
+            shared: self.clone(),
             held: Vec::with_capacity(names.len()),
         };
         for name in names {
@@ -129,6 +147,9 @@ impl Shared {
                 }
             }
         }
-        locks
+        TagLocks {
+            held: locks.held.len(),
+            _release: Some(Box::new(locks)),
+        }
     }
 }

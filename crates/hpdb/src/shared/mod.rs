@@ -57,34 +57,96 @@
 //! write's updates in place, and the bus's replacing of what it dropped),
 //! `bus`, `delivery` and `acks` (the registry and confirmations), `lock`
 //! (tag locks), `client`, `budget`, `target`, `codec`, `message`, `names`.
+//!
+//! ## Without the `redis` feature
+//! Only the backend-free part is built: `api`, `none`, `status`'s figures,
+//! [`TagLocks`] (which then never holds a lock) and `names::Kind`. A
+//! configuration that names a `REDIS_URL` is refused ([`check_url`]): an
+//! instance that silently ran without the shared level would break the
+//! promise that the others' writes reach it.
 
-pub(crate) mod acks;
+#[cfg(feature = "redis")]
+mod acks;
 pub(crate) mod api;
+#[cfg(feature = "redis")]
 mod budget;
+#[cfg(feature = "redis")]
 mod bus;
+#[cfg(feature = "redis")]
 mod client;
+#[cfg(feature = "redis")]
 mod codec;
+#[cfg(feature = "redis")]
 mod delivery;
+#[cfg(feature = "redis")]
 mod level;
 pub(crate) mod lock;
+#[cfg(feature = "redis")]
 mod message;
 pub(crate) mod names;
 mod none;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
 mod state;
 pub(crate) mod status;
-pub(crate) mod target;
+#[cfg(feature = "redis")]
+mod target;
+#[cfg(feature = "redis")]
 mod update;
 
 use std::sync::Arc;
 
-use self::{api::SharedLevel, none::NoShared, redis::RedisLevel, state::Shared};
+use self::{api::SharedLevel, none::NoShared};
 use crate::config::{ConfigError, SharedConfig};
 
 /// The shared level `config` describes: Redis if it names a URL, else none.
 pub(crate) fn build(config: &SharedConfig) -> Result<Arc<dyn SharedLevel>, ConfigError> {
     Ok(match config.url {
-        Some(_) => Arc::new(RedisLevel::new(Shared::new(config).map_err(ConfigError)?)),
+        #[cfg(feature = "redis")]
+        Some(_) => Arc::new(redis::RedisLevel::new(
+            state::Shared::new(config).map_err(ConfigError)?,
+        )),
+        #[cfg(not(feature = "redis"))]
+        Some(ref url) => {
+            return Err(ConfigError(format!(
+                "REDIS_URL {}",
+                check_url(url).unwrap_err()
+            )))
+        }
         None => Arc::new(NoShared),
     })
+}
+
+/// Checks a `REDIS_URL` without connecting.
+#[cfg(feature = "redis")]
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    target::check_url(url)
+}
+
+/// Refuses a `REDIS_URL`: this build has no shared level to give it.
+#[cfg(not(feature = "redis"))]
+pub(crate) fn check_url(_url: &str) -> Result<(), String> {
+    Err(
+        "is set, but hpdb was built without its `redis` feature (the shared cache level \
+         and bus): enable the feature, or unset the variable"
+            .into(),
+    )
+}
+
+#[cfg(not(feature = "redis"))]
+#[cfg(test)]
+mod tests {
+    use crate::config::ManagerConfig;
+
+    #[test]
+    fn a_redis_url_is_refused_when_built_without_the_shared_level() {
+        let mut config = ManagerConfig::default();
+        config.shared.url = Some("redis://127.0.0.1:6379".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("REDIS_URL"), "{err}");
+        assert!(err.contains("`redis` feature"), "{err}");
+        let err = super::build(&config.shared).err().unwrap().to_string();
+        assert!(err.contains("`redis` feature"), "{err}");
+    }
 }

@@ -8,6 +8,7 @@
 //! confirmations of its own invalidations on a channel of its own.
 
 /// Number of bus shards: streams and channels, spread over a cluster's masters.
+#[cfg(feature = "redis")]
 pub(crate) const SHARDS: usize = 8;
 
 /// What an invalidation names.
@@ -21,6 +22,7 @@ pub(crate) enum Kind {
     Clear,
 }
 
+#[cfg(feature = "redis")]
 impl Kind {
     pub(crate) fn code(self) -> char {
         match self {
@@ -41,11 +43,13 @@ impl Kind {
 }
 
 /// Redis names under one namespace.
+#[cfg(feature = "redis")]
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
     ns: String,
 }
 
+#[cfg(feature = "redis")]
 impl Names {
     pub(crate) fn new(namespace: &str) -> Self {
         Self {
@@ -114,6 +118,7 @@ impl Names {
     }
 }
 
+#[cfg(feature = "redis")]
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,20 @@
 //! The shared level's figures: [`SharedStatus`], in the manager's status.
 
+#[cfg(feature = "redis")]
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+#[cfg(feature = "redis")]
 use super::state::Shared;
+#[cfg(feature = "redis")]
+use crate::metrics::Distribution;
 use crate::{
     breaker::CircuitState,
-    metrics::{Bucket, Distribution, Percentiles},
+    metrics::{Bucket, Percentiles},
 };
 
+#[cfg(feature = "redis")]
 impl Shared {
     /// A snapshot of the shared level's figures.
     pub(crate) fn status(&self) -> SharedStatus {
@@ -49,13 +54,14 @@ impl Shared {
             delivery_timeouts: get(&c.delivery_timeouts),
             lock_waits: get(&c.lock_waits),
             replaced: get(&c.replaced),
-            redis_commands: get(&self.redis.commands),
-            redis_failures: get(&self.redis.failures),
-            redis_timeouts: get(&self.redis.timeouts),
-            redis_budget_ms: self.redis.budget.current().as_secs_f64() * 1000.0,
+            redis_commands: get(&self.redis.health.commands),
+            redis_failures: get(&self.redis.health.failures),
+            redis_timeouts: get(&self.redis.health.timeouts),
+            redis_slow: get(&self.redis.health.slow),
+            redis_budget_ms: self.redis.health.budget.current().as_secs_f64() * 1000.0,
             seconds_since_registered: self.since_registered().map(|d| d.as_secs_f64()),
             excluded: self.excluded(),
-            redis_call_ms: Distribution::of(&self.redis.latency.lock(), 0).percentiles,
+            redis_call_ms: Distribution::of(&self.redis.health.latency.lock(), 0).percentiles,
             delivery_lag_ms: lag.percentiles,
             delivery_lag_histogram: lag.buckets,
             delivery_lag_sum_ms: lag.sum_ms,
@@ -127,8 +133,14 @@ pub struct SharedStatus {
     pub redis_commands: u64,
     /// Commands that failed or timed out.
     pub redis_failures: u64,
-    /// Of those, the ones that ran out of their budget.
+    /// Of those, the ones with no answer within their whole budget (the
+    /// ceiling, four times `REDIS_TIMEOUT`; the heartbeat's: half the bus
+    /// lease): the misses that count towards Redis's breaker.
     pub redis_timeouts: u64,
+    /// Readers' calls answered after the reader's adaptive budget, when
+    /// the reader had gone on to the database: slow, not failed (a load
+    /// signal; the breaker does not count them).
+    pub redis_slow: u64,
     /// A reader's budget for one Redis call now (adaptive: `REDIS_TIMEOUT`
     /// up to four times it, following the calls' latency).
     pub redis_budget_ms: f64,

@@ -1,12 +1,23 @@
 //! Per-backend harnesses: a fresh table and a manager for each test, and the
-//! database's own witnesses where it has them (PostgreSQL).
+//! database's own witnesses where it has them (PostgreSQL; MariaDB's
+//! process list). A harness that cannot reach its database panics: these
+//! tests never skip.
 
 #![allow(dead_code)]
 
-use std::{path::PathBuf, str::FromStr, time::Duration};
+#[cfg(feature = "sqlite")]
+use std::str::FromStr;
+use std::{path::PathBuf, time::Duration};
 
 use hpdb::{Manager, ManagerConfig};
-use sqlx::{postgres::Postgres, sqlite::SqliteConnectOptions, PgPool, Sqlite};
+#[cfg(feature = "postgres")]
+use sqlx::postgres::Postgres;
+#[cfg(feature = "mysql")]
+use sqlx::{mysql::MySqlConnectOptions, MySql, MySqlPool};
+#[cfg(feature = "sqlite")]
+use sqlx::{sqlite::SqliteConnectOptions, Sqlite};
+// testkit's witnesses are PostgreSQL's, whatever hpdb's features.
+use sqlx::PgPool;
 
 /// A test configuration: small, fast timers.
 pub fn config(min: u32, max: u32) -> ManagerConfig {
@@ -25,6 +36,10 @@ pub struct Harness<DB: sqlx::Database> {
     /// The application name the manager's connections carry (PostgreSQL).
     pub app: String,
     pub witness: Option<PgPool>,
+    /// A pool of its own on MariaDB (table set-up and clean-up, the
+    /// process list), outside the manager under test.
+    #[cfg(feature = "mysql")]
+    pub my_witness: Option<MySqlPool>,
     _dir: Option<TempDir>,
 }
 
@@ -45,6 +60,7 @@ pub fn temp_dir() -> TempDir {
 const FILL: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
                     INSERT INTO {t} (id, v) SELECT i, i * 10 FROM n";
 
+#[cfg(feature = "sqlite")]
 pub async fn sqlite(config: ManagerConfig) -> Harness<Sqlite> {
     let dir = temp_dir();
     let opts = SqliteConnectOptions::new()
@@ -63,10 +79,13 @@ pub async fn sqlite(config: ManagerConfig) -> Harness<Sqlite> {
         table,
         app: String::new(),
         witness: None,
+        #[cfg(feature = "mysql")]
+        my_witness: None,
         _dir: Some(dir),
     }
 }
 
+#[cfg(feature = "postgres")]
 pub async fn postgres(config: ManagerConfig) -> Harness<Postgres> {
     let witness = testkit::pg::witness().await;
     let table = testkit::unique("t");
@@ -81,6 +100,70 @@ pub async fn postgres(config: ManagerConfig) -> Harness<Postgres> {
         table,
         app,
         witness: Some(witness),
+        #[cfg(feature = "mysql")]
+        my_witness: None,
+        _dir: None,
+    }
+}
+
+/// The MariaDB test database: `HPDB_TEST_MYSQL_URL`, else the local `test`
+/// database on 127.0.0.1:3306 as `root` (`scripts/services.sh` starts it).
+#[cfg(feature = "mysql")]
+pub fn mysql_url() -> String {
+    std::env::var("HPDB_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
+}
+
+/// Connect options of the MariaDB test database.
+#[cfg(feature = "mysql")]
+pub fn mysql_options() -> MySqlConnectOptions {
+    mysql_url()
+        .parse()
+        .expect("HPDB_TEST_MYSQL_URL is not a valid mysql URL")
+}
+
+/// A small pool on MariaDB outside any manager under test. Panics with a
+/// clear message if MariaDB is down.
+#[cfg(feature = "mysql")]
+pub async fn mysql_witness() -> MySqlPool {
+    sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(mysql_options())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "MariaDB tests need a server at {} ({e}). Start it (scripts/services.sh) or \
+                 set HPDB_TEST_MYSQL_URL; these tests never skip.",
+                mysql_url()
+            )
+        })
+}
+
+/// A manager on MariaDB with its server-side deadline
+/// (`connect_mysql`), and a fresh table.
+#[cfg(feature = "mysql")]
+pub async fn mariadb(config: ManagerConfig) -> Harness<MySql> {
+    let witness = mysql_witness().await;
+    let table = testkit::unique("t");
+    let manager = Manager::<MySql>::builder(config)
+        .connect_mysql(mysql_options())
+        .await
+        .unwrap();
+    // MySQL has no `INSERT … WITH RECURSIVE`: the rows as a list.
+    let rows: Vec<String> = (1..=100).map(|i| format!("({i}, {})", i * 10)).collect();
+    for sql in [
+        format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, v BIGINT NOT NULL)"),
+        format!("INSERT INTO {table} (id, v) VALUES {}", rows.join(", ")),
+    ] {
+        setup_table(&witness, sql).await;
+    }
+    Harness {
+        manager,
+        table,
+        app: String::new(),
+        witness: None,
+        my_witness: Some(witness),
         _dir: None,
     }
 }
@@ -121,6 +204,19 @@ impl<DB: sqlx::Database> Harness<DB> {
 
 impl<DB: sqlx::Database> Drop for Harness<DB> {
     fn drop(&mut self) {
+        #[cfg(feature = "mysql")]
+        if let Some(w) = self.my_witness.take() {
+            let table = self.table.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    // Safe: a table name the harness generated.
+                    let _ =
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+                            .execute(&w)
+                            .await;
+                });
+            }
+        }
         if let Some(w) = self.witness.take() {
             let table = self.table.clone();
             // Best effort: tables are unique per test, so a leftover harms nothing.
@@ -138,6 +234,7 @@ impl<DB: sqlx::Database> Drop for Harness<DB> {
 }
 
 /// Sqlite file options for a database that may not exist yet.
+#[cfg(feature = "sqlite")]
 pub fn sqlite_file(path: &std::path::Path, create: bool) -> SqliteConnectOptions {
     SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
         .unwrap()
