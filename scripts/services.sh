@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are up and ready:
 # PostgreSQL (with pg_stat_statements loaded and installed in the test
-# database), Redis, our own PgBouncer in transaction mode on 127.0.0.1:6432
+# database, wal_level = logical and max_slot_wal_keep_size = 1GB), Redis, our own PgBouncer in transaction mode on 127.0.0.1:6432
 # in front of that PostgreSQL, our own Redis Cluster on
 # 127.0.0.1:7000-7005, and MariaDB on 127.0.0.1:3306 (root without a
 # password, database `test`; installed when missing); installs headless
@@ -64,11 +64,29 @@ if ! pg_isready -h "$PGHOST_ADDR" -p "$PGPORT_NUM" -q; then
 fi
 wait_for PostgreSQL pg_isready -h "$PGHOST_ADDR" -p "$PGPORT_NUM" -q
 
+# Settings that need a restart are all set first, then PostgreSQL restarts
+# once: pg_stat_statements, and logical replication for hpdb::changes (the
+# change-stream invalidator: wal_level = logical) with a bound on the WAL a
+# slot may retain (max_slot_wal_keep_size; a reload suffices for it).
+restart=no
 preload=$(psql_ postgres "SHOW shared_preload_libraries")
 if [[ "$preload" != *pg_stat_statements* ]]; then
   echo "services: enabling pg_stat_statements (needs a PostgreSQL restart)"
   if [ -n "$preload" ]; then new="$preload,pg_stat_statements"; else new="pg_stat_statements"; fi
   psql_ postgres "ALTER SYSTEM SET shared_preload_libraries = '$new'"
+  restart=yes
+fi
+if [ "$(psql_ postgres "SHOW wal_level")" != logical ]; then
+  echo "services: setting wal_level = logical (needs a PostgreSQL restart)"
+  psql_ postgres "ALTER SYSTEM SET wal_level = 'logical'"
+  restart=yes
+fi
+if [ "$(psql_ postgres "SHOW max_slot_wal_keep_size")" = "-1" ]; then
+  echo "services: setting max_slot_wal_keep_size = 1GB"
+  psql_ postgres "ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'"
+  psql_ postgres "SELECT pg_reload_conf()" >/dev/null
+fi
+if [ "$restart" = yes ]; then
   pg_ctlcluster --skip-systemctl-redirect "$(pg_cluster_version)" main restart
   wait_for PostgreSQL pg_isready -h "$PGHOST_ADDR" -p "$PGPORT_NUM" -q
 fi
@@ -87,4 +105,4 @@ redis_cluster_ensure
 mariadb_ensure
 chromium_ensure
 
-echo "services: PostgreSQL ($(psql_ postgres 'SHOW server_version'), pg_stat_statements on), Redis ($(redis-cli -h 127.0.0.1 ping)), PgBouncer ($(pgbouncer_version), transaction mode, $PGB_ADDR:$PGB_PORT), Redis Cluster ($(redis_cluster_version), 3 masters + 3 replicas, $RC_ADDR:$RC_FIRST_PORT-$RC_LAST_PORT), MariaDB ($(mariadb_version), $MY_ADDR:$MY_PORT) and Chromium ($(chromium_version), chromedriver) ready"
+echo "services: PostgreSQL ($(psql_ postgres 'SHOW server_version'), pg_stat_statements on, wal_level $(psql_ postgres 'SHOW wal_level')), Redis ($(redis-cli -h 127.0.0.1 ping)), PgBouncer ($(pgbouncer_version), transaction mode, $PGB_ADDR:$PGB_PORT), Redis Cluster ($(redis_cluster_version), 3 masters + 3 replicas, $RC_ADDR:$RC_FIRST_PORT-$RC_LAST_PORT), MariaDB ($(mariadb_version), $MY_ADDR:$MY_PORT) and Chromium ($(chromium_version), chromedriver) ready"

@@ -19,7 +19,7 @@ use sqlx::{
 
 use crate::{
     error::DataError,
-    store::{SqlStore, Store},
+    store::{SqlStore, Store, WriteSql},
 };
 
 /// The database: the store of the backend chosen at start-up, and the
@@ -106,6 +106,7 @@ impl Db {
                 "the baseline's database URL names another kind of database".into(),
             ));
         }
+        let own_prefix = hpdb::changes::ChangesConfig::new("", &config.shared.namespace).own_prefix;
         let (control, store): (Control, Arc<dyn Store>) = match backend {
             Backend::Sqlite => {
                 let opts = sqlite_options(url)?;
@@ -117,7 +118,7 @@ impl Db {
                 let baseline = baseline.connect_lazy_with(sqlite_options(baseline_url)?);
                 (
                     manager.control(),
-                    Arc::new(SqlStore::new(manager, baseline, false)),
+                    Arc::new(SqlStore::new(manager, baseline, false, WriteSql::plain())),
                 )
             }
             Backend::Postgres => {
@@ -144,7 +145,12 @@ impl Db {
                 let baseline = baseline.connect_lazy_with(baseline_target.options().clone());
                 (
                     manager.control(),
-                    Arc::new(SqlStore::new(manager, baseline, pinned)),
+                    Arc::new(SqlStore::new(
+                        manager,
+                        baseline,
+                        pinned,
+                        WriteSql::marked(&own_prefix),
+                    )),
                 )
             }
         };

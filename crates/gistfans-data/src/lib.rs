@@ -11,6 +11,7 @@
 
 pub mod aggregate;
 pub mod baseline;
+pub mod changes;
 mod connection_plan;
 mod db;
 mod error;

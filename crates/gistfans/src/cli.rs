@@ -110,6 +110,11 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     pub log_json: bool,
+    /// Invalidate from PostgreSQL's change stream (logical replication over
+    /// DIRECT_URL, else DATABASE_URL), so writes made around the server
+    /// (psql, cron jobs, other services) reach every instance's cache.
+    #[arg(long, env = "CHANGE_STREAM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub change_stream: bool,
     /// Also serve a bare axum handler (`GET /api/ping`, no layers, axum's
     /// own server) on this address, in this process: the ceiling that
     /// `gistfans bench --mode ceiling` compares the trivial route with.
@@ -147,6 +152,7 @@ impl ServeArgs {
             stream: Default::default(),
             preload: self.preload,
             ceiling_bind: self.ceiling_bind,
+            change_stream: self.change_stream,
         })
     }
 }

@@ -73,6 +73,9 @@ pub struct ServerConfig {
     /// A bare axum handler on this address besides the server (see
     /// [`ceiling_router`]): what `gistfans bench --mode ceiling` measures.
     pub ceiling_bind: Option<SocketAddr>,
+    /// Invalidate from PostgreSQL's change stream (default true; see
+    /// `hpdb::changes`): writes made around the server reach the caches.
+    pub change_stream: bool,
 }
 
 impl ServerConfig {
@@ -98,6 +101,7 @@ impl ServerConfig {
             stream: StreamLimits::default(),
             preload: defaults::PRELOAD,
             ceiling_bind: None,
+            change_stream: true,
         }
     }
 }
@@ -128,6 +132,8 @@ pub struct Server {
     db: Db,
     limits: ConnectionLimits,
     feed: Feed,
+    /// The change-stream consumer, while the server runs.
+    changes: Option<hpdb::changes::ChangeStream>,
 }
 
 impl Server {
@@ -149,6 +155,12 @@ impl Server {
             config.manager,
         )
         .await?;
+        let changes = watch_changes(
+            &db,
+            config.change_stream,
+            &config.database_url,
+            config.direct_url.as_deref(),
+        );
         let service = DataAggregationService::new(db.clone()).with_preload(config.preload);
         spawn_warming(service.clone(), config.warm_users);
         if config.admin_token.is_none() {
@@ -177,6 +189,7 @@ impl Server {
             db,
             limits,
             feed,
+            changes,
         })
     }
 
@@ -221,6 +234,7 @@ impl Server {
             task.abort();
         }
         tracing::info!("shutting down: closing database connections");
+        drop(self.changes);
         self.db.close().await;
     }
 }
@@ -234,6 +248,28 @@ pub fn ceiling_router() -> axum::Router {
         "/api/ping",
         axum::routing::get(|| async { axum::Json(serde_json::json!({ "pong": true })) }),
     )
+}
+
+/// Starts the change-stream consumer when asked to (PostgreSQL only; on
+/// SQLite, or behind a pooler without `DIRECT_URL`, the status says why
+/// writes made around the server stay cached until their TTL).
+fn watch_changes(
+    db: &Db,
+    on: bool,
+    database_url: &str,
+    direct_url: Option<&str>,
+) -> Option<hpdb::changes::ChangeStream> {
+    if !on {
+        tracing::info!("change stream off (CHANGE_STREAM=false): writes made around this server stay cached until their TTL");
+        return None;
+    }
+    match gistfans_data::session_url(database_url, direct_url) {
+        Ok(direct) => db.watch_changes(direct),
+        Err(e) => {
+            hpdb::changes::ChangeStream::unavailable(db.control(), &e.to_string());
+            None
+        }
+    }
 }
 
 /// Warms the `n` hottest profiles in the background (nothing if `n <= 0`).

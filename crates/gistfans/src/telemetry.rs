@@ -188,6 +188,7 @@ pub fn render(
         shared_metrics(r);
     }
     tuning_metrics(&s.tuning);
+    change_metrics(&s.changes);
     for (outcome, value) in [
         ("issued", preload.issued),
         ("used", preload.used),
@@ -268,6 +269,39 @@ fn tuning_metrics(t: &hpdb::TuningStatus) {
     for class in t.ttl_classes.iter().flatten() {
         let ttl = class.ttl_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
         gauge!("hpdb_tuning_ttl_seconds", "class" => class.class.clone()).set(ttl);
+    }
+}
+
+/// The change stream's figures (hpdb::changes): its mode (1 for the
+/// current one), the slot's lag (leader only), and its counters.
+fn change_metrics(c: &hpdb::changes::ChangeStatus) {
+    use hpdb::changes::ChangeMode;
+    use metrics::{counter, gauge};
+    for (name, mode) in [
+        ("off", ChangeMode::Off),
+        ("starting", ChangeMode::Starting),
+        ("standby", ChangeMode::Standby),
+        ("leader", ChangeMode::Leader),
+        ("unavailable", ChangeMode::Unavailable),
+    ] {
+        gauge!("hpdb_changes_mode", "mode" => name).set(f64::from(u8::from(c.mode == mode)));
+    }
+    if let Some(bytes) = c.lag_bytes {
+        gauge!("hpdb_changes_lag_bytes").set(bytes as f64);
+    }
+    if let Some(seconds) = c.lag_seconds {
+        gauge!("hpdb_changes_lag_seconds").set(seconds);
+    }
+    gauge!("hpdb_changes_wal_keep_unbounded").set(f64::from(u8::from(c.wal_keep_unbounded)));
+    for (name, value) in [
+        ("hpdb_changes_transactions_total", c.transactions),
+        ("hpdb_changes_own_skipped_total", c.own_skipped),
+        ("hpdb_changes_tags_invalidated_total", c.tags_invalidated),
+        ("hpdb_changes_epochs_total", c.epochs),
+        ("hpdb_changes_mapping_failures_total", c.mapping_failures),
+        ("hpdb_changes_slots_recreated_total", c.slots_recreated),
+    ] {
+        counter!(name).absolute(value);
     }
 }
 

@@ -33,6 +33,7 @@ mod advisor;
 mod batch;
 mod breaker;
 mod cache;
+pub mod changes;
 mod config;
 mod control;
 mod deadline;
@@ -55,7 +56,7 @@ mod stamp;
 mod status;
 pub mod tuning;
 
-pub use advisor::{advise, Advice, AdviceKind, Setting, Severity};
+pub use advisor::{advise, Advice, AdviceKind, Setting, Severity, CHANGE_LAG_ALERT_BYTES};
 pub use batch::{BatchFn, BatchLoader};
 pub use breaker::CircuitState;
 pub use cache::memory::MemoryCache;

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::{
     breaker::CircuitState,
     cache::CacheStats,
+    changes::ChangeStatus,
     leak::SuspectedLeak,
     metrics::{Bucket, Percentiles},
     refresh::RefreshStatus,
@@ -97,4 +98,6 @@ pub struct Status {
     pub shared: Option<SharedStatus>,
     /// Self-tuning: the pool's automatic limit, adaptive TTLs, the latest changes.
     pub tuning: TuningStatus,
+    /// The change-stream invalidator (mode `off` unless one was started).
+    pub changes: ChangeStatus,
 }

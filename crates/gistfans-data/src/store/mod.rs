@@ -24,7 +24,7 @@ use sqlx::{Database, Pool, Postgres, Sqlite};
 
 pub(crate) use baseline::BaselineStore;
 pub(crate) use reads::ReadStore;
-pub(crate) use writes::WriteStore;
+pub(crate) use writes::{WriteSql, WriteStore};
 
 use crate::users::UserCard;
 
@@ -64,4 +64,6 @@ pub(crate) struct SqlStore<DB: Database> {
     /// pooler (see `baseline`).
     baseline_behind_pooler: bool,
     cards: BatchLoader<DB, i64, UserCard>,
+    /// The writes' statements (marked as ours on PostgreSQL).
+    write_sql: WriteSql,
 }

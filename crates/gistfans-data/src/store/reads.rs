@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use hpdb::{BatchLoader, Manager, Priority, QueryOptions, QueryResult};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
-use super::{Dialect, SqlStore};
+use super::{Dialect, SqlStore, WriteSql};
 use crate::{
     aggregate::{history_start, today},
     model::{Include, RECENT_POSTS, SAMPLE},
@@ -58,7 +58,12 @@ where
 {
     /// A store over `manager` and the baseline pool (which reaches the
     /// database through a transaction-mode pooler if `behind_pooler`).
-    pub(crate) fn new(manager: Manager<DB>, baseline: Pool<DB>, behind_pooler: bool) -> Self {
+    pub(crate) fn new(
+        manager: Manager<DB>,
+        baseline: Pool<DB>,
+        behind_pooler: bool,
+        write_sql: WriteSql,
+    ) -> Self {
         let cards = BatchLoader::new(&manager, "user_cards", |conn, ids: Vec<i64>| {
             Box::pin(async move {
                 let ids = serde_json::to_string(&ids).expect("ids serialise");
@@ -77,6 +82,7 @@ where
             baseline,
             baseline_behind_pooler: behind_pooler,
             cards,
+            write_sql,
         }
     }
 }

@@ -7,9 +7,11 @@
 //! a database error, so the manager's breaker and error counters see only
 //! real failures.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use hpdb::{Priority, QueryOptions};
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
+use sqlx::{AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 
 use super::{Dialect, SqlStore};
 use crate::{
@@ -103,6 +105,42 @@ const UNFOLLOW: &str = "DELETE FROM follows WHERE follower_id = $1 AND followee_
      RETURNING created_at, (SELECT username FROM users WHERE id = $1), \
      (SELECT username FROM users WHERE id = $2), \
      (SELECT count(*) FROM follows WHERE follower_id = $2 AND followee_id = $1)";
+/// The writes' statements as a store runs them. On PostgreSQL each also
+/// emits our own-write mark in its transaction
+/// ([`hpdb::changes::own_write_sql`]): the change stream then skips what
+/// the service already applied to the caches in place (issue 21). The mark
+/// is emitted once per row written, so a refused write emits none.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteSql {
+    create_post: Arc<str>,
+    star: Arc<str>,
+    unstar: Arc<str>,
+    follow: Arc<str>,
+    unfollow: Arc<str>,
+}
+
+impl WriteSql {
+    /// The statements as written (SQLite).
+    pub(crate) fn plain() -> Self {
+        Self::map(|s| s.into())
+    }
+
+    /// The statements marked as our own writes with `prefix`.
+    pub(crate) fn marked(prefix: &str) -> Self {
+        Self::map(|s| hpdb::changes::own_write_sql(s, prefix).into())
+    }
+
+    fn map(f: impl Fn(&'static str) -> Arc<str>) -> Self {
+        Self {
+            create_post: f(CREATE_POST),
+            star: f(STAR),
+            unstar: f(UNSTAR),
+            follow: f(FOLLOW),
+            unfollow: f(UNFOLLOW),
+        }
+    }
+}
+
 /// After a refused write: does the actor exist, does the other row (a post
 /// or a user, by `$2`'s table) exist.
 const REFUSAL_POST: &str = "SELECT (SELECT count(*) FROM users WHERE id = $1), \
@@ -127,12 +165,13 @@ where
     ) -> BoxFuture<'_, Result<Post, DataError>> {
         let at = now();
         let key = format!("create_post:{author}");
+        let sql = self.write_sql.create_post.clone();
         let run = self
             .manager
             .execute_query(key, write_options(), move |conn| {
                 Box::pin(async move {
                     turn.await;
-                    let Some(id) = sqlx::query_scalar::<DB, i64>(CREATE_POST)
+                    let Some(id) = sqlx::query_scalar::<DB, i64>(AssertSqlSafe(sql))
                         .bind(author)
                         .bind(post.title.clone())
                         .bind(post.language.clone())
@@ -165,18 +204,19 @@ where
     ) -> BoxFuture<'_, Result<StarChange, DataError>> {
         let at = now();
         let key = format!("{}:{user}:{post}", if on { "star" } else { "unstar" });
+        let w = &self.write_sql;
+        let sql = if on { w.star.clone() } else { w.unstar.clone() };
         let run = self
             .manager
             .execute_query(key, write_options(), move |conn| {
                 Box::pin(async move {
                     turn.await;
-                    let changed =
-                        sqlx::query_as::<DB, (i64, Option<i64>)>(if on { STAR } else { UNSTAR })
-                            .bind(user)
-                            .bind(post)
-                            .bind(at)
-                            .fetch_optional(&mut *conn)
-                            .await?;
+                    let changed = sqlx::query_as::<DB, (i64, Option<i64>)>(AssertSqlSafe(sql))
+                        .bind(user)
+                        .bind(post)
+                        .bind(at)
+                        .fetch_optional(&mut *conn)
+                        .await?;
                     if let Some((starred_at, Some(author_id))) = changed {
                         return Ok(Outcome::Done(StarChange {
                             author_id,
@@ -207,22 +247,25 @@ where
     ) -> BoxFuture<'_, Result<FollowChange, DataError>> {
         let at = now();
         let key = format!("follow:{follower}:{followee}");
+        let w = &self.write_sql;
+        let sql = if on {
+            w.follow.clone()
+        } else {
+            w.unfollow.clone()
+        };
         let run = self
             .manager
             .execute_query(key, write_options(), move |conn| {
                 Box::pin(async move {
                     turn.await;
-                    let changed =
-                        sqlx::query_as::<DB, (i64, Option<String>, Option<String>, i64)>(if on {
-                            FOLLOW
-                        } else {
-                            UNFOLLOW
-                        })
-                        .bind(follower)
-                        .bind(followee)
-                        .bind(at)
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                    let changed = sqlx::query_as::<DB, (i64, Option<String>, Option<String>, i64)>(
+                        AssertSqlSafe(sql),
+                    )
+                    .bind(follower)
+                    .bind(followee)
+                    .bind(at)
+                    .fetch_optional(&mut *conn)
+                    .await?;
                     if let Some((followed_at, Some(follower_name), Some(followee_name), mutual)) =
                         changed
                     {

@@ -99,7 +99,8 @@ pub struct BenchArgs {
     /// PostgreSQL: `pool` (load steps and a slowed database, fixed pools
     /// against the automatic one), `ttl` (fixed against adaptive TTLs),
     /// `navigation` (viewers following links: learned preloading against
-    /// the followee rule and none). Each starts its own servers.
+    /// the followee rule and none), `changes` (writes made around three
+    /// instances: commit to fresh everywhere). Each starts its own servers.
     #[arg(long)]
     pub scenario: Option<scenario::Scenario>,
     /// Short run for a smoke test: 32 users, 2 s warm-up, 5 s per mode.
@@ -131,6 +132,10 @@ pub struct BenchArgs {
     /// Redis namespace of its own.
     #[command(flatten)]
     pub manager: crate::cli::ManagerFlags,
+    /// Whether the servers started consume the change stream (set by
+    /// `--scenario changes` only: a run's slot must not outlive it).
+    #[arg(skip)]
+    pub change_stream: bool,
 }
 
 impl BenchArgs {

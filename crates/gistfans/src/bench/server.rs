@@ -31,6 +31,9 @@ pub struct Target {
     children: Vec<(Child, PathBuf)>,
     /// The HTTP client (connection pool shared by all virtual users).
     pub http: reqwest::Client,
+    /// The Redis namespace of the servers we started (their change
+    /// stream's slot is named after it).
+    pub namespace: Option<String>,
 }
 
 fn client() -> reqwest::Client {
@@ -71,6 +74,20 @@ impl Target {
             token,
             children: Vec::new(),
             http: client(),
+            namespace: None,
+        }
+    }
+
+    /// Instances at `bases` reached through `http` (a task's own handle
+    /// on servers another `Target` owns).
+    pub fn with_bases(http: reqwest::Client, bases: Vec<String>) -> Target {
+        Target {
+            bases,
+            ceilings: Vec::new(),
+            token: None,
+            children: Vec::new(),
+            http,
+            namespace: None,
         }
     }
 
@@ -91,6 +108,7 @@ impl Target {
             token: Some(token.clone()),
             children: Vec::new(),
             http: client(),
+            namespace: Some(namespace.clone()),
         };
         for _ in 0..instances {
             let (child, log, base, ceiling) = spawn(args, &token, &namespace).await?;
@@ -134,6 +152,13 @@ async fn spawn(
         )
         .envs(args.redis_url().map(|u| ("REDIS_URL", u)))
         .env("REDIS_NAMESPACE", namespace)
+        // A bench run's namespace is its own: a change-stream slot named
+        // after it would outlive the run and keep WAL (issue 21); only
+        // `--scenario changes` turns it on, and drops its slot.
+        .env(
+            "CHANGE_STREAM",
+            if args.change_stream { "true" } else { "false" },
+        )
         .env("ADMIN_TOKEN", token)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

@@ -48,6 +48,8 @@ impl Instance {
             .env("REDIS_URL", redis_url)
             .env("REDIS_NAMESPACE", ns)
             .env("WARM_USERS", "0")
+            // No change stream: its slot would outlive the test's database.
+            .env("CHANGE_STREAM", "false")
             .env("ADMIN_TOKEN", TOKEN)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())

@@ -101,9 +101,12 @@ pub fn test_limits() -> ConnectionLimits {
 
 /// The product's configuration over `url`, on a free loopback port, with
 /// [`test_limits`], a 10 s request timeout and no start-up warming (it
-/// would run queries behind the tests' backs). Preloading stays on.
+/// would run queries behind the tests' backs). Preloading stays on. No
+/// change stream: its slot would outlive the test's database (tests of the
+/// stream turn it on and drop their slot).
 pub fn test_config(url: &str) -> ServerConfig {
     let mut c = ServerConfig::new(url);
+    c.change_stream = false;
     c.bind = "127.0.0.1:0".parse().unwrap();
     c.request_timeout = Duration::from_secs(10);
     c.limits = test_limits();

@@ -39,7 +39,16 @@ pub enum AdviceKind {
     PoolExceedsDatabaseLimit,
     /// The database refused connections lately: it is at its connection limit.
     DatabaseConnectionLimit,
+    /// `max_slot_wal_keep_size` is unlimited: the change stream's slot can
+    /// fill the database's disk if nobody consumes it.
+    UnboundedSlotWal,
+    /// The change stream's slot retains more WAL than
+    /// [`CHANGE_LAG_ALERT_BYTES`]: its consumer is behind or stalled.
+    ChangeStreamLag,
 }
+
+/// Retained WAL above which the change stream's lag alert fires (64 MiB).
+pub const CHANGE_LAG_ALERT_BYTES: u64 = 64 << 20;
 
 /// How urgent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -126,7 +135,38 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
     queue_rules(s, t, &mut out);
     database_rules(s, &mut out);
     leak_rule(s, &mut out);
+    change_rules(s, &mut out);
     out
+}
+
+/// The change stream's slot: unbounded WAL retention, lag.
+fn change_rules(s: &Status, out: &mut Vec<Advice>) {
+    let c = &s.changes;
+    if c.wal_keep_unbounded {
+        out.push(advice(
+            AdviceKind::UnboundedSlotWal,
+            Severity::Warning,
+            -1.0,
+            0.0,
+            "max_slot_wal_keep_size is -1 (unlimited): a replication slot nobody consumes \
+             keeps WAL until the disk is full; set it, e.g. ALTER SYSTEM SET \
+             max_slot_wal_keep_size = '1GB'"
+                .into(),
+        ));
+    }
+    if let Some(lag) = c.lag_bytes.filter(|l| *l > CHANGE_LAG_ALERT_BYTES) {
+        out.push(advice(
+            AdviceKind::ChangeStreamLag,
+            Severity::Warning,
+            lag as f64,
+            CHANGE_LAG_ALERT_BYTES as f64,
+            format!(
+                "the change stream's slot retains {} MiB of WAL: its consumer is behind, \
+                 so writes made around this server reach the caches late",
+                lag >> 20
+            ),
+        ));
+    }
 }
 
 /// One piece of advice, its figures before its message as the rules name them.

@@ -31,6 +31,7 @@ fn quiet() -> Status {
         connection_limit_refusals: 0,
         seconds_since_limit_refusal: None,
         shared: None,
+        changes: Default::default(),
         tuning: crate::tuning::TuningStatus {
             pool: None,
             ttl_classes: None,

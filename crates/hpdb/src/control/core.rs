@@ -33,6 +33,7 @@ use crate::{
     admission::Gate,
     breaker::CircuitBreaker,
     cache::{memory::MemoryCache, CacheEntry, CacheLayer},
+    changes::state::ChangeState,
     config::{ConfigError, ManagerConfig},
     invalidation::{InvalidationLog, Seq},
     leak::LeakDetector,
@@ -85,6 +86,8 @@ pub(crate) struct Core {
     pub(crate) refreshes: Arc<Refreshes>,
     /// The database's pool.
     pub(crate) pool: Arc<dyn PoolOps>,
+    /// The change-stream invalidator's figures (mode `off` until one runs).
+    pub(crate) changes: Arc<ChangeState>,
 }
 
 impl Drop for Core {
@@ -114,6 +117,7 @@ impl Core {
             started: Instant::now(),
             tasks: Mutex::new(Vec::new()),
             shared: shared::build(&config.shared)?,
+            changes: Arc::default(),
             pool,
             config,
         })

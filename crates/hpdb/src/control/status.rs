@@ -74,6 +74,7 @@ impl Control {
             seconds_since_limit_refusal: core.metrics.since_limit_refusal(),
             shared: core.shared.status(),
             tuning: core.tuning.status(&core.config.pool),
+            changes: core.changes.status(),
         }
     }
 

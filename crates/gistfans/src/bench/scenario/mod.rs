@@ -9,6 +9,8 @@
 //! - `navigation`: viewers following links from profile to profile;
 //!   learned preloading (and the followee rule) against the followee rule
 //!   alone and against none.
+//! - `changes`: writes made around three instances at a fixed rate; the
+//!   time from commit to fresh on every instance (issue 21).
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use gistfans_data::witness::Witness;
 
 use super::{server::Target, workload::Universe, BenchArgs};
 
+mod changes;
 mod navigation;
 mod pool;
 mod ttl;
@@ -30,6 +33,8 @@ pub enum Scenario {
     Ttl,
     /// Learned preloading against the followee rule and none.
     Navigation,
+    /// Writes made around three instances: commit to fresh everywhere (p50/p99).
+    Changes,
 }
 
 /// Runs `scenario`; fails on errors or stale reads.
@@ -44,6 +49,7 @@ pub async fn run(scenario: Scenario, args: &BenchArgs) -> anyhow::Result<()> {
         Scenario::Pool => pool::run(args, &witness, direct).await,
         Scenario::Ttl => ttl::run(args, &witness).await,
         Scenario::Navigation => navigation::run(args).await,
+        Scenario::Changes => changes::run(args, direct).await,
     }
 }
 

@@ -1,0 +1,390 @@
+//! [`ChangeStream`]: the consumer task. One per database across every
+//! instance: each instance runs one, the holder of the leader lock
+//! consumes, the others retry the lock every `retry` and take over when it
+//! goes away.
+//!
+//! Invariants:
+//! - The slot's position (`confirmed_flush_lsn`) moves past a transaction
+//!   only after its tags were invalidated (in process, in the shared level
+//!   and on the bus): a consumer that dies re-reads what it had not
+//!   finished, so no change is lost (at least once).
+//! - Between transactions a keepalive's WAL position is confirmed too, so
+//!   an idle database, or one whose writes all go to other databases, does
+//!   not make the slot retain WAL.
+//! - A transaction carrying our own-write mark is skipped whole: its
+//!   writer updated the caches itself.
+//! - A slot that was created, or recreated after PostgreSQL invalidated
+//!   it, missed changes: every cached entry is dropped (on every instance)
+//!   before its stream is read.
+
+use std::{
+    collections::{BTreeSet, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use sqlx::{Connection, PgConnection};
+use tokio::task::JoinHandle;
+
+use super::{
+    config::ChangesConfig,
+    error::ChangeError,
+    mapping::{Mapping, Row},
+    pgoutput::{Change, Decoder},
+    slot::{self, SlotState},
+    state::{ChangeMode, ChangeState, ChangeStatus},
+};
+use crate::control::Control;
+
+/// Rows a transaction may buffer before it is treated as "everything
+/// changed" (a bulk backfill drops the whole cache instead of its rows'
+/// tags one by one, and memory stays bounded).
+const MAX_ROWS_PER_TRANSACTION: usize = 10_000;
+
+/// Transactions whose invalidations may run at once. Their positions are
+/// confirmed in commit order, each once it and all before it are done.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// How long to wait before trying again when the database cannot stream.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(60);
+
+/// The consumer of one database's change stream; stops when dropped.
+pub struct ChangeStream {
+    task: JoinHandle<()>,
+    state: Arc<ChangeState>,
+}
+
+impl std::fmt::Debug for ChangeStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeStream")
+            .field("status", &self.state.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ChangeStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ChangeStream {
+    /// Starts the consumer for `control`'s manager: it invalidates the
+    /// tags `mapping` finds in the rows other writers change. Its figures
+    /// are in [`Status::changes`](crate::Status::changes).
+    pub fn spawn(control: &Control, config: ChangesConfig, mapping: Mapping) -> ChangeStream {
+        let state = control.core.changes.clone();
+        state.set_mode(ChangeMode::Starting, None);
+        state.update(|s| s.slot = Some(config.slot.clone()));
+        let task = tokio::spawn(run(control.clone(), config, mapping));
+        ChangeStream { task, state }
+    }
+
+    /// Records that `control`'s database cannot stream its changes (SQLite,
+    /// say): one log line, and [`ChangeMode::Unavailable`] with `why` in
+    /// its status.
+    pub fn unavailable(control: &Control, why: &str) {
+        tracing::warn!("change stream unavailable: {why}");
+        control
+            .core
+            .changes
+            .set_mode(ChangeMode::Unavailable, Some(why.to_string()));
+    }
+
+    /// The consumer's figures now.
+    pub fn status(&self) -> ChangeStatus {
+        self.state.status()
+    }
+
+    /// Stops the consumer (its connections close; another instance takes
+    /// over within its retry interval).
+    pub fn stop(self) {}
+}
+
+async fn run(control: Control, config: ChangesConfig, mapping: Mapping) {
+    let state = control.core.changes.clone();
+    let mut told = false;
+    loop {
+        let failure = session(&control, &config, &mapping).await;
+        let wait = match failure {
+            ChangeError::Unavailable(why) => {
+                if !told {
+                    tracing::warn!(
+                        "change stream unavailable: writes made around this server stay \
+                         cached until their TTL ({why})"
+                    );
+                    told = true;
+                }
+                state.set_mode(ChangeMode::Unavailable, Some(why));
+                UNAVAILABLE_RETRY
+            }
+            other => {
+                tracing::warn!(error = %other, "change stream interrupted; retrying");
+                state.set_mode(ChangeMode::Starting, Some(other.to_string()));
+                config.retry
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One session: checks, the leader lock, the slot, then the stream until
+/// it fails. Returns why it ended.
+async fn session(control: &Control, config: &ChangesConfig, mapping: &Mapping) -> ChangeError {
+    match lead_and_stream(control, config, mapping).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+async fn lead_and_stream(
+    control: &Control,
+    config: &ChangesConfig,
+    mapping: &Mapping,
+) -> Result<std::convert::Infallible, ChangeError> {
+    let state = control.core.changes.clone();
+    let mut conn = PgConnection::connect(&config.url)
+        .await
+        .map_err(|e| ChangeError::sql("connect", e))?;
+    let checks = slot::check(&mut conn).await?;
+    if checks.wal_keep_unbounded && !state.status().wal_keep_unbounded {
+        tracing::warn!(
+            "max_slot_wal_keep_size is -1: a replication slot nobody advances can fill the \
+             database's disk; set a bound (ALTER SYSTEM SET max_slot_wal_keep_size = '1GB')"
+        );
+    }
+    state.update(|s| s.wal_keep_unbounded = checks.wal_keep_unbounded);
+    while !slot::try_lead(&mut conn, &config.slot).await? {
+        state.set_mode(ChangeMode::Standby, None);
+        tokio::time::sleep(config.retry).await;
+    }
+    slot::ensure_publication(&mut conn, &config.publication, &mapping.tables()).await?;
+    let made = slot::ensure_slot(&mut conn, &config.slot).await?;
+    if made != SlotState::Ready {
+        tracing::warn!(slot = %config.slot, state = ?made, "replication slot (re)created: dropping every cached entry");
+        control.clear_cache().await;
+        state.update(|s| {
+            s.epochs += 1;
+            s.slots_recreated += u64::from(made == SlotState::Recreated);
+        });
+    }
+    let application = format!("hpdb-changes-{}", config.slot);
+    let mut client = ReplicationClient::connect(replication_config(config, &application)?)
+        .await
+        .map_err(ChangeError::replication)?;
+    client
+        .wait_started()
+        .await
+        .map_err(ChangeError::replication)?;
+    state.set_mode(ChangeMode::Leader, None);
+    state.update(|s| s.sessions += 1);
+    tracing::info!(slot = %config.slot, "change stream: this instance consumes");
+
+    let mut consumer = Consumer {
+        control: control.clone(),
+        config,
+        mapping: mapping.clone(),
+        state: state.clone(),
+        decoder: Decoder::default(),
+        txn: None,
+        in_flight: VecDeque::new(),
+    };
+    let mut tick = tokio::time::interval(config.status_interval);
+    loop {
+        tokio::select! {
+            event = client.recv() => {
+                let event = event.map_err(ChangeError::replication)?;
+                let Some(event) = event else {
+                    return Err(ChangeError::Replication("the stream ended".into()));
+                };
+                if let Some(lsn) = consumer.handle(event).await? {
+                    client.update_applied_lsn(lsn);
+                }
+                if let Some(lsn) = consumer.settled() {
+                    client.update_applied_lsn(lsn);
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(lsn) = consumer.settled() {
+                    client.update_applied_lsn(lsn);
+                }
+                let (bytes, seconds) = slot::lag(&mut conn, &config.slot, &application).await?;
+                state.update(|s| {
+                    s.lag_bytes = bytes;
+                    s.lag_seconds = seconds;
+                });
+            }
+        }
+    }
+}
+
+/// The replication session's settings, from the direct URL.
+fn replication_config(
+    config: &ChangesConfig,
+    application: &str,
+) -> Result<ReplicationConfig, ChangeError> {
+    let url = url::Url::parse(&config.url)
+        .map_err(|e| ChangeError::Replication(format!("bad URL: {e}")))?;
+    let decode = super::config::percent_decode;
+    let user = match url.username() {
+        "" => "postgres".to_string(),
+        u => decode(u),
+    };
+    let password = url.password().map(decode).unwrap_or_default();
+    let database = url.path().trim_start_matches('/');
+    let database = if database.is_empty() {
+        user.clone()
+    } else {
+        decode(database)
+    };
+    let host = url.host_str().unwrap_or("localhost").to_string();
+    Ok(ReplicationConfig::new(
+        host,
+        user,
+        password,
+        database,
+        config.slot.clone(),
+        config.publication.clone(),
+    )
+    .with_port(url.port().unwrap_or(5432))
+    .with_status_interval(config.status_interval)
+    .with_wakeup_interval(config.status_interval)
+    .with_application_name(application))
+}
+
+/// One transaction being read.
+#[derive(Default)]
+struct Txn {
+    rows: Vec<Row>,
+    /// Everything must go (a truncate, too many rows).
+    everything: bool,
+    /// Carries our own-write mark.
+    own: bool,
+}
+
+struct Consumer<'a> {
+    control: Control,
+    config: &'a ChangesConfig,
+    mapping: Mapping,
+    state: Arc<ChangeState>,
+    decoder: Decoder,
+    txn: Option<Txn>,
+    /// Committed transactions being invalidated, in commit order, with the
+    /// position to confirm once each (and all before it) is done.
+    in_flight: VecDeque<(Lsn, JoinHandle<()>)>,
+}
+
+impl Consumer<'_> {
+    /// Handles one event; returns the position that may be confirmed.
+    async fn handle(&mut self, event: ReplicationEvent) -> Result<Option<Lsn>, ChangeError> {
+        match event {
+            ReplicationEvent::Begin { .. } => self.txn = Some(Txn::default()),
+            ReplicationEvent::XLogData { data, .. } => {
+                let change = self.decoder.decode(&data)?;
+                let Some(txn) = self.txn.as_mut() else {
+                    return Ok(None);
+                };
+                match change {
+                    Change::Rows(rows) if !txn.everything => {
+                        txn.rows.extend(rows);
+                        if txn.rows.len() > MAX_ROWS_PER_TRANSACTION {
+                            txn.everything = true;
+                            txn.rows = Vec::new();
+                        }
+                    }
+                    Change::Truncate(_) => {
+                        txn.everything = true;
+                        txn.rows = Vec::new();
+                    }
+                    Change::Rows(_) | Change::Ignored => {}
+                }
+            }
+            ReplicationEvent::Message {
+                transactional: true,
+                prefix,
+                ..
+            } if prefix == self.config.own_prefix => {
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.own = true;
+                }
+            }
+            ReplicationEvent::Commit { end_lsn, .. } => {
+                let txn = self.txn.take().unwrap_or_default();
+                let (control, mapping) = (self.control.clone(), self.mapping.clone());
+                let task = tokio::spawn(apply(control, mapping, self.state.clone(), txn));
+                self.in_flight.push_back((end_lsn, task));
+                if self.in_flight.len() >= MAX_IN_FLIGHT {
+                    if let Some((lsn, oldest)) = self.in_flight.pop_front() {
+                        // A panicked invalidation is not retried: its
+                        // position moves on like the others'.
+                        let _ = oldest.await;
+                        return Ok(Some(lsn));
+                    }
+                }
+            }
+            // Between transactions, with every one applied, everything
+            // sent was applied: confirm the server's position, so an idle
+            // slot retains no WAL.
+            ReplicationEvent::KeepAlive { wal_end, .. }
+                if self.txn.is_none() && self.in_flight.is_empty() =>
+            {
+                return Ok(Some(wal_end));
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// The position of the last transaction whose invalidations, and all
+    /// before it, are done (if that moved).
+    fn settled(&mut self) -> Option<Lsn> {
+        let mut last = None;
+        while self.in_flight.front().is_some_and(|(_, t)| t.is_finished()) {
+            last = self.in_flight.pop_front().map(|(lsn, _)| lsn);
+        }
+        last
+    }
+}
+
+/// Invalidates what a committed transaction changed.
+async fn apply(control: Control, mapping: Mapping, state: Arc<ChangeState>, txn: Txn) {
+    if txn.own {
+        state.update(|s| {
+            s.transactions += 1;
+            s.own_skipped += 1;
+        });
+        return;
+    }
+    let mut everything = txn.everything;
+    let mut tags = BTreeSet::new();
+    let mut failures = 0;
+    for row in &txn.rows {
+        if everything {
+            break;
+        }
+        match mapping.tags(row).await {
+            Ok(found) => tags.extend(found),
+            Err(e) => {
+                tracing::warn!(error = %e, "a changed row's tags are unknown: dropping every cached entry");
+                failures += 1;
+                everything = true;
+            }
+        }
+    }
+    if everything {
+        control.clear_cache().await;
+    } else {
+        let control = &control;
+        futures::future::join_all(tags.iter().map(|t| control.invalidate_tag(t))).await;
+    }
+    state.update(|s| {
+        s.transactions += 1;
+        s.mapping_failures += failures;
+        if everything {
+            s.epochs += 1;
+        } else {
+            s.tags_invalidated += tags.len() as u64;
+        }
+    });
+}
