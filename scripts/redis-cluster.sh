@@ -14,7 +14,8 @@
 # whose working directory is that very directory) so a recycled pid is never
 # mistaken for ours. Nothing is saved: no RDB, no AOF.
 #
-# When all six are ours and the cluster is healthy, nothing is done.
+# When all six are ours (or another live checkout's on this machine, with
+# the same options) and the cluster is healthy, nothing is done.
 # Otherwise the cluster is made again from scratch: our nodes are stopped,
 # and so is any other redis-server in cluster mode on one of the six ports
 # (a cluster an earlier clone of this project left behind, its directory
@@ -149,13 +150,36 @@ rc_stop_others() {
   rc_kill_wait "${pids[@]}"
 }
 
-# True when every node is ours and says the cluster is ok, all 16384 slots
-# served, six nodes known.
+# The pid of the node on port if another checkout of this project on this
+# machine runs it (a clone or a worktree whose directory still exists),
+# with our options: several checkouts share one healthy cluster instead of
+# each stopping the other's, mid-test.
+rc_shared_pid() { # port
+  local pid cwd
+  pid=$(rc_cli "$1" info server | rc_field process_id)
+  [ -n "$pid" ] && rc_is_redis_server "$pid" || return 1
+  cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || return 1
+  [ -d "$cwd" ] && [ -f "$cwd/redis.pid" ] || return 1 # a deleted directory reads "<dir> (deleted)"
+  rc_options | cmp -s - "$(dirname "$cwd")/options" && echo "$pid"
+}
+
+# The pid of the node on port: ours (started with our options), or a live
+# checkout's (rc_shared_pid).
+rc_node_pid() { # port
+  local pid
+  if pid=$(rc_our_pid "$1"); then
+    rc_options | cmp -s - "$(rc_dir)/options" && echo "$pid"
+  else
+    rc_shared_pid "$1"
+  fi
+}
+
+# True when every node is ours or a live checkout's, and says the cluster
+# is ok, all 16384 slots served, six nodes known.
 rc_healthy() {
   local port pid
-  rc_options | cmp -s - "$(rc_dir)/options" || return 1
   for port in "${RC_PORTS[@]}"; do
-    pid=$(rc_our_pid "$port") || return 1
+    pid=$(rc_node_pid "$port") || return 1
     [ "$(rc_cli "$port" info server | rc_field process_id)" = "$pid" ] || return 1
     rc_cluster_ok "$port" || return 1
   done
@@ -214,7 +238,8 @@ rc_fail() { # message
 redis_cluster_version() { redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'; }
 
 # Installs redis-server and redis-cli if missing; leaves a healthy cluster
-# of ours alone; otherwise makes one from scratch and waits until it is ok.
+# of ours (or a live checkout's) alone; otherwise makes one from scratch
+# and waits until it is ok.
 redis_cluster_ensure() {
   if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     echo "services: installing Redis (Debian's redis-server, redis-tools)"
