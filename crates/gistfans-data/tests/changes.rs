@@ -86,28 +86,13 @@ async fn stranger(pool: &PgPool, id: i64) -> i64 {
 
 /// Drops the test's slot and publication when the test ends, passed or
 /// failed (a slot left behind keeps WAL and its database).
-struct SlotGuard(ChangesConfig);
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let c = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                // The consumer's session may take a moment to end.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                drop_stream(&c.url, &c.slot, &c.publication).await
-            })
-        })
-        .join();
-    }
-}
-
-fn guard(pg: &TestDatabase, ns: &str) -> SlotGuard {
-    SlotGuard(ChangesConfig::new(pg.url.clone(), ns))
+fn guard(pg: &TestDatabase, ns: &str) -> testkit::Cleanup {
+    let c = ChangesConfig::new(pg.url.clone(), ns);
+    testkit::Cleanup::new(move || async move {
+        // The consumer's session may take a moment to end.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = drop_stream(&c.url, &c.slot, &c.publication).await;
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,20 +23,10 @@ async fn on_sqlite_the_server_serves_and_its_metrics_say_the_stream_is_unavailab
 
 /// Drops a test's slot and publication when it ends, passed or failed (a
 /// slot left behind keeps WAL and its database).
-struct SlotGuard(hpdb::changes::ChangesConfig);
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let c = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(hpdb::changes::drop_stream(&c.url, &c.slot, &c.publication))
-        })
-        .join();
-    }
+fn slot_guard(c: hpdb::changes::ChangesConfig) -> testkit::Cleanup {
+    testkit::Cleanup::new(move || async move {
+        let _ = hpdb::changes::drop_stream(&c.url, &c.slot, &c.publication).await;
+    })
 }
 
 const LEADER: &str = "hpdb_changes_mode{mode=\"leader\"}";
@@ -54,7 +44,7 @@ async fn the_leader_killed_another_instance_consumes_and_no_write_around_them_is
         .await
         .unwrap();
     let ns = testkit::unique("gfk");
-    let _slot = SlotGuard(hpdb::changes::ChangesConfig::new(db.url.clone(), &ns));
+    let _slot = slot_guard(hpdb::changes::ChangesConfig::new(db.url.clone(), &ns));
     let on = [("CHANGE_STREAM", "true")];
     let redis = "redis://127.0.0.1:6379";
     let first = Instance::start_with(&db.url, redis, &ns, &on).await;

@@ -28,24 +28,13 @@ const PATIENCE: Duration = Duration::from_secs(15);
 
 /// Drops the test's slot and publication when the test ends, passed or
 /// failed (a slot left behind keeps WAL and its database).
-struct SlotGuard(ChangesConfig);
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let c = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                // The consumer's session may take a moment to end.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                drop_stream(&c.url, &c.slot, &c.publication).await
-            })
-        })
-        .join();
-    }
+fn slot_guard(c: &ChangesConfig) -> testkit::Cleanup {
+    let c = c.clone();
+    testkit::Cleanup::new(move || async move {
+        // The consumer's session may take a moment to end.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = drop_stream(&c.url, &c.slot, &c.publication).await;
+    })
 }
 
 fn mapping() -> Mapping {
@@ -97,7 +86,7 @@ async fn a_row_changed_with_plain_sql_reaches_every_instance_and_own_writes_are_
         instance(&db, REDIS, &ns).await,
     );
     let cfg = config(&db);
-    let _slot = SlotGuard(cfg.clone());
+    let _slot = slot_guard(&cfg);
     let stream = ChangeStream::spawn(&a.control(), cfg.clone(), mapping());
     leading(&stream).await;
     for m in [&a, &b] {
@@ -148,7 +137,7 @@ async fn one_instance_consumes_and_another_takes_over_without_losing_a_write() {
         instance(&db, REDIS, &ns).await,
     );
     let cfg = config(&db);
-    let _slot = SlotGuard(cfg.clone());
+    let _slot = slot_guard(&cfg);
     let first = ChangeStream::spawn(&a.control(), cfg.clone(), mapping());
     leading(&first).await;
     let second = ChangeStream::spawn(&b.control(), cfg.clone(), mapping());
@@ -180,7 +169,7 @@ async fn a_slot_dropped_under_the_consumer_is_recreated_and_every_entry_dropped(
     let db = database().await;
     let a = instance(&db, REDIS, &testkit::unique("ns")).await;
     let cfg = config(&db);
-    let _slot = SlotGuard(cfg.clone());
+    let _slot = slot_guard(&cfg);
     let stream = ChangeStream::spawn(&a.control(), cfg.clone(), mapping());
     leading(&stream).await;
     let epochs = stream.status().epochs;
@@ -271,7 +260,7 @@ async fn writes_to_another_database_do_not_make_the_idle_slot_retain_wal() {
     let db = database().await;
     let a = instance(&db, REDIS, &testkit::unique("ns")).await;
     let cfg = config(&db);
-    let _slot = SlotGuard(cfg.clone());
+    let _slot = slot_guard(&cfg);
     let stream = ChangeStream::spawn(&a.control(), cfg.clone(), mapping());
     leading(&stream).await;
 

@@ -4,16 +4,19 @@
 //!   unreachable, bring it back, or slow down new connections.
 //! - [`redis`]: a Redis of the test's own to kill, pause and restart, and the
 //!   local Redis Cluster.
+//! - [`Cleanup`]: asynchronous clean-up when a test ends, passed or failed.
 //! - [`pg`]: where the PostgreSQL tests connect, and the witnesses they ask
 //!   (`pg_stat_statements`, `pg_stat_activity`).
 //!
 //! Nothing here skips: a test that needs PostgreSQL fails loudly when it
 //! cannot reach it, because a skipped test proves nothing.
 
+mod cleanup;
 pub mod pg;
 mod proxy;
 pub mod redis;
 
+pub use cleanup::Cleanup;
 pub use proxy::Proxy;
 
 /// A name unique to this process and call, for tables, keys and
