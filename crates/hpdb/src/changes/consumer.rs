@@ -226,7 +226,12 @@ fn replication_config(
 ) -> Result<ReplicationConfig, ChangeError> {
     let url = url::Url::parse(&config.url)
         .map_err(|e| ChangeError::Replication(format!("bad URL: {e}")))?;
-    let decode = super::config::percent_decode;
+    // `url` keeps its parts percent-encoded; its own decoder gives them back.
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     let user = match url.username() {
         "" => "postgres".to_string(),
         u => decode(u),
