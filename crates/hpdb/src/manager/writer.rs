@@ -138,11 +138,13 @@ impl<DB: Database> Writer<DB> {
         if before.is_some() {
             tracing::debug!("another connection committed: dropping every cached entry");
         }
-        control.clear_cache().await;
         changes.update(|s| {
             s.epochs += 1;
             s.foreign_commits += u64::from(before.is_some());
         });
+        // Runs to its end in a task of its own, even if this caller is
+        // dropped now: the version just read is not checked again.
+        control.clear_cache().await;
         Ok(())
     }
 
