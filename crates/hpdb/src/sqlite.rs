@@ -40,6 +40,9 @@
 //!   another's foreign commits: each of them drops every cache.
 //! - A writer connection opened anew (after an error) knows no earlier
 //!   version: its first check drops the cache.
+//! - The writer connection is one more than `DB_POOL_MAX` (not in the
+//!   pool's figures); a write waits for it with its admission slot held.
+//!   Built with `background_tasks(false)`, only writes check.
 
 use futures::future::BoxFuture;
 use sqlx::{sqlite::SqliteConnectOptions, Sqlite, SqliteConnection};
