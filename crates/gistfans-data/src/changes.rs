@@ -65,18 +65,12 @@ impl Db {
     /// Starts invalidating from the database's change stream, consumed
     /// over `direct_url` (`DIRECT_URL`, else `DATABASE_URL`: a replication
     /// session cannot go through a transaction-mode pooler). SQLite has
-    /// none: its status then says writes made around this server stay
-    /// cached until their TTL, and `None` is returned.
+    /// none, and `None` is returned: its manager watches `PRAGMA
+    /// data_version` itself from its start (`hpdb::sqlite`; off with
+    /// `DB_DATA_VERSION_POLL=0`), and its status says which.
     pub fn watch_changes(&self, direct_url: &str) -> Option<ChangeStream> {
         match self.backend() {
-            Backend::Sqlite => {
-                ChangeStream::unavailable(
-                    self.control(),
-                    "SQLite has no change stream: writes made by other processes stay cached \
-                     until their TTL",
-                );
-                None
-            }
+            Backend::Sqlite => None,
             Backend::Postgres => {
                 let namespace = &self.control().config().shared.namespace;
                 let config = ChangesConfig::new(direct_url, namespace);

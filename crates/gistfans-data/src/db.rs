@@ -112,7 +112,7 @@ impl Db {
                 let opts = sqlite_options(url)?;
                 let baseline = baseline_options(&config);
                 let manager = Manager::<Sqlite>::builder(config)
-                    .connect_with(opts)
+                    .connect_sqlite(opts)
                     .await
                     .map_err(|e| DataError::setup(format!("cannot open {url}"), e))?;
                 let baseline = baseline.connect_lazy_with(sqlite_options(baseline_url)?);

@@ -187,20 +187,3 @@ async fn a_write_around_the_service_reaches_both_instances() {
     }
     drop(stream);
 }
-
-#[tokio::test]
-async fn on_sqlite_the_service_works_and_its_status_says_there_is_no_stream() {
-    let dir = std::env::temp_dir().join(testkit::unique("gf_changes"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}/gf.db", dir.display());
-    migrate(&url, None).await.unwrap();
-    seed(&url, &SeedConfig::small(), false).await.unwrap();
-    let db = Db::connect(&url, ManagerConfig::new()).await.unwrap();
-    assert!(db.watch_changes(&url).is_none());
-    let status = db.status().changes;
-    assert_eq!(status.mode, ChangeMode::Unavailable);
-    assert!(status.detail.unwrap().contains("TTL"));
-    let s = DataAggregationService::new(db).with_preload(Preload::Off);
-    assert!(stats(&s, 1).await.posts >= 0, "reads work");
-    let _ = std::fs::remove_dir_all(&dir);
-}

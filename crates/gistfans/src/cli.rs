@@ -113,6 +113,7 @@ pub struct ServeArgs {
     /// Invalidate from PostgreSQL's change stream (logical replication over
     /// DIRECT_URL, else DATABASE_URL), so writes made around the server
     /// (psql, cron jobs, other services) reach every instance's cache.
+    /// SQLite has none: its watch is DB_DATA_VERSION_POLL.
     #[arg(long, env = "CHANGE_STREAM", default_value_t = true, action = clap::ArgAction::Set)]
     pub change_stream: bool,
     /// Also serve a bare axum handler (`GET /api/ping`, no layers, axum's

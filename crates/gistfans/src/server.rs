@@ -75,6 +75,7 @@ pub struct ServerConfig {
     pub ceiling_bind: Option<SocketAddr>,
     /// Invalidate from PostgreSQL's change stream (default true; see
     /// `hpdb::changes`): writes made around the server reach the caches.
+    /// (SQLite's counterpart is the manager's `DB_DATA_VERSION_POLL`.)
     pub change_stream: bool,
 }
 
@@ -250,15 +251,19 @@ pub fn ceiling_router() -> axum::Router {
     )
 }
 
-/// Starts the change-stream consumer when asked to (PostgreSQL only; on
-/// SQLite, or behind a pooler without `DIRECT_URL`, the status says why
-/// writes made around the server stay cached until their TTL).
+/// Starts the change-stream consumer when asked to (PostgreSQL only:
+/// SQLite's manager watches `PRAGMA data_version` itself, see
+/// `hpdb::sqlite`; behind a pooler without `DIRECT_URL`, the status says
+/// why writes made around the server stay cached until their TTL).
 fn watch_changes(
     db: &Db,
     on: bool,
     database_url: &str,
     direct_url: Option<&str>,
 ) -> Option<hpdb::changes::ChangeStream> {
+    if db.backend() == Backend::Sqlite {
+        return None;
+    }
     if !on {
         tracing::info!("change stream off (CHANGE_STREAM=false): writes made around this server stay cached until their TTL");
         return None;

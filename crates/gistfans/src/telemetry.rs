@@ -283,6 +283,7 @@ fn change_metrics(c: &hpdb::changes::ChangeStatus) {
         ("standby", ChangeMode::Standby),
         ("leader", ChangeMode::Leader),
         ("unavailable", ChangeMode::Unavailable),
+        ("data_version", ChangeMode::DataVersion),
     ] {
         gauge!("hpdb_changes_mode", "mode" => name).set(f64::from(u8::from(c.mode == mode)));
     }
@@ -316,6 +317,8 @@ fn change_metrics(c: &hpdb::changes::ChangeStatus) {
         ("hpdb_changes_epochs_total", c.epochs),
         ("hpdb_changes_mapping_failures_total", c.mapping_failures),
         ("hpdb_changes_slots_recreated_total", c.slots_recreated),
+        ("hpdb_changes_polls_total", c.polls),
+        ("hpdb_changes_foreign_commits_total", c.foreign_commits),
     ] {
         counter!(name).absolute(value);
     }

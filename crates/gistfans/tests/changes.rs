@@ -1,24 +1,191 @@
-//! The server and the change stream (issue 21): where the database cannot
-//! stream its changes, the server starts, serves, and says so in
-//! `/metrics` (writes made around it stay cached until their TTL).
+//! The server and writes made around it (issue 21): on PostgreSQL its
+//! change stream; on SQLite its `PRAGMA data_version` watch, tested with
+//! `gistfans serve` as a process of its own and the test's own connection
+//! to the same file as the other process.
 
 mod common;
 
-use common::{spawn_app_with, Backend};
+/// `gistfans serve` over a SQLite file, stopped (by its PID) when dropped.
+struct SqliteServer {
+    base: String,
+    http: reqwest::Client,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for SqliteServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl SqliteServer {
+    /// Starts one over a new file with the small demo data, with the
+    /// product's defaults, and waits until it answers.
+    async fn start() -> SqliteServer {
+        use std::process::{Command, Stdio};
+        let dir = std::env::temp_dir().join(testkit::unique("gf_sqlite_serve"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}/gf.db", dir.display());
+        gistfans_data::migrate(&url, None).await.unwrap();
+        let small = gistfans_data::seed::SeedConfig::small();
+        gistfans_data::seed::seed(&url, &small, false)
+            .await
+            .unwrap();
+        let port = testkit::redis::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_gistfans"))
+            .arg("serve")
+            .env("DATABASE_URL", url)
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("WARM_USERS", "0")
+            .env("PRELOAD", "off")
+            .env("RUST_LOG", "warn")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the gistfans binary runs");
+        let server = SqliteServer {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            child,
+            dir,
+        };
+        let up = testkit::pg::eventually(std::time::Duration::from_secs(60), || async {
+            server
+                .http
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        assert!(up, "the server on {port} started");
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}/gf.db", self.dir.display())
+    }
+
+    /// User `id`'s follower count and the answer's `X-Cache`.
+    async fn followers(&self, id: i64) -> (i64, String) {
+        let r = self
+            .http
+            .get(format!(
+                "{}/api/user/stats-optimized?userId={id}",
+                self.base
+            ))
+            .send()
+            .await
+            .expect("the server answers");
+        assert!(r.status().is_success());
+        let cache = r.headers()["x-cache"].to_str().unwrap().to_string();
+        let body: serde_json::Value = r.json().await.unwrap();
+        (body["stats"]["followers"].as_i64().unwrap(), cache)
+    }
+
+    /// `follower` follows (`on`) or unfollows `followee` through the API.
+    async fn follow(&self, follower: i64, followee: i64, on: bool) {
+        let method = if on {
+            reqwest::Method::PUT
+        } else {
+            reqwest::Method::DELETE
+        };
+        let r = self
+            .http
+            .request(method, format!("{}/api/users/{followee}/follow", self.base))
+            .header("X-User-Id", follower.to_string())
+            .send()
+            .await
+            .expect("the server answers");
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+    }
+
+    /// A line of `/metrics` starting with `name` (its value, 0 when absent).
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("the server answers")
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
 
 #[tokio::test]
-async fn on_sqlite_the_server_serves_and_its_metrics_say_the_stream_is_unavailable() {
-    let app = spawn_app_with(Backend::Sqlite, |c| c.change_stream = true).await;
-    let profile = app.profile(1).await;
-    assert!(!profile.is_null());
-    let status = app.db.status().changes;
-    assert_eq!(status.mode, hpdb::changes::ChangeMode::Unavailable);
-    assert!(status.detail.unwrap_or_default().contains("TTL"));
-    let metrics = app.metrics_text().await;
-    assert!(
-        metrics.contains("hpdb_changes_mode{mode=\"unavailable\"} 1"),
-        "{metrics}"
+async fn on_sqlite_another_processs_follow_reaches_the_servers_cache_and_its_own_writes_keep_it() {
+    use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection};
+
+    let patience = std::time::Duration::from_secs(20);
+    let server = SqliteServer::start().await;
+    assert_eq!(
+        server
+            .metric("hpdb_changes_mode{mode=\"data_version\"}")
+            .await,
+        1.0
     );
+    let (followers, _) = server.followers(2).await;
+    assert_eq!(server.followers(2).await, (followers, "cache".to_string()));
+
+    // Another process's commit: the test's own connection to the file.
+    let mut other = server
+        .url()
+        .parse::<SqliteConnectOptions>()
+        .unwrap()
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    let follower: i64 = sqlx::query_scalar(
+        "SELECT id FROM users WHERE id <> 2 AND id NOT IN \
+         (SELECT follower_id FROM follows WHERE followee_id = 2) ORDER BY id LIMIT 1",
+    )
+    .fetch_one(&mut other)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?, 2, 0)")
+        .bind(follower)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    other.close().await.unwrap();
+    assert!(
+        testkit::pg::eventually(patience, || async {
+            server.followers(2).await.0 == followers + 1
+        })
+        .await,
+        "the other process's follow never reached the server's cache"
+    );
+    let foreign = server.metric("hpdb_changes_foreign_commits_total").await;
+    assert!(foreign >= 1.0);
+
+    // The server's own writes: no foreign commit, the cache kept.
+    let (bystander, _) = server.followers(3).await;
+    for on in [false, true, false] {
+        server.follow(follower, 2, on).await;
+    }
+    let polls = server.metric("hpdb_changes_polls_total").await;
+    assert!(
+        testkit::pg::eventually(patience, || async {
+            server.metric("hpdb_changes_polls_total").await >= polls + 3.0
+        })
+        .await
+    );
+    assert_eq!(
+        server.metric("hpdb_changes_foreign_commits_total").await,
+        foreign
+    );
+    assert_eq!(server.followers(3).await, (bystander, "cache".to_string()));
+    assert_eq!(server.followers(2).await.0, followers);
 }
 
 /// Drops a test's slot and publication when it ends, passed or failed (a

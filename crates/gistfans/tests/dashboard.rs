@@ -124,6 +124,18 @@ async fn the_stream_sends_samples_that_follow_the_load() {
         );
     }
     assert!(first["alerts"].is_array() && first["recommendations"].is_array());
+    // The panel "Writes around the server": SQLite's data-version watch.
+    let changes = &first["status"]["changes"];
+    assert_eq!(changes["mode"], "dataVersion", "{changes}");
+    for field in [
+        "polls",
+        "foreignCommits",
+        "epochs",
+        "transactions",
+        "ownSkipped",
+    ] {
+        assert!(changes[field].is_u64(), "{field} missing in {changes}");
+    }
     let before = first["status"]["totalQueries"].as_u64().unwrap();
 
     let database_before = first["status"]["databaseQueries"].as_u64().unwrap();

@@ -75,6 +75,19 @@ async fn the_dashboard_refuses_a_wrong_token_follows_a_load_and_clears_the_cache
                 && document.getElementById('total-queries').dataset.value !== undefined",
     )
     .await;
+    // The panel of writes made around the server: SQLite's watch, its
+    // figures shown and the change stream's hidden.
+    until(
+        &browser,
+        "the watch's panel shows SQLite's mode",
+        "return document.getElementById('changes-mode').dataset.value === 'dataVersion' \
+                && document.getElementById('changes-detail').textContent.includes('data_version') \
+                && !document.getElementById('changes-polls').parentElement.hidden \
+                && document.getElementById('changes-lag-bytes').parentElement.hidden",
+    )
+    .await;
+    assert!(figure(&browser, "changes-polls").await > 0.0);
+    assert_eq!(figure(&browser, "changes-foreign-commits").await, 0.0);
     let before = figure(&browser, "total-queries").await;
     for id in 1..=40 {
         app.profile(id).await;

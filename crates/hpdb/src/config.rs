@@ -317,6 +317,13 @@ pub struct ManagerConfig {
     pub advisor: AdvisorConfig,
     /// The shared cache level in Redis and the cross-instance bus.
     pub shared: SharedConfig,
+    /// SQLite only: how often the writer connection reads `PRAGMA
+    /// data_version` while no write uses it, so that another process's
+    /// commit drops the cache within about this long (default 250 ms; each
+    /// write checks too). `0` turns the watch off: writes go through the
+    /// pool, and other processes' writes stay cached until their TTL. See
+    /// `sqlite`.
+    pub data_version_poll: Duration,
 }
 
 /// The shared cache level (Redis) and the invalidation bus between
@@ -391,6 +398,7 @@ impl Default for ManagerConfig {
             leak: LeakConfig::default(),
             advisor: AdvisorConfig::default(),
             shared: SharedConfig::default(),
+            data_version_poll: Duration::from_millis(250),
         }
     }
 }

@@ -124,6 +124,11 @@ impl InvalidationLog {
         self.cleared.store(s, Ordering::SeqCst);
     }
 
+    /// True if every entry was dropped (`clear`) after `since`.
+    pub(crate) fn cleared_after(&self, since: Seq) -> bool {
+        self.cleared.load(Ordering::SeqCst) > since
+    }
+
     /// True if nothing that touches `key` or `tags` was invalidated after `since`.
     pub(crate) fn is_current(&self, key: &str, tags: &[Arc<str>], since: Seq) -> bool {
         if self.cleared.load(Ordering::SeqCst) > since {

@@ -22,7 +22,7 @@
 //! Errors are one [`Error`] enum ([`TimeoutPhase`] says which phase ran
 //! out); [`BuildError`] and [`ConfigError`] are start-up's. `postgres`
 //! holds what only PostgreSQL needs, `mysql` what only MySQL and MariaDB
-//! need (each behind its feature, see the README's "Features"), [`tuning`] the self-tuning
+//! need, `sqlite` SQLite's watch for other processes' commits (each behind its feature, see the README's "Features"), [`tuning`] the self-tuning
 //! algorithms, [`env`](mod@env) the table of environment variables.
 //!
 #![cfg_attr(feature = "sqlite", doc = include_str!("examples.md"))]
@@ -52,6 +52,8 @@ mod redact;
 mod refresh;
 mod shared;
 mod single_flight;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod stamp;
 mod status;
 pub mod tuning;

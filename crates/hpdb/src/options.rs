@@ -63,6 +63,12 @@ pub struct QueryOptions {
     /// refresh runs in the background (default true). Turn it off for a
     /// read that must not see a value older than its TTL.
     pub stale_while_revalidate: bool,
+    /// The query writes (default false). On a manager with a writer
+    /// connection (SQLite with `DB_DATA_VERSION_POLL`), it runs on that one
+    /// connection, after the check for other processes' commits: with
+    /// every write of ours there, a commit that check sees is someone
+    /// else's (see `sqlite`). Elsewhere it changes nothing.
+    pub writes: bool,
 }
 
 impl Default for QueryOptions {
@@ -78,6 +84,7 @@ impl Default for QueryOptions {
             refresh: false,
             refresh_ahead: true,
             stale_while_revalidate: true,
+            writes: false,
         }
     }
 }
@@ -112,6 +119,12 @@ impl QueryOptions {
     /// Adds an invalidation tag.
     pub fn tag(mut self, tag: impl Into<Arc<str>>) -> Self {
         self.tags.push(tag.into());
+        self
+    }
+
+    /// Marks the query as a write (see [`writes`](Self::writes)).
+    pub fn writes(mut self) -> Self {
+        self.writes = true;
         self
     }
 

@@ -47,10 +47,15 @@ pub(crate) trait WriteStore: Send + Sync {
     ) -> BoxFuture<'_, Result<FollowChange, DataError>>;
 }
 
+/// A write's options: critical, never cached or coalesced, and marked as
+/// a write (on SQLite it runs on the writer connection, whose
+/// `PRAGMA data_version` then changes for other processes' commits only:
+/// see `hpdb::sqlite`).
 fn write_options() -> QueryOptions {
     QueryOptions::uncached()
         .coalesce(false)
         .priority(Priority::CRITICAL)
+        .writes()
 }
 
 /// How a write ended, as its closure reports it.

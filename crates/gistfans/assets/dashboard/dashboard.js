@@ -170,7 +170,36 @@
     put("shared-pending", r.pending);
   }
 
-  // What the tuning loops do: the pool's automatic limit (when on) and the
+  // Writes made around the server: PostgreSQL's change stream (its slot's
+  // lag and counters) or SQLite's data-version watch (checks, other
+  // processes' commits); each kind's figures shown only in its modes.
+  const CHANGE_MODES = {
+    off: "Off",
+    starting: "Starting",
+    standby: "Standby (another instance consumes)",
+    leader: "Consuming (leader)",
+    dataVersion: "SQLite watch",
+    unavailable: "Unavailable",
+  };
+  function changes(c) {
+    put("changes-mode", c.mode, CHANGE_MODES[c.mode] || c.mode);
+    const detail = c.detail || (c.mode === "off" ? "no watch: writes made around this server stay cached until their TTL." : "");
+    $("changes-detail").textContent = detail.charAt(0).toUpperCase() + detail.slice(1);
+    const kind = c.mode === "dataVersion" ? "sqlite" : "stream";
+    for (const el of $("changes-card").querySelectorAll("[data-kind]")) el.hidden = el.dataset.kind !== kind;
+    put("changes-lag-bytes", c.lagBytes, c.lagBytes == null ? "–" : fmt(c.lagBytes / 1024, 1) + " KiB");
+    put("changes-lag-seconds", c.lagSeconds, c.lagSeconds == null ? "–" : fmt(c.lagSeconds, 2) + " s");
+    put("changes-transactions", c.transactions);
+    put("changes-own-skipped", c.ownSkipped);
+    put("changes-tags-invalidated", c.tagsInvalidated);
+    put("changes-slots-recreated", c.slotsRecreated);
+    put("changes-mapping-failures", c.mappingFailures);
+    put("changes-polls", c.polls);
+    put("changes-foreign-commits", c.foreignCommits);
+    put("changes-epochs", c.epochs);
+  }
+
+  // What the tuning loops do:  // What the tuning loops do: the pool's automatic limit (when on) and the
   // last changes any loop made, newest first.
   function tuning(t) {
     const p = t.pool;
@@ -218,6 +247,7 @@
     put("suspected-leaks", s.suspectedLeaks.length,
       s.suspectedLeaks.length ? s.suspectedLeaks.map((l) => l.key + " (" + l.heldMs + " ms)").join(", ") : "None");
     shared(s.shared);
+    changes(s.changes);
     tuning(s.tuning);
     advice("alerts", sample.alerts);
     advice("recommendations", sample.recommendations);

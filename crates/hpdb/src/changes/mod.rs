@@ -29,6 +29,10 @@
 //! - **Without logical replication** the consumer reports
 //!   [`ChangeMode::Unavailable`] (one log line) and the server works as
 //!   before: other writers' changes are visible after the TTL.
+//! - **SQLite** has no stream: `sqlite` watches `PRAGMA data_version` on
+//!   the writer connection instead ([`ChangeMode::DataVersion`]; the same
+//!   [`ChangeStatus`] carries its figures) and drops the whole cache on
+//!   another process's commit.
 //!
 //! | file | one job |
 //! | --- | --- |

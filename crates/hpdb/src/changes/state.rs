@@ -24,6 +24,11 @@ pub enum ChangeMode {
     Standby,
     /// This instance consumes the stream for every instance.
     Leader,
+    /// SQLite: other processes' commits are detected by `PRAGMA
+    /// data_version` on the writer connection (at each write, and every
+    /// `DB_DATA_VERSION_POLL` while idle); each detection drops every
+    /// cached entry (coarse, but no commit is missed). See `sqlite`.
+    DataVersion,
     /// The database cannot stream its changes (`wal_level` is not
     /// `logical`, or the user may not replicate): writes made around this
     /// server stay cached until their TTL.
@@ -72,6 +77,13 @@ pub struct ChangeStatus {
     /// shared level and on the bus, every live instance's confirmation
     /// included (up to `REDIS_DELIVERY_WAIT`), in ms (leader only).
     pub commit_to_invalidated_ms: Option<Percentiles>,
+    /// `DataVersion` only: checks of `PRAGMA data_version` made.
+    pub polls: u64,
+    /// `DataVersion` only: checks that found another connection's commit
+    /// (several commits between two checks count once); each counts an
+    /// epoch. A new writer connection knows no earlier version: its first
+    /// check drops the cache too (an epoch, not counted here).
+    pub foreign_commits: u64,
 }
 
 /// The cell the consumer writes and `status` reads.
@@ -95,13 +107,12 @@ impl ChangeState {
     }
 
     /// Changes the figures.
-    #[cfg(feature = "changes")]
     pub(crate) fn update(&self, f: impl FnOnce(&mut ChangeStatus)) {
         f(&mut self.status.lock());
     }
 
     /// Sets the mode (and its detail); the lag figures are the leader's.
-    #[cfg(feature = "changes")]
+    #[cfg(any(feature = "changes", feature = "sqlite"))]
     pub(crate) fn set_mode(&self, mode: ChangeMode, detail: Option<String>) {
         self.update(|s| {
             s.mode = mode;

@@ -196,6 +196,9 @@ env_vars! {
     CACHE_REFRESHES = "DB_CACHE_REFRESHES" => cache.max_refreshes;
     /// How often expired results are swept out.
     CACHE_SWEEP_INTERVAL = "DB_CACHE_SWEEP_INTERVAL" => cache.sweep_interval;
+    /// SQLite: how often other processes' commits are looked for (`PRAGMA data_version` on the
+    /// writer connection); one drops every cached entry (0 = off: they stay cached until the TTL).
+    DATA_VERSION_POLL = "DB_DATA_VERSION_POLL" => data_version_poll;
     /// Health checks (idle connections pinged, pool refilled).
     HEALTH_INTERVAL = "DB_HEALTH_INTERVAL" => health.interval;
     /// Longest a health-check ping may take.

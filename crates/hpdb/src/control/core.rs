@@ -300,6 +300,10 @@ impl LocalCache for Core {
         self.log.snapshot()
     }
 
+    fn cleared_after(&self, seq: Seq) -> bool {
+        self.log.cleared_after(seq)
+    }
+
     fn caches(&self, key: &str) -> bool {
         self.ttl_for(key, &QueryOptions::default()).is_some()
     }

@@ -154,6 +154,7 @@ impl Control {
     /// entry (so that a write updates in place what any instance cached,
     /// not only what this one did).
     pub async fn peek_versioned<T: CacheValue>(&self, key: &str) -> Option<Versioned<T>> {
+        let since = self.core.log.snapshot();
         if let Some(entry) = self.core.peek_entry_to_update(key).await {
             let age = entry.stored_at.elapsed();
             let found: Versioned<dyn Any + Send + Sync> = Versioned {
@@ -161,6 +162,7 @@ impl Control {
                 ttl_left: entry.ttl.saturating_sub(age),
                 overdue: age.saturating_sub(entry.ttl),
                 stamp: entry.stamp,
+                since,
             };
             return found.downcast();
         }
@@ -171,6 +173,7 @@ impl Control {
             ttl_left,
             overdue: Duration::ZERO,
             stamp: Some(Arc::new(stamp)),
+            since,
         };
         found.downcast()
     }

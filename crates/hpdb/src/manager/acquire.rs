@@ -26,7 +26,11 @@ use tokio::{
     time::{sleep, timeout_at, Instant},
 };
 
-use super::{timeout_error, Manager};
+use super::{
+    timeout_error,
+    writer::{Held, TakeError},
+    Manager,
+};
 use crate::{
     admission::Permit,
     deadline::run_with_deadline,
@@ -40,11 +44,13 @@ use crate::{
 };
 
 impl<DB: Database> Manager<DB> {
-    /// Waits for admission, then runs `query` on a connection.
+    /// Waits for admission, then runs `query` on a connection (the writer
+    /// connection if it `writes` and the manager has one).
     pub(super) async fn admit_and_run<T, F: QueryFn<DB, T>>(
         &self,
         key: &Arc<str>,
         priority: Priority,
+        writes: bool,
         started: Instant,
         deadline: Instant,
         query: F,
@@ -53,7 +59,8 @@ impl<DB: Database> Manager<DB> {
         let permit = timeout_at(deadline, self.core().gate.acquire(priority))
             .await
             .map_err(|_| timeout_error(key, TimeoutPhase::Queued, started))?;
-        self.run_admitted(permit, key, queued_at, started, deadline, query)
+        let lane = if writes { Lane::Writer } else { Lane::Pool };
+        self.run_admitted(permit, lane, key, queued_at, started, deadline, query)
             .await
     }
 
@@ -84,14 +91,16 @@ impl<DB: Database> Manager<DB> {
         inc(&c.batches);
         c.batched_keys
             .fetch_add(keys as u64, std::sync::atomic::Ordering::Relaxed);
-        self.run_admitted(permit, name, started, started, deadline, query)
+        self.run_admitted(permit, Lane::Pool, name, started, started, deadline, query)
             .await
     }
 
     /// Runs `query` with an admission permit already held.
+    #[allow(clippy::too_many_arguments)]
     async fn run_admitted<T, F: QueryFn<DB, T>>(
         &self,
         permit: Permit,
+        lane: Lane,
         key: &Arc<str>,
         queued_at: Instant,
         started: Instant,
@@ -99,7 +108,7 @@ impl<DB: Database> Manager<DB> {
         query: F,
     ) -> Result<T, Error> {
         let core = self.core();
-        let mut conn = match self.acquire_connection(key, started, deadline).await {
+        let mut conn = match self.take_connection(lane, key, started, deadline).await {
             Ok(conn) => conn,
             Err(e) => {
                 if matches!(e, Error::Timeout { .. }) {
@@ -114,7 +123,7 @@ impl<DB: Database> Manager<DB> {
         let began = Instant::now();
         let left = deadline.saturating_duration_since(began);
         let framed = run_with_deadline::<DB, T, F>(
-            &mut *conn,
+            conn.conn(),
             self.db.deadline.as_deref(),
             self.db.session.as_deref(),
             left,
@@ -135,7 +144,7 @@ impl<DB: Database> Manager<DB> {
                     if is_unreachable(&e) {
                         self.core().connection_failed();
                     }
-                    conn.close_on_drop();
+                    conn.discard();
                 } else {
                     core.breaker.on_success();
                 }
@@ -160,6 +169,35 @@ impl<DB: Database> Manager<DB> {
         drop(conn);
         drop(permit);
         result
+    }
+
+    /// The connection an admitted caller runs on: the writer, checked, for
+    /// a write when the manager has one; else one of the pool's.
+    async fn take_connection(
+        &self,
+        lane: Lane,
+        key: &Arc<str>,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Conn<DB>, Error> {
+        let writer = match (lane, &self.db.writer) {
+            (Lane::Writer, Some(writer)) => writer,
+            _ => {
+                return self
+                    .acquire_connection(key, started, deadline)
+                    .await
+                    .map(Conn::Pooled)
+            }
+        };
+        match timeout_at(deadline, writer.take(&self.control)).await {
+            Err(_) => Err(timeout_error(key, TimeoutPhase::Acquire, started)),
+            Ok(Ok(held)) => Ok(Conn::Writer(held)),
+            Ok(Err(TakeError::Open(e))) => Err(self.open_failed(key, started, e)),
+            Ok(Err(TakeError::Check(e))) => Err(Error::Query {
+                key: key.clone(),
+                source: Arc::new(e),
+            }),
+        }
     }
 
     /// Gets a connection from sqlx for an admitted caller.
@@ -245,6 +283,38 @@ impl<DB: Database> Manager<DB> {
                 key: key.clone(),
                 source: Arc::new(e),
             },
+        }
+    }
+}
+
+/// Which connections a query may run on.
+#[derive(Clone, Copy)]
+enum Lane {
+    /// The pool's.
+    Pool,
+    /// The writer's, if the manager has one (else the pool's).
+    Writer,
+}
+
+/// A connection held for one query.
+enum Conn<DB: Database> {
+    Pooled(PoolConnection<DB>),
+    Writer(Held<DB>),
+}
+
+impl<DB: Database> Conn<DB> {
+    fn conn(&mut self) -> &mut DB::Connection {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Writer(h) => h.conn(),
+        }
+    }
+
+    /// Not to be used again: the query broke it.
+    fn discard(&mut self) {
+        match self {
+            Conn::Pooled(c) => c.close_on_drop(),
+            Conn::Writer(h) => h.discard(),
         }
     }
 }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use sqlx::{pool::PoolOptions, Connection, Database};
 use tokio::sync::Semaphore;
 
-use super::{DbPool, Manager};
+use super::{
+    writer::{WriteWatch, Writer},
+    DbPool, Manager,
+};
 use crate::{
     config::{ConfigError, ManagerConfig},
     control::{core::Core, tasks, Control},
@@ -58,6 +61,7 @@ pub struct ManagerBuilder<DB: Database> {
     customize: Option<CustomizePool<DB>>,
     deadline: Option<Arc<dyn StatementDeadline>>,
     session: Option<Arc<dyn SessionDeadline<DB>>>,
+    watch: Option<Arc<dyn WriteWatch<DB>>>,
     background: bool,
 }
 
@@ -69,6 +73,7 @@ impl<DB: Database> Manager<DB> {
             customize: None,
             deadline: None,
             session: None,
+            watch: None,
             background: true,
         }
     }
@@ -104,6 +109,15 @@ impl<DB: Database> ManagerBuilder<DB> {
     #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) fn session_deadline(mut self, session: impl SessionDeadline<DB>) -> Self {
         self.session = Some(Arc::new(session));
+        self
+    }
+
+    /// Runs writes on one connection checked by `watch` for other
+    /// connections' commits, every `data_version_poll` while idle (see
+    /// `writer`; `sqlite` installs SQLite's). Nothing while that is 0.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn write_watch(mut self, watch: impl WriteWatch<DB>) -> Self {
+        self.watch = Some(Arc::new(watch));
         self
     }
 
@@ -187,15 +201,26 @@ impl<DB: Database> ManagerBuilder<DB> {
         if let Some(f) = self.customize {
             pool_options = f(pool_options);
         }
+        let pool = pool_options.connect_lazy_with(opts);
+        let poll = config.data_version_poll;
+        let writer = self
+            .watch
+            .filter(|_| !poll.is_zero())
+            .map(|watch| Arc::new(Writer::new(pool.connect_options(), watch)));
         let db = Arc::new(DbPool {
-            pool: pool_options.connect_lazy_with(opts),
+            pool,
             deadline: self.deadline,
             session: self.session,
             opens: Arc::new(Semaphore::new(p.max_concurrent_opens.max(1) as usize)),
+            writer: writer.clone(),
         });
         let core = Arc::new(Core::new(config, db.clone())?);
         if self.background {
             tasks::start(&core);
+            if let Some(writer) = &writer {
+                let poll = writer.spawn_poll(Arc::downgrade(&core), poll);
+                core.tasks.lock().push(poll);
+            }
         }
         let manager = Manager {
             control: Control { core },

@@ -51,8 +51,22 @@ struct Pinged {
 }
 
 impl<DB: Database> Manager<DB> {
-    /// Opens connections up to the minimum.
+    /// Opens connections up to the minimum, and the writer connection if
+    /// there is a writer lane (its first check reads the version every
+    /// later one is compared with).
     pub(super) async fn warm_up(&self) -> Result<(), sqlx::Error> {
+        self.warm_up_pool().await?;
+        if let Some(writer) = &self.db.writer {
+            use super::writer::TakeError;
+            writer
+                .take(&self.control)
+                .await
+                .map_err(|(TakeError::Open(e) | TakeError::Check(e))| e)?;
+        }
+        Ok(())
+    }
+
+    async fn warm_up_pool(&self) -> Result<(), sqlx::Error> {
         let min = self.core().min_connections() as usize;
         if min == 0 {
             return Ok(());
@@ -83,7 +97,12 @@ impl<DB: Database> PoolOps for DbPool<DB> {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.pool.close())
+        Box::pin(async move {
+            self.pool.close().await;
+            if let Some(writer) = &self.writer {
+                writer.close().await;
+            }
+        })
     }
 
     fn health_check<'a>(&'a self, core: &'a Core) -> BoxFuture<'a, HealthReport> {

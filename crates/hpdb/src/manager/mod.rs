@@ -39,6 +39,7 @@
 //! | `acquire` | admission, a connection, running the closure on it |
 //! | `health` | the pool's side of health checks and probes |
 //! | `refresh` | background refreshes (refresh-ahead, stale-while-revalidate) started behind a read |
+//! | `writer` | the writer lane: writes on one connection, checked for other connections' commits (SQLite's data-version watch) |
 //!
 //! The shared level's protocol is `shared`'s; self-tuning's is `tuning`'s.
 //! Neither is branched on here: without Redis, or with a loop off, their
@@ -51,6 +52,7 @@ mod health;
 mod pipeline;
 mod refresh;
 mod store;
+pub(crate) mod writer;
 
 use std::{ops::Deref, sync::Arc};
 
@@ -73,6 +75,9 @@ pub(crate) struct DbPool<DB: Database> {
     session: Option<Arc<dyn SessionDeadline<DB>>>,
     /// Bounds connections being opened at once (see `acquire_connection`).
     opens: Arc<Semaphore>,
+    /// The writer lane, if the backend watches for other connections'
+    /// commits (SQLite; see `writer`).
+    writer: Option<Arc<writer::Writer<DB>>>,
 }
 
 /// The connection manager. Cheap to clone; clones share everything.
@@ -113,7 +118,7 @@ impl<DB: Database> Manager<DB> {
         self.control.clone()
     }
 
-    fn core(&self) -> &Core {
+    pub(crate) fn core(&self) -> &Core {
         &self.control.core
     }
 }

@@ -355,6 +355,7 @@ impl<DB: Database> Manager<DB> {
             .admit_and_run(
                 &call.key,
                 call.options.priority,
+                call.options.writes,
                 call.started,
                 call.deadline,
                 query,

@@ -98,6 +98,10 @@ pub(crate) trait LocalCache: Send + Sync {
     fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
     /// The invalidation log's position: the `seq` of what is fetched now.
     fn position(&self) -> Seq;
+    /// Whether every entry was dropped after `seq` (an update in place
+    /// whose snapshot predates a clear is refused: the clear may stand
+    /// for a write it did not see, e.g. another process's commit).
+    fn cleared_after(&self, seq: Seq) -> bool;
     /// Whether results under `key` are cached at all (its class may not be).
     fn caches(&self, key: &str) -> bool;
 }
@@ -242,6 +246,8 @@ pub struct Versioned<T: ?Sized> {
     /// original's would have.
     pub(crate) overdue: Duration,
     pub(crate) stamp: Option<Arc<Stamp>>,
+    /// The invalidation log's position before it was read.
+    pub(crate) since: Seq,
 }
 
 impl Versioned<dyn Any + Send + Sync> {
@@ -252,6 +258,7 @@ impl Versioned<dyn Any + Send + Sync> {
             ttl_left: self.ttl_left,
             overdue: self.overdue,
             stamp: self.stamp,
+            since: self.since,
         })
     }
 }
@@ -262,6 +269,8 @@ pub(crate) struct Update {
     pub(crate) ttl_left: Duration,
     pub(crate) overdue: Duration,
     pub(crate) before: Option<Arc<Stamp>>,
+    /// The invalidation log's position before the snapshot was read.
+    pub(crate) since: Seq,
     pub(crate) value: Arc<dyn Any + Send + Sync>,
     pub(crate) size: u32,
     /// Its bytes for the shared level, made only if a level asks.
@@ -289,6 +298,7 @@ impl Update {
                     ttl_left: before.ttl_left,
                     overdue: before.overdue,
                     before: before.stamp,
+                    since: before.since,
                     value,
                     size,
                     encode: encoder::<T>,

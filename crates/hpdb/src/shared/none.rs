@@ -45,7 +45,11 @@ impl SharedLevel for NoShared {
         })
     }
 
-    /// The caller's own lock orders its writes: every update is stored.
+    /// The caller's own lock orders its writes: every update is stored,
+    /// unless the whole cache was cleared after its snapshot (checked
+    /// again after the insert): the clear may stand for a write the
+    /// snapshot did not see (another process's commit on SQLite), so the
+    /// update is refused and the writer fetches the value again.
     fn update_tag<'a>(
         &'a self,
         local: &'a dyn LocalCache,
@@ -56,11 +60,20 @@ impl SharedLevel for NoShared {
         Box::pin(async move {
             let restored: Vec<Arc<str>> = updates.iter().map(|u| u.key.clone()).collect();
             local.drop_named(Kind::Tag, tag, &restored).await;
+            let mut done = Invalidation::new(Kind::Tag, tag, None, Delivery::Local);
             for u in updates {
-                let entry = u.entry(&tags, local.position(), None);
-                local.store(u.key, entry).await;
+                let (key, since) = (u.key.clone(), u.since);
+                if !local.cleared_after(since) {
+                    let entry = u.entry(&tags, local.position(), None);
+                    local.store(key.clone(), entry).await;
+                    if !local.cleared_after(since) {
+                        continue;
+                    }
+                    local.remove(&key).await;
+                }
+                done.refused.push(key);
             }
-            Invalidation::new(Kind::Tag, tag, None, Delivery::Local)
+            done
         })
     }
 

@@ -101,6 +101,8 @@ async fn put_updated(
             .generation
             .is_some_and(|g| shared.known_generation(after.kind, &after.name) == g)
     };
+    // A clear after the snapshot may stand for a write it did not see.
+    let newest = || newest() && !local.cleared_after(u.since);
     if !newest() {
         shared.count_update_refused();
         return;
