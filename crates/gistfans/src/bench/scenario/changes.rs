@@ -271,13 +271,18 @@ async fn measure(target: &Target, direct: &str, universe: i64, w: Writes) -> any
         let (pool, out) = (outside.clone(), outcomes.clone());
         let (http, bases) = (target.http.clone(), target.bases.clone());
         tasks.push(tokio::spawn(async move {
+            // The follower: the first user from a point spread over the
+            // ids by the followee's (one follower for every write would
+            // make that user's aggregate change 200 times a second).
+            let from = user.wrapping_mul(7919).rem_euclid(universe) + 1;
             let inserted = sqlx::query(
                 "INSERT INTO follows (follower_id, followee_id, created_at) \
-                 SELECT u.id, $1, 0 FROM users u WHERE u.id <> $1 AND NOT EXISTS \
+                 SELECT u.id, $1, 0 FROM users u WHERE u.id <> $1 AND u.id >= $2 AND NOT EXISTS \
                  (SELECT 1 FROM follows f WHERE f.follower_id = u.id AND f.followee_id = $1) \
-                 LIMIT 1",
+                 ORDER BY u.id LIMIT 1",
             )
             .bind(user)
+            .bind(from.min(universe - 1))
             .execute(&pool)
             .await;
             let committed = Instant::now();
