@@ -35,6 +35,7 @@ mod breaker;
 mod cache;
 pub mod changes;
 mod config;
+mod consistency;
 mod control;
 mod deadline;
 mod error;
@@ -64,14 +65,15 @@ pub use cache::{CacheEntry, CacheLayer, CacheStats, CacheValue};
 pub use config::env;
 pub use config::{
     AdmissionConfig, AdvisorConfig, BatchConfig, CacheConfig, CachePolicy, ConfigError,
-    HealthConfig, LeakConfig, ManagerConfig, PoolConfig, SharedConfig,
+    ConsistencyConfig, HealthConfig, LeakConfig, ManagerConfig, PoolConfig, SharedConfig,
 };
+pub use consistency::{ConsistencyStatus, Verdict, VerifyError, VerifyFuture, WithinStatus};
 pub use control::{health::HealthReport, Control};
 pub use deadline::StatementDeadline;
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;
 pub use manager::builder::{BuildError, ManagerBuilder};
-pub use manager::Manager;
+pub use manager::{Manager, WeakManager};
 pub use metrics::{Bucket, Distribution, LatencyRecorder, Percentiles, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};
 pub use query::{QueryFn, QueryResult};

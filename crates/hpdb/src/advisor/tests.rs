@@ -32,6 +32,7 @@ fn quiet() -> Status {
         seconds_since_limit_refusal: None,
         shared: None,
         changes: Default::default(),
+        consistency: Default::default(),
         tuning: crate::tuning::TuningStatus {
             pool: None,
             ttl_classes: None,
