@@ -436,6 +436,8 @@ async fn operator_routes_work(backend: Backend) {
         "hpdb_refreshes_total{trigger=\"ahead\"}",
         "hpdb_served_while_refreshing_total",
         "hpdb_refreshes_wasted_total",
+        "hpdb_consistency_checks_total{within=\"1s\"}",
+        "hpdb_consistency_stale_total{within=\"10s\"}",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }

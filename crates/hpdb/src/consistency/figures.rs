@@ -140,8 +140,9 @@ pub struct ConsistencyStatus {
 }
 
 /// Nines of `checked` entries of which `stale` were stale, and whether the
-/// figure is a lower bound (none stale); `None` before any check.
-pub(crate) fn nines(checked: u64, stale: u64) -> (Option<f64>, bool) {
+/// figure is a lower bound (none stale); `None` before any check. Rounded
+/// to two decimals.
+pub fn nines(checked: u64, stale: u64) -> (Option<f64>, bool) {
     if checked == 0 {
         return (None, false);
     }

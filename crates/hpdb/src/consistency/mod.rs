@@ -76,7 +76,7 @@ use self::{figures::Tally, queue::Queue};
 use crate::config::ConsistencyConfig;
 
 pub(crate) use figures::Outcome;
-pub use figures::{ConsistencyStatus, WithinStatus};
+pub use figures::{nines, ConsistencyStatus, WithinStatus};
 pub(crate) use verdict::{Verifiers, Verify};
 pub use verdict::{Verdict, VerifyError, VerifyFuture};
 

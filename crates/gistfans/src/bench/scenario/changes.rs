@@ -5,7 +5,11 @@
 //! sees it) to the first read showing it on *every* instance (each polled
 //! every 2 ms), then one more read per instance (stale if it does not show
 //! it). The instances consume the change stream (`CHANGE_STREAM=true`), one
-//! of them as the leader; its slot is dropped at the end.
+//! of them as the leader; its slot is dropped at the end. The consistency
+//! monitor's figures over the run (each instance checks a sample of the
+//! profiles the stream invalidated, `--consistency-sample`) are reported
+//! once its last checks have run (at most [`MONITOR_WAIT`] after the last
+//! write).
 
 use std::{
     sync::Arc,
@@ -19,7 +23,7 @@ use sqlx::PgPool;
 use std::sync::Mutex;
 
 use super::{write_json, BenchArgs};
-use crate::bench::server::Target;
+use crate::bench::{consistency, server::Target};
 
 /// Instances started.
 const INSTANCES: usize = 3;
@@ -27,6 +31,9 @@ const INSTANCES: usize = 3;
 const POLL: Duration = Duration::from_millis(2);
 /// Longest wait for a write to show on an instance.
 const GIVE_UP: Duration = Duration::from_secs(10);
+/// Longest wait, after the last write, for the monitors' waiting checks
+/// (the default second delay is 10 s).
+const MONITOR_WAIT: Duration = Duration::from_secs(15);
 
 /// What one write's readers saw.
 #[derive(Default)]
@@ -114,6 +121,7 @@ async fn measure(target: &Target, direct: &str, rate: u64, count: usize) -> anyh
         }
         before.push(n);
     }
+    let monitors_before = target.instance_statuses().await.unwrap_or_default();
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     let mut tasks = Vec::with_capacity(count);
@@ -168,6 +176,7 @@ async fn measure(target: &Target, direct: &str, rate: u64, count: usize) -> anyh
         t.await?;
     }
     let lead = leader(target).await.unwrap_or(Value::Null);
+    let monitors_after = checked(target).await;
     let mut o = std::mem::take(&mut *outcomes.lock().expect("not poisoned"));
     o.delays_ms.sort_by(f64::total_cmp);
     let pct = |p: f64| {
@@ -188,5 +197,25 @@ async fn measure(target: &Target, direct: &str, rate: u64, count: usize) -> anyh
         "staleReads": o.stale,
         "lost": o.lost,
         "leader": lead,
+        "consistency": consistency::between(&monitors_before, &monitors_after),
     }))
+}
+
+/// Each instance's status once no consistency check waits any more (or
+/// [`MONITOR_WAIT`] has passed).
+async fn checked(target: &Target) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let all = target.instance_statuses().await.unwrap_or_default();
+        let waiting = all
+            .iter()
+            .any(|s| s["consistency"]["pending"].as_u64().unwrap_or(0) > 0);
+        if !waiting || started.elapsed() > MONITOR_WAIT {
+            // The last checks taken off the queue may still run (a stale
+            // finding is looked at twice): a moment for them.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return target.instance_statuses().await.unwrap_or(all);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
