@@ -142,7 +142,10 @@ async fn an_aggregate_updated_from_a_base_written_around_the_cache_is_found_stal
     // Through the service: updated in place, one follower short.
     s.set_follow(y, b, true).await.unwrap();
     let st = until(&env, |st| st.within.iter().all(|w| w.stale >= 1)).await;
-    assert_eq!(st.last_stale.as_deref(), Some(format!("agg:{b}:7").as_str()));
+    assert_eq!(
+        st.last_stale.as_deref(),
+        Some(format!("agg:{b}:7").as_str())
+    );
     for w in &st.within {
         // Every check of it found it stale: no nine.
         assert_eq!((w.checked, w.nines), (w.stale, Some(0.0)), "{w:?}");

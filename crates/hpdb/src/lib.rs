@@ -67,9 +67,7 @@ pub use config::{
     AdmissionConfig, AdvisorConfig, BatchConfig, CacheConfig, CachePolicy, ConfigError,
     ConsistencyConfig, HealthConfig, LeakConfig, ManagerConfig, PoolConfig, SharedConfig,
 };
-pub use consistency::{
-    nines, ConsistencyStatus, Verdict, VerifyError, VerifyFuture, WithinStatus,
-};
+pub use consistency::{nines, ConsistencyStatus, Verdict, VerifyError, VerifyFuture, WithinStatus};
 pub use control::{health::HealthReport, Control};
 pub use deadline::StatementDeadline;
 pub use error::{Error, TimeoutPhase};

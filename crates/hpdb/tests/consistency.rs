@@ -49,10 +49,17 @@ macro_rules! backend_suite {
                 let sql = format!("SELECT v FROM {} WHERE id = {id}", h.table);
                 let v = h
                     .manager
-                    .execute_query(format!("row:{id}"), QueryOptions::default().tag("t"), move |conn| {
-                        // Safe: test SQL around a table name the harness generated.
-                        Box::pin(sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(conn))
-                    })
+                    .execute_query(
+                        format!("row:{id}"),
+                        QueryOptions::default().tag("t"),
+                        move |conn| {
+                            // Safe: test SQL around a table name the harness generated.
+                            Box::pin(
+                                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                                    .fetch_one(conn),
+                            )
+                        },
+                    )
                     .await
                     .unwrap();
                 *v
@@ -64,28 +71,29 @@ macro_rules! backend_suite {
                 let (manager, table) = (h.manager.clone(), h.table.clone());
                 // The manager held weakly: the verifier lives in it.
                 let weak = manager.downgrade();
-                h.manager.verify_prefix("row:", move |key, cached: Arc<i64>| {
-                    let (weak, table) = (weak.clone(), table.clone());
-                    Box::pin(async move {
-                        let manager = weak.upgrade().ok_or("the manager is gone")?;
-                        let id: i64 = key.trim_start_matches("row:").parse()?;
-                        let sql = format!("SELECT v FROM {table} WHERE id = {id}");
-                        let options = QueryOptions::uncached().priority(hpdb::Priority::LOW);
-                        let now = manager
-                            .execute_query(format!("verify:{key}"), options, move |conn| {
-                                Box::pin(
-                                    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
-                                        .fetch_one(conn),
-                                )
+                h.manager
+                    .verify_prefix("row:", move |key, cached: Arc<i64>| {
+                        let (weak, table) = (weak.clone(), table.clone());
+                        Box::pin(async move {
+                            let manager = weak.upgrade().ok_or("the manager is gone")?;
+                            let id: i64 = key.trim_start_matches("row:").parse()?;
+                            let sql = format!("SELECT v FROM {table} WHERE id = {id}");
+                            let options = QueryOptions::uncached().priority(hpdb::Priority::LOW);
+                            let now = manager
+                                .execute_query(format!("verify:{key}"), options, move |conn| {
+                                    Box::pin(
+                                        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                                            .fetch_one(conn),
+                                    )
+                                })
+                                .await?;
+                            Ok(if *now == *cached {
+                                Verdict::Fresh
+                            } else {
+                                Verdict::Stale(format!("v: cached {cached}, database {now}"))
                             })
-                            .await?;
-                        Ok(if *now == *cached {
-                            Verdict::Fresh
-                        } else {
-                            Verdict::Stale(format!("v: cached {cached}, database {now}"))
                         })
-                    })
-                });
+                    });
             }
 
             async fn set(h: &Harness<DB>, id: i64, v: i64) {
@@ -139,6 +147,56 @@ macro_rules! backend_suite {
                     Some(&20),
                     "the monitor reports, it does not repair"
                 );
+            }
+
+            #[tokio::test]
+            async fn a_check_due_while_a_query_waits_at_the_gate_is_skipped_not_run() {
+                let mut c = config();
+                c.pool.min_connections = 1;
+                c.pool.max_connections = 1;
+                c.consistency.second_delay = None;
+                let h = $harness(c).await;
+                watch(&h);
+                read(&h, 4).await;
+                // The only connection held, and a second query queued behind it.
+                let (held, release) = (
+                    Arc::new(tokio::sync::Notify::new()),
+                    Arc::new(tokio::sync::Semaphore::new(0)),
+                );
+                let (in_query, gate) = (held.clone(), release.clone());
+                let holder = h.manager.clone();
+                let hold = tokio::spawn(async move {
+                    holder
+                        .execute_query("hold", QueryOptions::uncached(), move |_conn| {
+                            Box::pin(async move {
+                                in_query.notify_one();
+                                gate.acquire().await.unwrap().forget();
+                                Ok::<_, sqlx::Error>(0i64)
+                            })
+                        })
+                        .await
+                });
+                held.notified().await;
+                let queued = tokio::spawn({
+                    let m = h.manager.clone();
+                    async move {
+                        m.execute_query("queued", QueryOptions::uncached(), |_conn| {
+                            Box::pin(async { Ok::<_, sqlx::Error>(1i64) })
+                        })
+                        .await
+                    }
+                });
+                while h.manager.pending_requests() == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                h.manager.invalidate("row:4").await;
+                let status = || h.manager.status().consistency;
+                until(status, |s| s.within[0].skipped >= 1).await;
+                release.add_permits(1);
+                hold.await.unwrap().unwrap();
+                queued.await.unwrap().unwrap();
+                let s = status();
+                assert_eq!((s.within[0].checked, s.within[0].skipped), (0, 1), "{s:?}");
             }
 
             #[tokio::test]

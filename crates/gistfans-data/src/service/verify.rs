@@ -112,8 +112,14 @@ mod tests {
     fn a_changed_counter_is_a_difference_named_by_its_part() {
         let what = difference(&aggregate(3, "2026-11-08"), &aggregate(4, "2026-11-08")).unwrap();
         assert!(what.starts_with("stats: cached"), "{what}");
-        assert!(what.contains("followers: 3") && what.contains("followers: 4"), "{what}");
-        assert_eq!(difference(&aggregate(3, "2026-11-08"), &aggregate(3, "2026-11-08")), None);
+        assert!(
+            what.contains("followers: 3") && what.contains("followers: 4"),
+            "{what}"
+        );
+        assert_eq!(
+            difference(&aggregate(3, "2026-11-08"), &aggregate(3, "2026-11-08")),
+            None
+        );
     }
 
     #[test]
@@ -122,6 +128,8 @@ mod tests {
         assert_eq!(difference(&aggregate(3, "2026-11-08"), &moved), None);
         moved.star_history.as_mut().unwrap()[0].stars = 1;
         let same_day = aggregate(3, "2026-11-09");
-        assert!(difference(&same_day, &moved).unwrap().starts_with("starHistory"));
+        assert!(difference(&same_day, &moved)
+            .unwrap()
+            .starts_with("starHistory"));
     }
 }

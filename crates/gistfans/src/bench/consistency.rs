@@ -107,7 +107,10 @@ mod tests {
         let after = [status(510, 0), status(505, 1)];
         let n = between(&before, &after);
         assert_eq!(n.len(), 2);
-        assert_eq!((n[0].within.as_str(), n[0].checked, n[0].stale), ("1s", 1000, 1));
+        assert_eq!(
+            (n[0].within.as_str(), n[0].checked, n[0].stale),
+            ("1s", 1000, 1)
+        );
         assert_eq!((n[0].nines, n[0].nines_at_least), (Some(3.0), false));
         assert_eq!((n[1].within.as_str(), n[1].nines), ("10s", None));
         assert_eq!(

@@ -412,6 +412,36 @@ mod tests {
     }
 
     #[test]
+    fn consistency_knobs_out_of_order_or_range_are_refused_naming_the_variable() {
+        for (vars, named) in [
+            (
+                &[("DB_CONSISTENCY_SAMPLE", "101")][..],
+                "DB_CONSISTENCY_SAMPLE",
+            ),
+            (&[("DB_CONSISTENCY_FIRST", "0")][..], "DB_CONSISTENCY_FIRST"),
+            (
+                &[("DB_CONSISTENCY_SECOND", "1000")][..],
+                "DB_CONSISTENCY_SECOND",
+            ),
+            (&[("DB_CONSISTENCY_QUEUE", "0")][..], "DB_CONSISTENCY_QUEUE"),
+            (
+                &[("DB_CONSISTENCY_CHECKS", "0")][..],
+                "DB_CONSISTENCY_CHECKS",
+            ),
+        ] {
+            let err = from(vars).unwrap_err();
+            assert!(err.0.contains(named), "{vars:?}: {err}");
+        }
+        let off = from(&[
+            ("DB_CONSISTENCY_SAMPLE", "0"),
+            ("DB_CONSISTENCY_SECOND", "0"),
+        ])
+        .unwrap();
+        assert_eq!(off.consistency.sample_percent, 0.0);
+        assert_eq!(off.consistency.second_delay, None, "0 = no second check");
+    }
+
+    #[test]
     fn zero_max_is_rejected() {
         let err = from(&[("DB_POOL_MIN", "0"), ("DB_POOL_MAX", "0")]).unwrap_err();
         assert!(err.0.contains("DB_POOL_MAX"), "{err}");

@@ -124,10 +124,13 @@ impl ManagerConfig {
                 knob("consistency.first_delay")
             )));
         }
-        if let Some(field) = [("consistency.queue", c.queue), ("consistency.max_checks", c.max_checks)]
-            .iter()
-            .find(|(_, n)| *n == 0)
-            .map(|(f, _)| f)
+        if let Some(field) = [
+            ("consistency.queue", c.queue),
+            ("consistency.max_checks", c.max_checks),
+        ]
+        .iter()
+        .find(|(_, n)| *n == 0)
+        .map(|(f, _)| f)
         {
             return Err(ConfigError(format!(
                 "{} must be at least 1 (turn the monitor off with {} = 0)",

@@ -77,8 +77,8 @@ use crate::config::ConsistencyConfig;
 
 pub(crate) use figures::Outcome;
 pub use figures::{nines, ConsistencyStatus, WithinStatus};
-pub(crate) use verdict::{Verifiers, Verify};
 pub use verdict::{Verdict, VerifyError, VerifyFuture};
+pub(crate) use verdict::{Verifiers, Verify};
 
 /// How long after a stale verdict the entry is looked at again.
 pub(crate) const CONFIRM_AFTER: Duration = Duration::from_millis(250);
@@ -202,8 +202,9 @@ mod tests {
             queue,
             ..ConsistencyConfig::default()
         });
-        m.verifiers
-            .add("agg:", |_, _: Arc<i64>| Box::pin(async { Ok(Verdict::Fresh) }));
+        m.verifiers.add("agg:", |_, _: Arc<i64>| {
+            Box::pin(async { Ok(Verdict::Fresh) })
+        });
         m
     }
 

@@ -49,7 +49,11 @@ impl Queue {
 
     /// When the next check falls due, if any waits.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.fifos.iter().filter_map(|f| f.front()).map(|(at, _)| *at).min()
+        self.fifos
+            .iter()
+            .filter_map(|f| f.front())
+            .map(|(at, _)| *at)
+            .min()
     }
 
     /// The earliest check due at `now` (its delay's index and its key).
@@ -105,7 +109,10 @@ mod tests {
         let t0 = Instant::now();
         assert!(q.push("a".into(), t0));
         assert!(q.push("b".into(), t0));
-        assert!(!q.push("c".into(), t0), "4 + 2 > 5: refused, not half queued");
+        assert!(
+            !q.push("c".into(), t0),
+            "4 + 2 > 5: refused, not half queued"
+        );
         assert_eq!(q.len(), 4);
         assert!(q.pop_due(t0 + ms(10)).is_some());
         assert!(q.pop_due(t0 + ms(10)).is_some());
