@@ -157,7 +157,7 @@ pub fn nines(checked: u64, stale: u64) -> (Option<f64>, bool) {
 /// A delay as a short label: whole seconds as `1s`, else milliseconds.
 pub(crate) fn label(delay: Duration) -> String {
     let ms = delay.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
