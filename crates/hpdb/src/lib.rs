@@ -19,6 +19,10 @@
 //! [`Control::clear_cache`], each returning an [`Invalidation`] with its
 //! [`Delivery`]) and reports ([`Control::status`]: [`Status`];
 //! [`Control::advice`]: [`Advice`]). [`BatchLoader`] batches keyed loads.
+//! The consistency monitor checks cached entries against the database
+//! after invalidations and writes, through the application's verifiers
+//! ([`Control::verify_prefix`], a [`Verdict`]; figures in
+//! [`ConsistencyStatus`]).
 //! Errors are one [`Error`] enum ([`TimeoutPhase`] says which phase ran
 //! out); [`BuildError`] and [`ConfigError`] are start-up's. `postgres`
 //! holds what only PostgreSQL needs, `mysql` what only MySQL and MariaDB
