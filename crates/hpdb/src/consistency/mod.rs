@@ -16,7 +16,7 @@
 //! - **Events.** Every local drop of a key or a tag (`Core::drop_local`:
 //!   an invalidation, a write's update in place, a delivery from the bus or
 //!   the change stream on any instance) hands the keys it dropped to
-//!   [`Monitor::touched`]. A tag's keys are those the in-process cache
+//!   `Monitor::touched`. A tag's keys are those the in-process cache
 //!   held under it, which is what can be served stale here. A clear of
 //!   everything schedules nothing (nothing is left to check).
 //! - **Sampling.** A key is considered only if its family (a key prefix)
