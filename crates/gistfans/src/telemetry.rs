@@ -294,6 +294,22 @@ fn change_metrics(c: &hpdb::changes::ChangeStatus) {
         gauge!("hpdb_changes_lag_seconds").set(seconds);
     }
     gauge!("hpdb_changes_wal_keep_unbounded").set(f64::from(u8::from(c.wal_keep_unbounded)));
+    for (name, times) in [
+        (
+            "hpdb_changes_commit_to_received_seconds",
+            &c.commit_to_received_ms,
+        ),
+        (
+            "hpdb_changes_commit_to_invalidated_seconds",
+            &c.commit_to_invalidated_ms,
+        ),
+    ] {
+        if let Some(p) = times {
+            for (quantile, ms) in [("0.5", p.p50), ("0.99", p.p99), ("1", p.max)] {
+                gauge!(name, "quantile" => quantile).set(ms / 1000.0);
+            }
+        }
+    }
     for (name, value) in [
         ("hpdb_changes_transactions_total", c.transactions),
         ("hpdb_changes_own_skipped_total", c.own_skipped),

@@ -20,7 +20,7 @@
 use std::{
     collections::{BTreeSet, VecDeque},
     sync::Arc,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
@@ -314,10 +314,19 @@ impl Consumer<'_> {
                     txn.own = true;
                 }
             }
-            ReplicationEvent::Commit { end_lsn, .. } => {
+            ReplicationEvent::Commit {
+                end_lsn,
+                commit_time_micros,
+                ..
+            } => {
                 let txn = self.txn.take().unwrap_or_default();
+                let committed = commit_instant(commit_time_micros);
+                if let Some(at) = committed {
+                    self.state.received.record(at.elapsed().unwrap_or_default());
+                }
                 let (control, mapping) = (self.control.clone(), self.mapping.clone());
-                let task = tokio::spawn(apply(control, mapping, self.state.clone(), txn));
+                let task =
+                    tokio::spawn(apply(control, mapping, self.state.clone(), txn, committed));
                 self.in_flight.push_back((end_lsn, task));
                 if self.in_flight.len() >= MAX_IN_FLIGHT {
                     if let Some((lsn, oldest)) = self.in_flight.pop_front() {
@@ -352,8 +361,24 @@ impl Consumer<'_> {
     }
 }
 
-/// Invalidates what a committed transaction changed.
-async fn apply(control: Control, mapping: Mapping, state: Arc<ChangeState>, txn: Txn) {
+/// PostgreSQL's timestamps count microseconds from 2000-01-01 UTC.
+const POSTGRES_EPOCH_UNIX_SECONDS: u64 = 946_684_800;
+
+/// A commit's time on this machine's clock (`None` if out of range).
+fn commit_instant(micros: i64) -> Option<SystemTime> {
+    let since = Duration::from_micros(u64::try_from(micros).ok()?);
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(POSTGRES_EPOCH_UNIX_SECONDS) + since)
+}
+
+/// Invalidates what a committed transaction changed; records the time from
+/// its commit when it changed anything of ours.
+async fn apply(
+    control: Control,
+    mapping: Mapping,
+    state: Arc<ChangeState>,
+    txn: Txn,
+    committed: Option<SystemTime>,
+) {
     if txn.own {
         state.update(|s| {
             s.transactions += 1;
@@ -382,6 +407,11 @@ async fn apply(control: Control, mapping: Mapping, state: Arc<ChangeState>, txn:
     } else {
         let control = &control;
         futures::future::join_all(tags.iter().map(|t| control.invalidate_tag(t))).await;
+    }
+    if everything || !tags.is_empty() {
+        if let Some(at) = committed {
+            state.invalidated.record(at.elapsed().unwrap_or_default());
+        }
     }
     state.update(|s| {
         s.transactions += 1;

@@ -7,6 +7,8 @@
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::metrics::{LatencyRecorder, Percentiles};
+
 /// Where the change stream stands on this instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -63,18 +65,33 @@ pub struct ChangeStatus {
     pub slots_recreated: u64,
     /// Sessions this instance started as the leader.
     pub sessions: u64,
+    /// From a transaction's commit (the database's clock) to its arrival
+    /// in the consumer, in ms (leader only; both clocks must agree).
+    pub commit_to_received_ms: Option<Percentiles>,
+    /// From a transaction's commit to its tags invalidated here, in the
+    /// shared level and on the bus, every live instance's confirmation
+    /// included (up to `REDIS_DELIVERY_WAIT`), in ms (leader only).
+    pub commit_to_invalidated_ms: Option<Percentiles>,
 }
 
 /// The cell the consumer writes and `status` reads.
 #[derive(Debug, Default)]
 pub(crate) struct ChangeState {
     status: Mutex<ChangeStatus>,
+    /// Commit → received by the consumer.
+    pub(crate) received: LatencyRecorder,
+    /// Commit → invalidated everywhere.
+    pub(crate) invalidated: LatencyRecorder,
 }
 
 impl ChangeState {
     /// A copy of the figures.
     pub(crate) fn status(&self) -> ChangeStatus {
-        self.status.lock().clone()
+        let mut s = self.status.lock().clone();
+        let some = |r: &LatencyRecorder| Some(r.read().percentiles).filter(|p| p.count > 0);
+        s.commit_to_received_ms = some(&self.received);
+        s.commit_to_invalidated_ms = some(&self.invalidated);
+        s
     }
 
     /// Changes the figures.

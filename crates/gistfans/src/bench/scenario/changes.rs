@@ -1,15 +1,25 @@
 //! `--scenario changes` (issue 21): writes made *around* the servers, at a
 //! fixed rate, from a connection of their own (as `psql` or a cron job
-//! would), while three instances serve the profiles they touch from cache.
-//! For each write: the time from its commit (as the writer's connection
-//! sees it) to the first read showing it on *every* instance (each polled
-//! every 2 ms), then one more read per instance (stale if it does not show
-//! it). The instances consume the change stream (`CHANGE_STREAM=true`), one
-//! of them as the leader; its slot is dropped at the end. The consistency
-//! monitor's figures over the run (each instance checks a sample of the
-//! profiles the stream invalidated, `--consistency-sample`) are reported
-//! once its last checks have run (at most [`MONITOR_WAIT`] after the last
-//! write).
+//! would), while virtual users read (and write, the usual 2 %) through
+//! three instances. Three phases, each on fresh servers over one database
+//! and one Redis, each the usual workload (`--mode optimized` at the first
+//! `--concurrency`, `--warmup` then `--duration`):
+//!
+//! 1. the change stream off;
+//! 2. the change stream on (`CHANGE_STREAM=true`, one instance the leader):
+//!    its hit rate against phase 1's says whether our own writes are
+//!    invalidated a second time by the stream (they must not be);
+//! 3. the stream on, and after the warm-up the out-of-band writes: for
+//!    each, the time from its commit (as the writer's connection sees it)
+//!    to the first read showing it on *every* instance (all polled at once,
+//!    each every 2 ms), then one more read per instance (stale if it does
+//!    not show it).
+//!
+//! The slot of each phase with the stream on is dropped at its end. Each
+//! phase reports the consistency monitor's figures over its measurement
+//! (each instance checks a sample of the profiles that invalidations and
+//! writes touched, `--consistency-sample`; checks due after the measurement
+//! ends are not counted).
 
 use std::{
     sync::Arc,
@@ -17,13 +27,20 @@ use std::{
 };
 
 use anyhow::Context;
+use gistfans_data::witness::Witness;
 use hpdb::changes::{drop_stream, ChangesConfig};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::sync::Mutex;
 
 use super::{write_json, BenchArgs};
-use crate::bench::{consistency, server::Target};
+use crate::bench::{
+    consistency,
+    measures::Mode,
+    report::ModeReport,
+    server::Target,
+    workload::{run_mode, Universe},
+};
 
 /// Instances started.
 const INSTANCES: usize = 3;
@@ -31,9 +48,6 @@ const INSTANCES: usize = 3;
 const POLL: Duration = Duration::from_millis(2);
 /// Longest wait for a write to show on an instance.
 const GIVE_UP: Duration = Duration::from_secs(10);
-/// Longest wait, after the last write, for the monitors' waiting checks
-/// (the default second delay is 10 s).
-const MONITOR_WAIT: Duration = Duration::from_secs(15);
 
 /// What one write's readers saw.
 #[derive(Default)]
@@ -44,36 +58,181 @@ struct Outcomes {
     stale: u64,
     /// Writes never seen on some instance within [`GIVE_UP`].
     lost: u64,
+    /// The first fresh read's own time (request → answer) on each
+    /// instance, in ms: what a miss after the invalidation costs.
+    fresh_read_ms: Vec<f64>,
 }
 
-/// Runs the scenario: `rate` writes per second, `count` writes.
-pub(super) async fn run(args: &BenchArgs, direct: &str) -> anyhow::Result<()> {
+/// Out-of-band writes of a phase: so many a second, so many in all.
+#[derive(Clone, Copy)]
+struct Writes {
+    rate: u64,
+    count: usize,
+}
+
+/// Runs the scenario's three phases and prints their figures.
+pub(super) async fn run(
+    args: &BenchArgs,
+    witness: &Arc<Witness>,
+    direct: &str,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.redis_url().is_some(),
         "--scenario changes starts {INSTANCES} instances: it needs --redis-url (REDIS_URL)"
     );
-    let (rate, count) = if args.quick { (50, 100) } else { (200, 1000) };
+    let writes = match args.quick {
+        true => Writes {
+            rate: 50,
+            count: 100,
+        },
+        false => Writes {
+            rate: 200,
+            count: 1000,
+        },
+    };
+    let users = args.concurrency[0];
+    eprintln!(
+        "bench: changes scenario: {INSTANCES} instances, {users} users, {} s each after {} s \
+         warm-up, writes {:.0}%; out-of-band: {} writes at {}/s",
+        args.duration,
+        args.warmup,
+        args.write_ratio * 100.0,
+        writes.count,
+        writes.rate
+    );
+    let off = phase(args, witness, direct, false, None).await?;
+    let on = phase(args, witness, direct, true, None).await?;
+    let with = phase(args, witness, direct, true, Some(writes)).await?;
+    let hit = |r: &ModeReport| r.combined_hit_rate.or(r.cache_hit_rate);
+    let row = |name: &str, r: &ModeReport| {
+        json!({
+            "phase": name,
+            "pageLoadsPerSec": r.page_loads_per_sec,
+            "p99Ms": r.latency_ms.p99,
+            "hitRate": hit(r),
+            "writes": r.writes,
+            "staleReads": r.stale_reads,
+            "errors": r.errors_total(),
+            "consistency": r.consistency,
+        })
+    };
+    let report = json!({
+        "scenario": "changes",
+        "instances": INSTANCES,
+        "users": users,
+        "phases": [
+            row("stream off", &off.0),
+            row("stream on", &on.0),
+            row("stream on, out-of-band writes", &with.0),
+        ],
+        "hitRatePointsOnMinusOff": hit(&on.0).zip(hit(&off.0)).map(|(a, b)| a - b),
+        "outOfBand": with.1,
+        "leaderWithoutOutOfBand": on.1["leader"],
+    });
+    println!(
+        "\n{:<32} {:>9} {:>9} {:>7} {:>7} {:>6}",
+        "phase", "loads/s", "p99 ms", "hit %", "writes", "stale"
+    );
+    for r in report["phases"].as_array().into_iter().flatten() {
+        println!(
+            "{:<32} {:>9.0} {:>9.1} {:>7} {:>7} {:>6}",
+            r["phase"].as_str().unwrap_or("?"),
+            r["pageLoadsPerSec"].as_f64().unwrap_or(0.0),
+            r["p99Ms"].as_f64().unwrap_or(0.0),
+            r["hitRate"]
+                .as_f64()
+                .map_or("-".into(), |h| format!("{h:.1}")),
+            r["writes"],
+            r["staleReads"]
+        );
+    }
+    for (name, r) in [
+        ("stream off", &off.0),
+        ("stream on", &on.0),
+        ("out-of-band", &with.0),
+    ] {
+        println!(
+            "consistency monitor, {name}: {}",
+            consistency::sentence(&r.consistency)
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    write_json(args, &report)?;
+    let bad = [&off.0, &on.0, &with.0]
+        .iter()
+        .map(|r| r.errors_total() + r.stale_reads)
+        .sum::<u64>();
+    anyhow::ensure!(
+        bad == 0 && report["outOfBand"]["staleReads"] == 0 && report["outOfBand"]["lost"] == 0,
+        "errors, stale reads or lost writes"
+    );
+    Ok(())
+}
+
+/// One phase on fresh servers: the workload, and with `writes` the
+/// out-of-band writer beside it. Returns the workload's report and the
+/// writer's figures (with the leader's status).
+async fn phase(
+    args: &BenchArgs,
+    witness: &Arc<Witness>,
+    direct: &str,
+    stream: bool,
+    writes: Option<Writes>,
+) -> anyhow::Result<(ModeReport, Value)> {
     let mut a = args.clone();
-    a.change_stream = true;
+    a.change_stream = stream;
     let target = Target::start(&a, INSTANCES)
         .await
         .context("starting the servers")?;
-    let result = measure(&target, direct, rate, count).await;
+    let result = async {
+        let universe = Universe::discover(&target).await?;
+        if stream {
+            wait_for_leader(&target).await?;
+        }
+        let users = a.concurrency[0];
+        let workload = run_mode(
+            &target,
+            witness,
+            &universe,
+            &a,
+            Mode::Optimized,
+            users,
+            None,
+        );
+        let outside = async {
+            match writes {
+                Some(w) => {
+                    // After the warm-up, like the measurement.
+                    tokio::time::sleep(Duration::from_secs(a.warmup)).await;
+                    measure(&target, direct, universe.users, w).await
+                }
+                None => Ok(json!({ "leader": leader(&target).await })),
+            }
+        };
+        let (report, outside) = tokio::join!(workload, outside);
+        anyhow::Ok((report?, outside?))
+    }
+    .await;
     let namespace = target.namespace.clone();
     target.stop().await;
-    if let Some(ns) = namespace {
+    if let (true, Some(ns)) = (stream, namespace) {
         let c = ChangesConfig::new(direct, &ns);
         drop_stream(direct, &c.slot, &c.publication)
             .await
             .context("dropping the bench's replication slot")?;
     }
-    let report = result?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    write_json(args, &report)?;
-    anyhow::ensure!(
-        report["staleReads"] == 0 && report["lost"] == 0,
-        "stale reads or lost writes"
-    );
+    result
+}
+
+async fn wait_for_leader(target: &Target) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while leader(target).await.is_none() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "no instance consumes the change stream (is wal_level logical?)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }
 
@@ -97,20 +256,18 @@ async fn leader(target: &Target) -> Option<Value> {
         .find(|c| c["mode"] == "leader")
 }
 
-async fn measure(target: &Target, direct: &str, rate: u64, count: usize) -> anyhow::Result<Value> {
-    let started = Instant::now();
-    while leader(target).await.is_none() {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "no instance consumes the change stream (is wal_level logical?)"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// The out-of-band writer: `w.count` follows inserted at `w.rate` a
+/// second, on the least read users (the virtual users' Zipf law reads the
+/// lowest ids most, and their own writes only raise counts).
+async fn measure(target: &Target, direct: &str, universe: i64, w: Writes) -> anyhow::Result<Value> {
+    let Writes { rate, count } = w;
     let outside = PgPool::connect(direct).await?;
-    let users: Vec<i64> = sqlx::query_scalar("SELECT id FROM users ORDER BY id LIMIT $1 OFFSET 10")
-        .bind(count as i64)
-        .fetch_all(&outside)
-        .await?;
+    let users: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM users WHERE id <= $2 ORDER BY id DESC LIMIT $1")
+            .bind(count as i64)
+            .bind(universe)
+            .fetch_all(&outside)
+            .await?;
     anyhow::ensure!(users.len() == count, "the database has too few users");
     // Every profile cached on every instance before its write.
     let mut before = Vec::with_capacity(count);
@@ -121,7 +278,6 @@ async fn measure(target: &Target, direct: &str, rate: u64, count: usize) -> anyh
         }
         before.push(n);
     }
-    let monitors_before = target.instance_statuses().await.unwrap_or_default();
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     let mut tasks = Vec::with_capacity(count);
@@ -146,20 +302,30 @@ async fn measure(target: &Target, direct: &str, rate: u64, count: usize) -> anyh
                 return;
             }
             let t = Target::with_bases(http, bases);
-            let mut slowest = Duration::ZERO;
-            for at in 0..INSTANCES {
-                loop {
-                    if followers(&t, at, user).await.unwrap_or(-1) > was {
-                        slowest = slowest.max(committed.elapsed());
-                        break;
+            // Every instance polled at once: the write is fresh everywhere
+            // when the slowest shows it.
+            let first_fresh = |at: usize| {
+                let t = &t;
+                async move {
+                    loop {
+                        let asked = Instant::now();
+                        if followers(t, at, user).await.unwrap_or(-1) > was {
+                            return Some((committed.elapsed(), asked.elapsed()));
+                        }
+                        if committed.elapsed() > GIVE_UP {
+                            return None;
+                        }
+                        tokio::time::sleep(POLL).await;
                     }
-                    if committed.elapsed() > GIVE_UP {
-                        out.lock().expect("not poisoned").lost += 1;
-                        return;
-                    }
-                    tokio::time::sleep(POLL).await;
                 }
-            }
+            };
+            let seen = futures::future::join_all((0..INSTANCES).map(first_fresh)).await;
+            let Some(seen) = seen.into_iter().collect::<Option<Vec<_>>>() else {
+                out.lock().expect("not poisoned").lost += 1;
+                return;
+            };
+            let slowest = seen.iter().map(|(since_commit, _)| *since_commit).max();
+            let slowest = slowest.unwrap_or_default();
             let mut stale = 0;
             for at in 0..INSTANCES {
                 if followers(&t, at, user).await.unwrap_or(-1) <= was {
@@ -168,6 +334,8 @@ async fn measure(target: &Target, direct: &str, rate: u64, count: usize) -> anyh
             }
             let mut o = out.lock().expect("not poisoned");
             o.delays_ms.push(slowest.as_secs_f64() * 1000.0);
+            o.fresh_read_ms
+                .extend(seen.iter().map(|(_, read)| read.as_secs_f64() * 1000.0));
             o.stale += stale;
         }));
     }
@@ -176,46 +344,34 @@ async fn measure(target: &Target, direct: &str, rate: u64, count: usize) -> anyh
         t.await?;
     }
     let lead = leader(target).await.unwrap_or(Value::Null);
-    let monitors_after = checked(target).await;
     let mut o = std::mem::take(&mut *outcomes.lock().expect("not poisoned"));
-    o.delays_ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        o.delays_ms
-            .get(((o.delays_ms.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let delivery: Vec<Value> = target
+        .instance_statuses()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s["shared"]["deliveryLagMs"].clone())
+        .collect();
     Ok(json!({
-        "scenario": "changes",
-        "instances": INSTANCES,
         "writes": count,
         "rateTarget": rate,
         "rateAchieved": (offered * 10.0).round() / 10.0,
-        "commitToFreshEverywhereMs": {
-            "p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0), "count": o.delays_ms.len(),
-        },
+        "commitToFreshEverywhereMs": percentiles(&mut o.delays_ms),
+        "freshReadMs": percentiles(&mut o.fresh_read_ms),
+        "busDeliveryLagMsPerInstance": delivery,
         "staleReads": o.stale,
         "lost": o.lost,
         "leader": lead,
-        "consistency": consistency::between(&monitors_before, &monitors_after),
     }))
 }
 
-/// Each instance's status once no consistency check waits any more (or
-/// [`MONITOR_WAIT`] has passed).
-async fn checked(target: &Target) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
-        let all = target.instance_statuses().await.unwrap_or_default();
-        let waiting = all
-            .iter()
-            .any(|s| s["consistency"]["pending"].as_u64().unwrap_or(0) > 0);
-        if !waiting || started.elapsed() > MONITOR_WAIT {
-            // The last checks taken off the queue may still run (a stale
-            // finding is looked at twice): a moment for them.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            return target.instance_statuses().await.unwrap_or(all);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+/// p50, p99 and the largest of `ms`, and how many.
+fn percentiles(ms: &mut [f64]) -> Value {
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        ms.get(((ms.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    json!({ "p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0), "count": ms.len() })
 }

@@ -9,8 +9,10 @@
 //! - `navigation`: viewers following links from profile to profile;
 //!   learned preloading (and the followee rule) against the followee rule
 //!   alone and against none.
-//! - `changes`: writes made around three instances at a fixed rate; the
-//!   time from commit to fresh on every instance (issue 21).
+//! - `changes`: writes made around three instances at a fixed rate while
+//!   virtual users read through them; the time from commit to fresh on
+//!   every instance, and the hit rate with the stream on against off
+//!   (issue 21).
 
 use std::sync::Arc;
 
@@ -49,7 +51,7 @@ pub async fn run(scenario: Scenario, args: &BenchArgs) -> anyhow::Result<()> {
         Scenario::Pool => pool::run(args, &witness, direct).await,
         Scenario::Ttl => ttl::run(args, &witness).await,
         Scenario::Navigation => navigation::run(args).await,
-        Scenario::Changes => changes::run(args, direct).await,
+        Scenario::Changes => changes::run(args, &witness, direct).await,
     }
 }
 
