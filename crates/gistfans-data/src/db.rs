@@ -177,6 +177,12 @@ impl Db {
         &*self.store
     }
 
+    /// The database code, held weakly: for what the manager itself keeps
+    /// (the consistency monitor's verifiers), which must not keep it alive.
+    pub(crate) fn store_weak(&self) -> std::sync::Weak<dyn Store> {
+        Arc::downgrade(&self.store)
+    }
+
     /// The status of the manager.
     pub fn status(&self) -> hpdb::Status {
         self.control.status()

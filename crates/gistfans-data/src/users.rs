@@ -6,15 +6,21 @@
 //! [`hpdb::BatchLoader`] into one `WHERE id IN (…)` query (the ids as one
 //! bound JSON array, never SQL built from them; see `store::reads`). A card
 //! holds only what no write route changes (handle, name, bio, join date),
-//! so its TTL is its only expiry.
+//! so its TTL is its only expiry, or an invalidation of its user (the
+//! change stream's, for a change made around the server). The consistency
+//! monitor checks a sample of cards after such invalidations: a card read
+//! again (the batch loader, uncached) must equal the cached one.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Weak},
+};
 
-use hpdb::QueryOptions;
+use hpdb::{QueryOptions, Verdict, VerifyError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{error::DataError, Db};
+use crate::{error::DataError, store::Store, Db};
 
 /// Most ids one call may ask for.
 pub const MAX_IDS: usize = 100;
@@ -41,13 +47,22 @@ pub struct UserDirectory {
     db: Db,
 }
 
+/// The prefix of every cached card's key.
+const CARD_PREFIX: &str = "card:";
+
 fn card_key(id: i64) -> String {
-    format!("card:{id}")
+    format!("{CARD_PREFIX}{id}")
 }
 
 impl UserDirectory {
-    /// A directory over `db`.
+    /// A directory over `db`; registers the consistency monitor's verifier
+    /// of cards (again: replaces it).
     pub fn new(db: Db) -> Self {
+        let store = db.store_weak();
+        db.control()
+            .verify_prefix(CARD_PREFIX, move |key, cached: Arc<UserCard>| {
+                Box::pin(verify(store.clone(), key, cached))
+            });
         Self { db }
     }
 
@@ -99,4 +114,23 @@ impl UserDirectory {
         }
         Ok((cards, missing))
     }
+}
+
+/// The database's verdict on the card cached under `key`.
+async fn verify(
+    store: Weak<dyn Store>,
+    key: Arc<str>,
+    cached: Arc<UserCard>,
+) -> Result<Verdict, VerifyError> {
+    let store = store.upgrade().ok_or("the data layer is closed")?;
+    let id: i64 = key
+        .strip_prefix(CARD_PREFIX)
+        .ok_or("not a card's key")?
+        .parse()?;
+    let now = store.user_cards(&[id]).await?;
+    Ok(match now.into_iter().next().flatten() {
+        Some(card) if card == cached => Verdict::Fresh,
+        Some(card) => Verdict::Stale(format!("card: cached {cached:?}, database {card:?}")),
+        None => Verdict::Stale("the user no longer exists".into()),
+    })
 }

@@ -27,7 +27,11 @@ impl Drop for TempDir {
 async fn setup(url: &str) -> DataAggregationService {
     migrate(url, None).await.unwrap();
     seed(url, &SeedConfig::small(), false).await.unwrap();
-    let db = Db::connect(url, ManagerConfig::new()).await.unwrap();
+    // These tests count queries: the consistency monitor's sampled
+    // re-reads (tests/consistency.rs) would add to them.
+    let mut config = ManagerConfig::new();
+    config.consistency.sample_percent = 0.0;
+    let db = Db::connect(url, config).await.unwrap();
     DataAggregationService::new(db).with_preload(gistfans_data::Preload::Off)
 }
 

@@ -189,6 +189,7 @@ pub fn render(
     }
     tuning_metrics(&s.tuning);
     change_metrics(&s.changes);
+    consistency_metrics(&s.consistency);
     for (outcome, value) in [
         ("issued", preload.issued),
         ("used", preload.used),
@@ -321,6 +322,36 @@ fn change_metrics(c: &hpdb::changes::ChangeStatus) {
         ("hpdb_changes_foreign_commits_total", c.foreign_commits),
     ] {
         counter!(name).absolute(value);
+    }
+}
+
+/// The consistency monitor's figures (hpdb::consistency), per delay
+/// (`within`: the two configured delays, so two label values): entries
+/// checked, found stale, not checked and why, and the nines (a lower bound
+/// while none was stale: `hpdb_consistency_nines_at_least` is 1).
+fn consistency_metrics(c: &hpdb::ConsistencyStatus) {
+    use metrics::{counter, gauge};
+    counter!("hpdb_consistency_sampled_total").absolute(c.sampled);
+    counter!("hpdb_consistency_dropped_total").absolute(c.dropped);
+    gauge!("hpdb_consistency_pending").set(c.pending as f64);
+    for w in &c.within {
+        let within = w.within.clone();
+        counter!("hpdb_consistency_checks_total", "within" => within.clone()).absolute(w.checked);
+        counter!("hpdb_consistency_stale_total", "within" => within.clone()).absolute(w.stale);
+        for (reason, value) in [
+            ("absent", w.absent),
+            ("skipped", w.skipped),
+            ("raced", w.raced),
+            ("error", w.errors),
+        ] {
+            counter!("hpdb_consistency_unchecked_total", "within" => within.clone(), "reason" => reason)
+                .absolute(value);
+        }
+        if let Some(nines) = w.nines {
+            gauge!("hpdb_consistency_nines", "within" => within.clone()).set(nines);
+            gauge!("hpdb_consistency_nines_at_least", "within" => within)
+                .set(f64::from(u8::from(w.nines_at_least)));
+        }
     }
 }
 

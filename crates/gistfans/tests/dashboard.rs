@@ -117,6 +117,7 @@ async fn the_stream_sends_samples_that_follow_the_load() {
         "leaksDetected",
         "acquireWaitHistogram",
         "latencyMs",
+        "consistency",
     ] {
         assert!(
             !first["status"][field].is_null(),

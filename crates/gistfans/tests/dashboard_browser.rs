@@ -102,6 +102,16 @@ async fn the_dashboard_refuses_a_wrong_token_follows_a_load_and_clears_the_cache
     )
     .await;
     assert!(figure(&browser, "cache-entries").await > 0.0);
+    // The consistency monitor's card: one row per delay.
+    let rows = browser
+        .eval("return document.getElementById('consistency-within').textContent")
+        .await;
+    let rows = rows.as_str().unwrap_or_default();
+    assert!(
+        rows.contains("Nines within 1s") && rows.contains("Nines within 10s"),
+        "{rows}"
+    );
+    assert!(figure(&browser, "consistency-sampled").await >= 0.0);
     browser.screenshot("dashboard-desktop").await;
 
     // The buttons ask first: answer yes.

@@ -324,6 +324,46 @@ pub struct ManagerConfig {
     /// pool, and other processes' writes stay cached until their TTL. See
     /// `sqlite`.
     pub data_version_poll: Duration,
+    /// The consistency monitor (`consistency`): sampled re-reads of cached
+    /// entries after invalidations and writes.
+    pub consistency: ConsistencyConfig,
+}
+
+/// The consistency monitor: after an invalidation or an update in place,
+/// a sample of the keys it touched is checked against the database at
+/// two delays (see the `consistency` module). Checks run only for keys
+/// whose family has a verifier (`Control::verify_prefix`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsistencyConfig {
+    /// Percent of the keys touched by invalidations and writes that are
+    /// checked (default 1; 0 turns the monitor off). Each check costs one
+    /// re-read of the entry's data at low priority, per delay.
+    pub sample_percent: f64,
+    /// The first check's delay after the event (default 1 s): what "nines
+    /// within 1 s" counts.
+    pub first_delay: Duration,
+    /// The second check's delay (default 10 s; 0: no second check); longer
+    /// than the first.
+    pub second_delay: Option<Duration>,
+    /// Most checks waiting for their time (default 1,024); a key sampled
+    /// while it is full is dropped and counted.
+    pub queue: usize,
+    /// Most checks running at once (default 1). Checks also wait for none
+    /// of the gate's callers to be queued: one due meanwhile is skipped
+    /// and counted, never in the way of real traffic.
+    pub max_checks: usize,
+}
+
+impl Default for ConsistencyConfig {
+    fn default() -> Self {
+        Self {
+            sample_percent: 1.0,
+            first_delay: Duration::from_secs(1),
+            second_delay: Some(Duration::from_secs(10)),
+            queue: 1024,
+            max_checks: 1,
+        }
+    }
 }
 
 /// The shared cache level (Redis) and the invalidation bus between
@@ -399,6 +439,7 @@ impl Default for ManagerConfig {
             advisor: AdvisorConfig::default(),
             shared: SharedConfig::default(),
             data_version_poll: Duration::from_millis(250),
+            consistency: ConsistencyConfig::default(),
         }
     }
 }

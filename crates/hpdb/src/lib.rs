@@ -19,6 +19,10 @@
 //! [`Control::clear_cache`], each returning an [`Invalidation`] with its
 //! [`Delivery`]) and reports ([`Control::status`]: [`Status`];
 //! [`Control::advice`]: [`Advice`]). [`BatchLoader`] batches keyed loads.
+//! The consistency monitor checks cached entries against the database
+//! after invalidations and writes, through the application's verifiers
+//! ([`Control::verify_prefix`], a [`Verdict`]; figures in
+//! [`ConsistencyStatus`]).
 //! Errors are one [`Error`] enum ([`TimeoutPhase`] says which phase ran
 //! out); [`BuildError`] and [`ConfigError`] are start-up's. `postgres`
 //! holds what only PostgreSQL needs, `mysql` what only MySQL and MariaDB
@@ -35,6 +39,7 @@ mod breaker;
 mod cache;
 pub mod changes;
 mod config;
+mod consistency;
 mod control;
 mod deadline;
 mod error;
@@ -66,14 +71,15 @@ pub use cache::{CacheEntry, CacheLayer, CacheStats, CacheValue};
 pub use config::env;
 pub use config::{
     AdmissionConfig, AdvisorConfig, BatchConfig, CacheConfig, CachePolicy, ConfigError,
-    HealthConfig, LeakConfig, ManagerConfig, PoolConfig, SharedConfig,
+    ConsistencyConfig, HealthConfig, LeakConfig, ManagerConfig, PoolConfig, SharedConfig,
 };
+pub use consistency::{nines, ConsistencyStatus, Verdict, VerifyError, VerifyFuture, WithinStatus};
 pub use control::{health::HealthReport, Control};
 pub use deadline::StatementDeadline;
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;
 pub use manager::builder::{BuildError, ManagerBuilder};
-pub use manager::Manager;
+pub use manager::{Manager, WeakManager};
 pub use metrics::{Bucket, Distribution, LatencyRecorder, Percentiles, BUCKETS_MS};
 pub use options::{Priority, QueryOptions, Source};
 pub use query::{QueryFn, QueryResult};

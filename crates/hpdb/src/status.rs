@@ -7,6 +7,7 @@ use crate::{
     breaker::CircuitState,
     cache::CacheStats,
     changes::ChangeStatus,
+    consistency::ConsistencyStatus,
     leak::SuspectedLeak,
     metrics::{Bucket, Percentiles},
     refresh::RefreshStatus,
@@ -100,4 +101,8 @@ pub struct Status {
     pub tuning: TuningStatus,
     /// The change-stream invalidator (mode `off` unless one was started).
     pub changes: ChangeStatus,
+    /// The consistency monitor: per delay, entries checked against the
+    /// database some time after an invalidation or write, found stale, and
+    /// the nines.
+    pub consistency: ConsistencyStatus,
 }

@@ -16,11 +16,15 @@
 //!   priority, a few at a time, only while nobody is queued for a
 //!   connection; at start-up the most-followed users are warmed the same
 //!   way (`preload`).
+//! - The consistency monitor's verifier of cached aggregates (`verify`):
+//!   re-reads one from the database and says whether the cached one still
+//!   holds.
 
 mod preload;
 mod reads;
 mod stripes;
 mod timing;
+mod verify;
 mod writes;
 
 use stripes::Stripes;
@@ -111,8 +115,19 @@ pub struct DataAggregationService {
     write_timings: Arc<WriteTimings>,
 }
 
+/// The prefix of every cached aggregate's key.
+const KEY_PREFIX: &str = "agg:";
+
 fn key(user_id: i64, include: Include) -> String {
-    format!("agg:{user_id}:{}", include.mask())
+    format!("{KEY_PREFIX}{user_id}:{}", include.mask())
+}
+
+/// The user and include set a [`key`] names.
+fn parse_key(key: &str) -> Option<(i64, Include)> {
+    let (user, mask) = key.strip_prefix(KEY_PREFIX)?.split_once(':')?;
+    let mask: u8 = mask.parse().ok()?;
+    let include = Include::all_combinations().find(|i| i.mask() == mask)?;
+    Some((user.parse().ok()?, include))
 }
 
 fn tag(user_id: i64) -> String {
@@ -123,6 +138,7 @@ impl DataAggregationService {
     /// A service over `db`, preloading by the followee rule.
     pub fn new(db: Db) -> Self {
         let ttl = db.control().config().cache.ttl;
+        verify::register(&db);
         Self {
             locks: Stripes::new(LOCK_STRIPES),
             queues: Stripes::new(LOCK_STRIPES),

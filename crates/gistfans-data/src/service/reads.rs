@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use hpdb::{Priority, QueryOptions, Source};
 
-use super::{key, tag, AggregateOptions, DataAggregationService, Served};
+use super::{key, tag, AggregateOptions, DataAggregationService, Served, KEY_PREFIX};
 use crate::{error::DataError, rendered::CachedAggregate};
 
 impl DataAggregationService {
@@ -57,7 +57,7 @@ impl DataAggregationService {
         let shared = self
             .db
             .control()
-            .warm_from_shared::<CachedAggregate>("agg:", limit)
+            .warm_from_shared::<CachedAggregate>(KEY_PREFIX, limit)
             .await;
         if shared > 0 {
             return Ok(shared);

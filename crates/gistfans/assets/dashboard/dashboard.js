@@ -217,6 +217,26 @@
     }));
   }
 
+  // The consistency monitor: per delay, the nines (a lower bound while no
+  // entry was found stale) with what they rest on.
+  function consistency(c) {
+    put("consistency-sampled", c.sampled, c.enabled ? fmt(c.sampled) : "Off (DB_CONSISTENCY_SAMPLE=0)");
+    put("consistency-dropped", c.dropped);
+    put("consistency-last-stale", c.lastStale || "", c.lastStale || "None");
+    $("consistency-within").replaceChildren(...c.within.map((w) => {
+      const row = document.createElement("div");
+      const dt = document.createElement("dt");
+      dt.textContent = "Nines within " + w.within;
+      const dd = document.createElement("dd");
+      dd.id = "consistency-nines-" + w.within;
+      dd.dataset.value = String(w.nines);
+      const nines = w.nines == null ? "–" : (w.ninesAtLeast ? "≥ " : "") + fmt(w.nines, 2);
+      dd.textContent = `${nines} (${fmt(w.checked)} checked, ${fmt(w.stale)} stale, ${fmt(w.skipped)} skipped)`;
+      row.append(dt, dd);
+      return row;
+    }));
+  }
+
   function render(sample) {
     const s = sample.status;
     const prev = history.length > 1 ? history[history.length - 2] : null;
@@ -249,6 +269,7 @@
     shared(s.shared);
     changes(s.changes);
     tuning(s.tuning);
+    consistency(s.consistency);
     advice("alerts", sample.alerts);
     advice("recommendations", sample.recommendations);
     const size = $("pool-size");

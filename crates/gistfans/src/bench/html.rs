@@ -168,6 +168,7 @@ mod tests {
             circuit_opens: Vec::new(),
             redis_budget_misses: Vec::new(),
             redis_slow_calls: Vec::new(),
+            consistency: Vec::new(),
         }
     }
 

@@ -25,6 +25,7 @@ use anyhow::Context;
 use clap::Args;
 
 mod chart;
+mod consistency;
 mod html;
 mod measures;
 mod probe;

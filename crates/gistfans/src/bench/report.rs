@@ -7,7 +7,10 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::measures::{Counts, Mode, Snapshot};
+use super::{
+    consistency::{self, Nines},
+    measures::{Counts, Mode, Snapshot},
+};
 
 /// Latency percentiles, milliseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +92,9 @@ pub struct ModeReport {
     pub redis_slow_calls: Vec<i64>,
     /// The writes' own requests (sent → answered), apart from page loads.
     pub write_latency_ms: Option<Latency>,
+    /// The consistency monitor's checks that fell due while measuring, per
+    /// delay, all instances (empty without the admin monitor).
+    pub consistency: Vec<Nines>,
 }
 
 fn latency_of(h: &Histogram<u64>) -> Latency {
@@ -178,6 +184,7 @@ impl ModeReport {
             redis_slow_calls: Vec::new(),
             redis_commands_per_page_load: None,
             write_latency_ms: None,
+            consistency: consistency::between(&before.instances, &after.instances),
         }
     }
 
@@ -408,6 +415,12 @@ pub fn ratios(reports: &[ModeReport]) -> Vec<Vec<String>> {
             group.push(format!(
                 "at {c} users, writes (optimized mode): p50 {:.2} ms, p99 {:.2} ms",
                 w.p50, w.p99
+            ));
+        }
+        if let Some(o) = find(Mode::Optimized).filter(|o| !o.consistency.is_empty()) {
+            group.push(format!(
+                "at {c} users, consistency monitor (optimized): {}",
+                consistency::sentence(&o.consistency)
             ));
         }
         if !group.is_empty() {

@@ -45,6 +45,9 @@ pub enum AdviceKind {
     /// The change stream's slot retains more WAL than
     /// [`CHANGE_LAG_ALERT_BYTES`]: its consumer is behind or stalled.
     ChangeStreamLag,
+    /// The consistency monitor found cached entries that differ from the
+    /// database (until the metrics are reset).
+    StaleEntries,
 }
 
 /// Retained WAL above which the change stream's lag alert fires (64 MiB).
@@ -136,7 +139,33 @@ pub fn advise(s: &Status, t: &AdvisorConfig) -> Vec<Advice> {
     database_rules(s, &mut out);
     leak_rule(s, &mut out);
     change_rules(s, &mut out);
+    consistency_rule(s, &mut out);
     out
+}
+
+/// Stale entries found by the consistency monitor: something writes the
+/// database without the caches hearing of it.
+fn consistency_rule(s: &Status, out: &mut Vec<Advice>) {
+    let c = &s.consistency;
+    let Some(w) = c.within.iter().find(|w| w.stale > 0) else {
+        return;
+    };
+    out.push(advice(
+        AdviceKind::StaleEntries,
+        Severity::Warning,
+        w.stale as f64,
+        0.0,
+        format!(
+            "the consistency monitor found {} of {} cached entries checked {} after an \
+             invalidation or write still differing from the database (latest: {}): a writer \
+             around this server whose changes no invalidation carries (the change stream off \
+             or behind?)",
+            w.stale,
+            w.checked,
+            w.within,
+            c.last_stale.as_deref().unwrap_or("?")
+        ),
+    ));
 }
 
 /// The change stream's slot: unbounded WAL retention, lag.

@@ -32,6 +32,7 @@ fn quiet() -> Status {
         seconds_since_limit_refusal: None,
         shared: None,
         changes: Default::default(),
+        consistency: Default::default(),
         tuning: crate::tuning::TuningStatus {
             pool: None,
             ttl_classes: None,
@@ -219,4 +220,31 @@ fn an_open_circuit_and_leaks_alert() {
         .unwrap()
         .message
         .contains("report"));
+}
+
+#[test]
+fn stale_entries_found_by_the_consistency_monitor_alert_with_the_key() {
+    let mut s = quiet();
+    s.consistency.within = vec![crate::consistency::WithinStatus {
+        within: "1s".into(),
+        within_ms: 1000,
+        checked: 200,
+        stale: 0,
+        absent: 0,
+        skipped: 0,
+        raced: 0,
+        errors: 0,
+        nines: Some(2.3),
+        nines_at_least: true,
+    }];
+    assert!(fired(&s, AdviceKind::StaleEntries).is_none(), "none stale");
+    s.consistency.within[0].stale = 2;
+    s.consistency.last_stale = Some("agg:7:7".into());
+    let a = fired(&s, AdviceKind::StaleEntries).unwrap();
+    assert!(a.is_alert() && a.observed == 2.0, "{a:?}");
+    assert!(
+        a.message.contains("agg:7:7") && a.message.contains("1s"),
+        "{}",
+        a.message
+    );
 }

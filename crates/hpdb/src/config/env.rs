@@ -239,6 +239,18 @@ env_vars! {
     /// before it is acknowledged (ms; 0: no wait); at least the bus lease, an acknowledged
     /// write is seen by every instance's next read.
     REDIS_DELIVERY_WAIT = "REDIS_DELIVERY_WAIT" => shared.delivery_wait;
+    /// Percent of the keys invalidations and writes touch that the consistency monitor re-reads
+    /// from the database later (0 = off).
+    CONSISTENCY_SAMPLE = "DB_CONSISTENCY_SAMPLE" => consistency.sample_percent;
+    /// The monitor's first check after an invalidation or write ("nines within" this).
+    CONSISTENCY_FIRST = "DB_CONSISTENCY_FIRST" => consistency.first_delay;
+    /// The monitor's second check, longer than the first (0 = none).
+    CONSISTENCY_SECOND = "DB_CONSISTENCY_SECOND" => consistency.second_delay;
+    /// Most consistency checks waiting for their time; more are dropped (counted).
+    CONSISTENCY_QUEUE = "DB_CONSISTENCY_QUEUE" => consistency.queue;
+    /// Most consistency checks running at once (low priority, skipped while a query waits for a
+    /// connection).
+    CONSISTENCY_CHECKS = "DB_CONSISTENCY_CHECKS" => consistency.max_checks;
 }
 
 impl ManagerConfig {
@@ -400,6 +412,36 @@ mod tests {
             from(&[("REDIS_BUS_LEASE", "2000")]).is_err(),
             "the default wait below it"
         );
+    }
+
+    #[test]
+    fn consistency_knobs_out_of_order_or_range_are_refused_naming_the_variable() {
+        for (vars, named) in [
+            (
+                &[("DB_CONSISTENCY_SAMPLE", "101")][..],
+                "DB_CONSISTENCY_SAMPLE",
+            ),
+            (&[("DB_CONSISTENCY_FIRST", "0")][..], "DB_CONSISTENCY_FIRST"),
+            (
+                &[("DB_CONSISTENCY_SECOND", "1000")][..],
+                "DB_CONSISTENCY_SECOND",
+            ),
+            (&[("DB_CONSISTENCY_QUEUE", "0")][..], "DB_CONSISTENCY_QUEUE"),
+            (
+                &[("DB_CONSISTENCY_CHECKS", "0")][..],
+                "DB_CONSISTENCY_CHECKS",
+            ),
+        ] {
+            let err = from(vars).unwrap_err();
+            assert!(err.0.contains(named), "{vars:?}: {err}");
+        }
+        let off = from(&[
+            ("DB_CONSISTENCY_SAMPLE", "0"),
+            ("DB_CONSISTENCY_SECOND", "0"),
+        ])
+        .unwrap();
+        assert_eq!(off.consistency.sample_percent, 0.0);
+        assert_eq!(off.consistency.second_delay, None, "0 = no second check");
     }
 
     #[test]

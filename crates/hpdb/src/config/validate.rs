@@ -21,6 +21,7 @@ impl ManagerConfig {
             ("shared.call_timeout", self.shared.call_timeout),
             ("shared.bus_lease", self.shared.bus_lease),
             ("shared.fill_lease", self.shared.fill_lease),
+            ("consistency.first_delay", self.consistency.first_delay),
         ];
         if let Some((field, _)) = above_zero.iter().find(|(_, d)| d.is_zero()) {
             return bad(format!("{} must be above zero", knob(field)));
@@ -102,6 +103,40 @@ impl ManagerConfig {
             if !(0.0..=100.0).contains(&rate) {
                 return bad(format!("{} must be a percentage (0 to 100)", knob(field)));
             }
+        }
+        self.validate_consistency()
+    }
+
+    /// The monitor's knobs: a percentage, delays in order, room for checks.
+    fn validate_consistency(&self) -> Result<(), ConfigError> {
+        let knob = EnvVar::label;
+        let c = &self.consistency;
+        if !(0.0..=100.0).contains(&c.sample_percent) {
+            return Err(ConfigError(format!(
+                "{} must be a percentage (0 to 100)",
+                knob("consistency.sample_percent")
+            )));
+        }
+        if c.second_delay.is_some_and(|d| d <= c.first_delay) {
+            return Err(ConfigError(format!(
+                "{} must be 0 (none) or longer than {}",
+                knob("consistency.second_delay"),
+                knob("consistency.first_delay")
+            )));
+        }
+        if let Some(field) = [
+            ("consistency.queue", c.queue),
+            ("consistency.max_checks", c.max_checks),
+        ]
+        .iter()
+        .find(|(_, n)| *n == 0)
+        .map(|(f, _)| f)
+        {
+            return Err(ConfigError(format!(
+                "{} must be at least 1 (turn the monitor off with {} = 0)",
+                knob(field),
+                knob("consistency.sample_percent")
+            )));
         }
         Ok(())
     }

@@ -35,6 +35,7 @@ use crate::{
     cache::{memory::MemoryCache, CacheEntry, CacheLayer},
     changes::state::ChangeState,
     config::{ConfigError, ManagerConfig},
+    consistency::Monitor,
     invalidation::{InvalidationLog, Seq},
     leak::LeakDetector,
     metrics::{inc, Metrics},
@@ -88,6 +89,8 @@ pub(crate) struct Core {
     pub(crate) pool: Arc<dyn PoolOps>,
     /// The change-stream invalidator's figures (mode `off` until one runs).
     pub(crate) changes: Arc<ChangeState>,
+    /// The consistency monitor: verifiers, waiting checks, figures.
+    pub(crate) consistency: Arc<Monitor>,
 }
 
 impl Drop for Core {
@@ -118,6 +121,7 @@ impl Core {
             tasks: Mutex::new(Vec::new()),
             shared: shared::build(&config.shared)?,
             changes: Arc::default(),
+            consistency: Arc::new(Monitor::new(&config.consistency)),
             pool,
             config,
         })
@@ -173,7 +177,8 @@ impl Core {
     /// invalidation log first (so no running fetch stores its result),
     /// then the cache. Counts the write for adaptive TTLs, except for the
     /// keys in `restored`, which the caller puts back updated in place.
-    /// Returns the entries a tag invalidation dropped.
+    /// Returns the entries a tag invalidation dropped. The keys dropped
+    /// are the consistency monitor's events (sampled there).
     pub(crate) async fn drop_local(
         &self,
         kind: Kind,
@@ -184,11 +189,16 @@ impl Core {
             Kind::Key => {
                 self.log.invalidate_key(name);
                 self.cache.invalidate(name).await;
+                self.consistency.touched(name);
                 Vec::new()
             }
             Kind::Tag => {
                 self.log.invalidate_tag(name);
-                self.cache.invalidate_tag(name).await
+                let dropped = self.cache.invalidate_tag(name).await;
+                for (key, _) in &dropped {
+                    self.consistency.touched(key);
+                }
+                dropped
             }
             Kind::Clear => {
                 self.log.invalidate_all();

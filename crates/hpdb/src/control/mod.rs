@@ -15,8 +15,10 @@
 //! | `core` | the shared state ([`Core`](core)), what it needs of the pool (`PoolOps`), the cache's guarded insert and drop, TTLs |
 //! | `health` | what a health check reports ([`HealthReport`](health::HealthReport)) |
 //! | `status` | the [`Status`](crate::Status) snapshot and the advice drawn from it |
-//! | `tasks` | the background tasks (health, leaks, sweep, tuning, the bus) |
+//! | `tasks` | the background tasks (health, leaks, sweep, tuning, the bus, the consistency monitor) |
+//! | `consistency` | registering verifiers; the monitor's task and one check |
 
+mod consistency;
 pub(crate) mod core;
 pub(crate) mod health;
 mod status;
@@ -264,6 +266,7 @@ impl Control {
         self.core.metrics.reset();
         self.core.refreshes.reset();
         self.core.leaks.reset();
+        self.core.consistency.reset();
     }
 
     /// Pings idle connections, closes broken ones, refills the pool to its

@@ -75,6 +75,7 @@ impl Control {
             shared: core.shared.status(),
             tuning: core.tuning.status(&core.config.pool),
             changes: core.changes.status(),
+            consistency: core.consistency.status(),
         }
     }
 

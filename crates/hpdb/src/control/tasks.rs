@@ -1,6 +1,6 @@
 //! The background tasks of a manager: the health loop (with the advice it
-//! logs), the leak scan, the cache sweep, the tuning loops and the shared
-//! level's bus.
+//! logs), the leak scan, the cache sweep, the consistency monitor, the
+//! tuning loops and the shared level's bus.
 //!
 //! Invariant: every task holds the core only weakly and ends with it (and
 //! is aborted when it drops), so dropping the last manager and control
@@ -34,11 +34,15 @@ pub(crate) fn start(core: &Arc<Core>) {
     let leaks = spawn_periodic(weak.clone(), leak_every, |core| async move {
         core.leaks.scan();
     });
-    let sweep = spawn_periodic(weak, cfg.cache.sweep_interval, |core| async move {
+    let sweep = spawn_periodic(weak.clone(), cfg.cache.sweep_interval, |core| async move {
         core.cache.sweep().await;
     });
+    let monitor = tokio::spawn(super::consistency::monitor_loop(
+        weak,
+        core.consistency.clone(),
+    ));
     let mut tasks = core.tasks.lock();
-    tasks.extend([health, leaks, sweep]);
+    tasks.extend([health, leaks, sweep, monitor]);
     tasks.extend(core.tuning.start(&core.gate));
     let local: Weak<dyn LocalCache> = Arc::downgrade(core) as _;
     tasks.extend(core.shared.start(local));

@@ -54,7 +54,10 @@ mod refresh;
 mod store;
 pub(crate) mod writer;
 
-use std::{ops::Deref, sync::Arc};
+use std::{
+    ops::Deref,
+    sync::{Arc, Weak},
+};
 
 use sqlx::{Database, Pool};
 use tokio::{sync::Semaphore, time::Instant};
@@ -118,8 +121,45 @@ impl<DB: Database> Manager<DB> {
         self.control.clone()
     }
 
+    /// A handle that does not keep the manager alive: what a verifier of
+    /// the consistency monitor ([`Control::verify_prefix`]), which lives in
+    /// the manager, holds to run its re-reads.
+    pub fn downgrade(&self) -> WeakManager<DB> {
+        WeakManager {
+            core: Arc::downgrade(&self.control.core),
+            db: Arc::downgrade(&self.db),
+        }
+    }
+
     pub(crate) fn core(&self) -> &Core {
         &self.control.core
+    }
+}
+
+/// A [`Manager`] held weakly ([`Manager::downgrade`]).
+pub struct WeakManager<DB: Database> {
+    core: Weak<Core>,
+    db: Weak<DbPool<DB>>,
+}
+
+impl<DB: Database> Clone for WeakManager<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            core: self.core.clone(),
+            db: self.db.clone(),
+        }
+    }
+}
+
+impl<DB: Database> WeakManager<DB> {
+    /// The manager, unless every handle on it has been dropped.
+    pub fn upgrade(&self) -> Option<Manager<DB>> {
+        Some(Manager {
+            control: Control {
+                core: self.core.upgrade()?,
+            },
+            db: self.db.upgrade()?,
+        })
     }
 }
 

@@ -15,7 +15,11 @@
 //!    each every 2 ms), then one more read per instance (stale if it does
 //!    not show it).
 //!
-//! The slot of each phase with the stream on is dropped at its end.
+//! The slot of each phase with the stream on is dropped at its end. Each
+//! phase reports the consistency monitor's figures over its measurement
+//! (each instance checks a sample of the profiles that invalidations and
+//! writes touched, `--consistency-sample`; checks due after the measurement
+//! ends are not counted).
 
 use std::{
     sync::Arc,
@@ -31,6 +35,7 @@ use std::sync::Mutex;
 
 use super::{write_json, BenchArgs};
 use crate::bench::{
+    consistency,
     measures::Mode,
     report::ModeReport,
     server::Target,
@@ -108,6 +113,7 @@ pub(super) async fn run(
             "writes": r.writes,
             "staleReads": r.stale_reads,
             "errors": r.errors_total(),
+            "consistency": r.consistency,
         })
     };
     let report = json!({
@@ -138,6 +144,16 @@ pub(super) async fn run(
                 .map_or("-".into(), |h| format!("{h:.1}")),
             r["writes"],
             r["staleReads"]
+        );
+    }
+    for (name, r) in [
+        ("stream off", &off.0),
+        ("stream on", &on.0),
+        ("out-of-band", &with.0),
+    ] {
+        println!(
+            "consistency monitor, {name}: {}",
+            consistency::sentence(&r.consistency)
         );
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
