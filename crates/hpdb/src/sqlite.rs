@@ -41,8 +41,19 @@
 //! - A writer connection opened anew (after an error) knows no earlier
 //!   version: its first check drops the cache.
 //! - The writer connection is one more than `DB_POOL_MAX` (not in the
-//!   pool's figures); a write waits for it with its admission slot held.
-//!   Built with `background_tasks(false)`, only writes check.
+//!   pool's figures); writes queue for it on its own lock, not at the
+//!   gate (they hold no slot a reader could use, and their wait is not
+//!   counted as the pool's). It is opened from the pool's connect options:
+//!   hooks given to `ManagerBuilder::pool_options` (`after_connect`) do
+//!   not run on it. Built with `background_tasks(false)`, only writes
+//!   check.
+//! - A write waits for the writer while a hot user's write holds it
+//!   through its whole cache step (the application's locks taken after
+//!   the connection): on SQLite one write at a time, whatever the users.
+//! - A write that times out on our side may still commit (SQLite has no
+//!   server-side deadline); its commit is ours, so the watch does not
+//!   see it either: what it changed stays cached until an invalidation or
+//!   the TTL.
 
 use futures::future::BoxFuture;
 use sqlx::{sqlite::SqliteConnectOptions, Sqlite, SqliteConnection};

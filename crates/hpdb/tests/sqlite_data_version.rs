@@ -236,3 +236,35 @@ async fn with_the_poll_at_zero_there_is_no_watch_and_the_status_says_why() {
     assert!(status.detail.unwrap().contains("TTL"));
     assert_eq!(status.polls, 0);
 }
+
+#[tokio::test]
+async fn a_write_after_the_manager_closed_fails_like_a_read_and_commits_nothing() {
+    let db = database().await;
+    db.bump(1, QueryOptions::default().writes()).await;
+    db.manager.close().await;
+    let write = db
+        .manager
+        .execute_query(
+            "bump:after-close",
+            QueryOptions::default().writes().use_cache(false),
+            |conn| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE t SET v = v + 100 WHERE id = 1")
+                        .execute(conn)
+                        .await
+                        .map(|r| r.rows_affected())
+                })
+            },
+        )
+        .await;
+    assert!(
+        matches!(write, Err(hpdb::Error::Closed)),
+        "a write after close: {write:?}"
+    );
+    let mut outside = db.options.connect().await.unwrap();
+    let v: i64 = sqlx::query_scalar("SELECT v FROM t WHERE id = 1")
+        .fetch_one(&mut outside)
+        .await
+        .unwrap();
+    assert_eq!(v, 11, "only the write before close committed");
+}

@@ -56,10 +56,21 @@ impl<DB: Database> Manager<DB> {
         query: F,
     ) -> Result<T, Error> {
         let queued_at = Instant::now();
-        let permit = timeout_at(deadline, self.core().gate.acquire(priority))
-            .await
-            .map_err(|_| timeout_error(key, TimeoutPhase::Queued, started))?;
-        let lane = if writes { Lane::Writer } else { Lane::Pool };
+        let lane = match writes && self.db.writer.is_some() {
+            true => Lane::Writer,
+            false => Lane::Pool,
+        };
+        let permit = match lane {
+            // The writer connection is outside the pool: its own lock is
+            // its gate (one write at a time), and a write waiting for it
+            // holds no slot a reader could use.
+            Lane::Writer => None,
+            Lane::Pool => Some(
+                timeout_at(deadline, self.core().gate.acquire(priority))
+                    .await
+                    .map_err(|_| timeout_error(key, TimeoutPhase::Queued, started))?,
+            ),
+        };
         self.run_admitted(permit, lane, key, queued_at, started, deadline, query)
             .await
     }
@@ -91,15 +102,24 @@ impl<DB: Database> Manager<DB> {
         inc(&c.batches);
         c.batched_keys
             .fetch_add(keys as u64, std::sync::atomic::Ordering::Relaxed);
-        self.run_admitted(permit, Lane::Pool, name, started, started, deadline, query)
-            .await
+        self.run_admitted(
+            Some(permit),
+            Lane::Pool,
+            name,
+            started,
+            started,
+            deadline,
+            query,
+        )
+        .await
     }
 
-    /// Runs `query` with an admission permit already held.
+    /// Runs `query` with an admission permit already held (none on the
+    /// writer lane, which the writer's lock admits).
     #[allow(clippy::too_many_arguments)]
     async fn run_admitted<T, F: QueryFn<DB, T>>(
         &self,
-        permit: Permit,
+        permit: Option<Permit>,
         lane: Lane,
         key: &Arc<str>,
         queued_at: Instant,
@@ -111,13 +131,16 @@ impl<DB: Database> Manager<DB> {
         let mut conn = match self.take_connection(lane, key, started, deadline).await {
             Ok(conn) => conn,
             Err(e) => {
-                if matches!(e, Error::Timeout { .. }) {
+                // Waiting for the writer says nothing about the pool's size.
+                if matches!(e, Error::Timeout { .. }) && matches!(lane, Lane::Pool) {
                     core.tuning.overloaded();
                 }
                 return Err(e);
             }
         };
-        core.metrics.record_wait(queued_at.elapsed());
+        if matches!(lane, Lane::Pool) {
+            core.metrics.record_wait(queued_at.elapsed());
+        }
         let _held = core.leaks.hold(key);
         inc(&core.metrics.c.db_queries);
         let began = Instant::now();
@@ -287,12 +310,12 @@ impl<DB: Database> Manager<DB> {
     }
 }
 
-/// Which connections a query may run on.
+/// Which connections a query runs on.
 #[derive(Clone, Copy)]
 enum Lane {
-    /// The pool's.
+    /// The pool's, admitted by the gate.
     Pool,
-    /// The writer's, if the manager has one (else the pool's).
+    /// The writer's (a write, when the manager has a writer).
     Writer,
 }
 

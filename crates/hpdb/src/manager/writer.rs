@@ -55,6 +55,9 @@ pub(crate) struct Slot<DB: Database> {
     conn: Option<DB::Connection>,
     /// The version last read on `conn`.
     seen: Option<i64>,
+    /// The manager closed: no connection is opened again, and a write
+    /// fails as a read does (`Error::Closed`).
+    closed: bool,
 }
 
 /// The writer lane.
@@ -100,6 +103,7 @@ impl<DB: Database> Writer<DB> {
             slot: Arc::new(Mutex::new(Slot {
                 conn: None,
                 seen: None,
+                closed: false,
             })),
             options,
             watch,
@@ -118,6 +122,9 @@ impl<DB: Database> Writer<DB> {
     /// reads the version, and clears the cache if it moved (or was unknown).
     async fn check(&self, held: &mut Held<DB>, control: &Control) -> Result<(), TakeError> {
         let slot = &mut *held.0;
+        if slot.closed {
+            return Err(TakeError::Open(sqlx::Error::PoolClosed));
+        }
         if slot.conn.is_none() {
             slot.conn = Some(self.options.connect().await.map_err(TakeError::Open)?);
             slot.seen = None;
@@ -153,6 +160,7 @@ impl<DB: Database> Writer<DB> {
         let conn = {
             let mut slot = self.slot.lock().await;
             slot.seen = None;
+            slot.closed = true;
             slot.conn.take()
         };
         if let Some(conn) = conn {
