@@ -92,13 +92,16 @@ impl UserDirectory {
             }
         }
         if !misses.is_empty() {
+            // Marked before the load: a user changed meanwhile (a write, the
+            // change stream) is not cached as it was before.
+            let read_at = self.db.control().read_mark();
             let loaded = self.db.store().user_cards(&misses).await?;
             for (id, card) in misses.iter().zip(loaded) {
                 if let Some(card) = card {
                     let opts = QueryOptions::default().tag(format!("user:{id}"));
                     self.db
                         .control()
-                        .put_cached(card_key(*id), &opts, card.clone())
+                        .put_cached_read_at(read_at, card_key(*id), &opts, card.clone())
                         .await;
                     found.insert(*id, card);
                 }

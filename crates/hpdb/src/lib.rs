@@ -74,7 +74,7 @@ pub use config::{
     ConsistencyConfig, HealthConfig, LeakConfig, ManagerConfig, PoolConfig, SharedConfig,
 };
 pub use consistency::{nines, ConsistencyStatus, Verdict, VerifyError, VerifyFuture, WithinStatus};
-pub use control::{health::HealthReport, Control};
+pub use control::{health::HealthReport, Control, ReadMark};
 pub use deadline::StatementDeadline;
 pub use error::{Error, TimeoutPhase};
 pub use leak::SuspectedLeak;

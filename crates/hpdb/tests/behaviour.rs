@@ -144,6 +144,28 @@ macro_rules! backend_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_value_read_before_an_invalidation_of_its_tag_is_not_cached() {
+                let h = harness(1, 2).await;
+                let opts = QueryOptions::default().tag("card:7");
+                // Read, then its tag invalidated, then stored: refused.
+                let before = h.manager.read_mark();
+                h.manager.invalidate_tag("card:7").await;
+                h.manager
+                    .put_cached_read_at(before, "c:7", &opts, Arc::new(70_i64))
+                    .await;
+                assert_eq!(h.manager.peek_cached::<i64>("c:7").await, None);
+                // Read after the invalidation: stored.
+                let after = h.manager.read_mark();
+                h.manager
+                    .put_cached_read_at(after, "c:7", &opts, Arc::new(71_i64))
+                    .await;
+                assert_eq!(
+                    h.manager.peek_cached::<i64>("c:7").await.as_deref(),
+                    Some(&71)
+                );
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn saturated_pool_serves_by_priority_then_fifo() {
                 let h = harness(1, 1).await;
                 let release = Arc::new(Notify::new());

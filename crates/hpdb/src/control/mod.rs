@@ -33,6 +33,7 @@ use self::{
 use crate::{
     cache::{decoder, weigh, CacheValue},
     config::{ConfigError, ManagerConfig},
+    invalidation::Seq,
     options::QueryOptions,
     shared::{
         api::{Invalidation, Update, Versioned},
@@ -53,6 +54,11 @@ impl std::fmt::Debug for Control {
         f.debug_struct("Control").finish_non_exhaustive()
     }
 }
+
+/// A position in the invalidation log, taken before a read (see
+/// [`Control::read_mark`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadMark(Seq);
 
 impl Control {
     /// The configuration the manager runs with.
@@ -120,6 +126,28 @@ impl Control {
         options: &QueryOptions,
         value: Arc<T>,
     ) {
+        let at = self.read_mark();
+        self.put_cached_read_at(at, key, options, value).await;
+    }
+
+    /// Where the invalidation log stands: take it *before* reading a value
+    /// the application caches itself, then store with
+    /// [`put_cached_read_at`](Self::put_cached_read_at).
+    pub fn read_mark(&self) -> ReadMark {
+        ReadMark(self.core.log.snapshot())
+    }
+
+    /// Caches `value`, read after `at`, under `key` like
+    /// [`put_cached`](Self::put_cached), unless its key or one of its tags
+    /// was invalidated since `at` (then the value may predate that write,
+    /// and nothing is stored).
+    pub async fn put_cached_read_at<T: CacheValue>(
+        &self,
+        at: ReadMark,
+        key: impl Into<Arc<str>>,
+        options: &QueryOptions,
+        value: Arc<T>,
+    ) {
         let key = key.into();
         let Some(size) = weigh(&key, &*value) else {
             return;
@@ -129,7 +157,7 @@ impl Control {
         };
         let tags: Arc<[Arc<str>]> = options.tags.clone().into();
         let fill = Fill {
-            since: self.core.log.snapshot(),
+            since: at.0,
             fetched_at: std::time::Instant::now(),
             ttl,
             stamp: None,
