@@ -185,6 +185,41 @@ async fn redis_slower_than_a_readers_budget_is_slow_not_away() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_went_on_without_redis_leaves_no_fill_lease_behind() {
+    let redis = RedisServer::start();
+    let db = database().await;
+    let ns = testkit::unique("ns");
+    let mut config = ManagerConfig::default();
+    config.shared.call_timeout = Duration::from_millis(200);
+    // A lease left behind would make other instances' readers of its key
+    // wait this long: far longer than this test looks.
+    config.shared.fill_lease = Duration::from_secs(30);
+    config.query_timeout = Duration::from_secs(60);
+    let b = instance_with(&db, &redis.url(), &ns, config).await;
+    let before = shared(&b);
+    // Misses (nothing cached anywhere) whose lookup, lease included, lands
+    // after the reader went on to the database.
+    assert_eq!(redis.cli(&["client", "pause", "400", "ALL"]).trim(), "OK");
+    for id in 1..=3 {
+        assert_eq!(*read(&b, id).await.value, 0, "every read is answered");
+    }
+    assert!(
+        shared(&b).redis_slow > before.redis_slow,
+        "the readers went on without Redis: {:?}",
+        shared(&b)
+    );
+    let leases = || redis.cli(&["--scan", "--pattern", &format!("{ns}:l:*")]);
+    assert!(
+        testkit::pg::eventually(Duration::from_secs(5), || async {
+            leases().trim().is_empty()
+        })
+        .await,
+        "fill leases left behind: {}",
+        leases()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_connections_killed() {
     let redis = RedisServer::start();
     let (_db, a, b) = two_instances(&redis.url()).await;

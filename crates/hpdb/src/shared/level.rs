@@ -3,10 +3,14 @@
 //! fill lease in the same round trip), waiting for another instance's fill,
 //! storing fills and updated values, fill leases, the hot set.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures::future::join_all;
+use redis::Script;
 
 use super::{
     budget::Patience,
@@ -83,6 +87,13 @@ impl Shared {
             self.read_tag_gens(tags, patience)
         );
         let (Ok((mut own, lease)), Ok(gens)) = (own, gens) else {
+            // The lease asked for may be ours though the answer is not
+            // (its SET landed, or lands after a reader went on without
+            // it): given back, or every other instance's reader of the key
+            // waits for it until it lapses (`REDIS_FILL_LEASE`).
+            if lease.is_some() {
+                self.release(Arc::from(key));
+            }
             return not_shared;
         };
         let lease = match lease {
@@ -360,13 +371,28 @@ impl Shared {
     }
 
     /// Gives back a fill lease without storing (the fill failed or was
-    /// invalidated).
+    /// invalidated), if this instance holds it: one that lapsed and was
+    /// taken by another instance meanwhile is not ours to drop. Sent after
+    /// the call that may have taken it, on the same connection, so it runs
+    /// after that call even if its caller stopped waiting for it (unless
+    /// the connection was replaced in between: the lease then lapses).
     pub(crate) fn release(self: &Arc<Self>, key: Arc<str>) {
+        static SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(
+                r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+                    return redis.call('DEL', KEYS[1])
+                  end
+                  return 0",
+            )
+        });
         let this = self.clone();
         tokio::spawn(async move {
-            let mut c = redis::cmd("DEL");
-            c.arg(this.names.lease(&key));
-            let _ = this.redis.query::<i64>(Patience::Patient, &c).await;
+            let mut invocation = SCRIPT.key(this.names.lease(&key));
+            invocation.arg(this.instance);
+            let _ = this
+                .redis
+                .run_script::<i64>(Patience::Patient, &invocation)
+                .await;
         });
     }
 
