@@ -58,6 +58,9 @@ struct Outcomes {
     stale: u64,
     /// Writes never seen on some instance within [`GIVE_UP`].
     lost: u64,
+    /// Writes the database refused or found nothing to insert for (not
+    /// a failure of the servers; reported apart).
+    not_inserted: u64,
     /// The first fresh read's own time (request → answer) on each
     /// instance, in ms: what a miss after the invalidation costs.
     fresh_read_ms: Vec<f64>,
@@ -287,23 +290,27 @@ async fn measure(target: &Target, direct: &str, universe: i64, w: Writes) -> any
         let (pool, out) = (outside.clone(), outcomes.clone());
         let (http, bases) = (target.http.clone(), target.bases.clone());
         tasks.push(tokio::spawn(async move {
-            // The follower: the first user from a point spread over the
-            // ids by the followee's (one follower for every write would
-            // make that user's aggregate change 200 times a second).
+            // The follower: the first user not yet following, from a point
+            // spread over the ids by the followee's, wrapping around (one
+            // follower for every write would make that user's aggregate
+            // change 200 times a second).
             let from = user.wrapping_mul(7919).rem_euclid(universe) + 1;
             let inserted = sqlx::query(
-                "INSERT INTO follows (follower_id, followee_id, created_at) \
-                 SELECT u.id, $1, 0 FROM users u WHERE u.id <> $1 AND u.id >= $2 AND NOT EXISTS \
-                 (SELECT 1 FROM follows f WHERE f.follower_id = u.id AND f.followee_id = $1) \
-                 ORDER BY u.id LIMIT 1",
+                "INSERT INTO follows (follower_id, followee_id, created_at) SELECT COALESCE( \
+                 (SELECT u.id FROM users u WHERE u.id >= $2 AND u.id <> $1 AND NOT EXISTS \
+                  (SELECT 1 FROM follows f WHERE f.follower_id = u.id AND f.followee_id = $1) \
+                  ORDER BY u.id LIMIT 1), \
+                 (SELECT u.id FROM users u WHERE u.id <> $1 AND NOT EXISTS \
+                  (SELECT 1 FROM follows f WHERE f.follower_id = u.id AND f.followee_id = $1) \
+                  ORDER BY u.id LIMIT 1)), $1, 0",
             )
             .bind(user)
-            .bind(from.min(universe - 1))
+            .bind(from)
             .execute(&pool)
             .await;
             let committed = Instant::now();
             if !matches!(inserted, Ok(r) if r.rows_affected() == 1) {
-                out.lock().expect("not poisoned").lost += 1;
+                out.lock().expect("not poisoned").not_inserted += 1;
                 return;
             }
             let t = Target::with_bases(http, bases);
@@ -366,6 +373,7 @@ async fn measure(target: &Target, direct: &str, universe: i64, w: Writes) -> any
         "busDeliveryLagMsPerInstance": delivery,
         "staleReads": o.stale,
         "lost": o.lost,
+        "notInserted": o.not_inserted,
         "leader": lead,
     }))
 }
