@@ -321,8 +321,10 @@ pub struct ManagerConfig {
     /// data_version` while no write uses it, so that another process's
     /// commit drops the cache within about this long (default 250 ms; each
     /// write checks too). `0` turns the watch off: writes go through the
-    /// pool, and other processes' writes stay cached until their TTL. See
-    /// `sqlite`.
+    /// pool, and other processes' writes stay cached until their TTL. The
+    /// watch exists only on managers built with
+    /// `ManagerBuilder::connect_sqlite` (`gistfans` does); `connect` and
+    /// `connect_with` leave it off. See `sqlite`.
     pub data_version_poll: Duration,
     /// The consistency monitor (`consistency`): sampled re-reads of cached
     /// entries after invalidations and writes.

@@ -18,6 +18,7 @@ const ADAPTIVE_TTL: &str = crate::env::CACHE_ADAPTIVE_TTL.name;
 /// What a piece of advice is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum AdviceKind {
     /// Hit rate below target: cache entries live longer.
     IncreaseCacheTtl,

@@ -12,9 +12,11 @@ use crate::metrics::{LatencyRecorder, Percentiles};
 /// Where the change stream stands on this instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum ChangeMode {
-    /// No consumer was started (SQLite, or the application did not ask):
-    /// writes made around this server stay cached until their TTL.
+    /// No consumer was started (the application did not ask, or a SQLite
+    /// manager built without `connect_sqlite`): writes made around this
+    /// server stay cached until their TTL.
     #[default]
     Off,
     /// Connecting, or waiting to retry after a failure.
@@ -62,7 +64,8 @@ pub struct ChangeStatus {
     /// Tag invalidations sent.
     pub tags_invalidated: u64,
     /// Times every cached entry was dropped (a slot created or recreated, a
-    /// table truncated, a row whose tags could not be found).
+    /// table truncated, a row whose tags could not be found; on SQLite,
+    /// another connection's commit, or a new writer connection).
     pub epochs: u64,
     /// Rows whose tags could not be found (see `MappingError`).
     pub mapping_failures: u64,
@@ -104,6 +107,12 @@ impl ChangeState {
         s.commit_to_received_ms = some(&self.received);
         s.commit_to_invalidated_ms = some(&self.invalidated);
         s
+    }
+
+    /// Forgets the commit-time latencies (with the other histograms).
+    pub(crate) fn reset_timings(&self) {
+        self.received.reset();
+        self.invalidated.reset();
     }
 
     /// Changes the figures.

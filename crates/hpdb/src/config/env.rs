@@ -427,6 +427,8 @@ mod tests {
                 "DB_CONSISTENCY_SECOND",
             ),
             (&[("DB_CONSISTENCY_QUEUE", "0")][..], "DB_CONSISTENCY_QUEUE"),
+            // Two delays: a queue of one could never take a key.
+            (&[("DB_CONSISTENCY_QUEUE", "1")][..], "DB_CONSISTENCY_QUEUE"),
             (
                 &[("DB_CONSISTENCY_CHECKS", "0")][..],
                 "DB_CONSISTENCY_CHECKS",

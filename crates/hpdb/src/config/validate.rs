@@ -138,6 +138,14 @@ impl ManagerConfig {
                 knob("consistency.sample_percent")
             )));
         }
+        // A key is queued for all its delays or not at all.
+        let delays = 1 + usize::from(c.second_delay.is_some());
+        if c.queue < delays {
+            return Err(ConfigError(format!(
+                "{} must hold at least one check per delay ({delays})",
+                knob("consistency.queue")
+            )));
+        }
         Ok(())
     }
 }

@@ -28,7 +28,9 @@
 //!   sampled while full is dropped, counted); at most
 //!   `DB_CONSISTENCY_CHECKS` run at once; a check due while a query waits at
 //!   the gate, or while the circuit is open, is skipped (counted): real
-//!   traffic first. Verifiers run their re-read at low priority.
+//!   traffic first. Verifiers should run their re-read at low priority
+//!   (the profiles' does; the cards' goes through the cards' batch loader,
+//!   at its normal priority).
 //! - **A check** (`control::consistency`) takes the entry the cache would
 //!   serve now (fresh or within the revalidation grace, current); nothing
 //!   there is `absent`, not a check. The verifier re-reads the truth and

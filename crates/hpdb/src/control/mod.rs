@@ -295,6 +295,7 @@ impl Control {
         self.core.refreshes.reset();
         self.core.leaks.reset();
         self.core.consistency.reset();
+        self.core.changes.reset_timings();
     }
 
     /// Pings idle connections, closes broken ones, refills the pool to its

@@ -131,8 +131,13 @@ impl<DB: Database> Writer<DB> {
         }
         let version = match self.watch.version(held.conn()).await {
             Ok(v) => v,
+            // A broken connection is replaced (and the next one, knowing no
+            // earlier version, clears the cache); a passing failure (a busy
+            // file) keeps the connection and what it saw.
             Err(e) => {
-                held.discard();
+                if crate::error::is_connection_error(&e) {
+                    held.discard();
+                }
                 return Err(TakeError::Check(e));
             }
         };
