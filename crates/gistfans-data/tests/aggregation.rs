@@ -9,19 +9,13 @@ use gistfans_data::{
     UserAggregate,
 };
 use hpdb::ManagerConfig;
+use testkit::TempDir;
 
 struct Env {
     service: DataAggregationService,
     url: String,
     pg: Option<testkit::pg::TestDatabase>,
     _dir: Option<TempDir>,
-}
-
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 async fn setup(url: &str) -> DataAggregationService {

@@ -14,19 +14,13 @@ use gistfans_data::{
     AggregateOptions, DataAggregationService, Db, Preload,
 };
 use hpdb::{ConsistencyStatus, ManagerConfig};
+use testkit::TempDir;
 
 struct Env {
     service: DataAggregationService,
     url: String,
     _pg: Option<testkit::pg::TestDatabase>,
     _dir: Option<TempDir>,
-}
-
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Every touched aggregate checked, 100 ms and 400 ms after its event.

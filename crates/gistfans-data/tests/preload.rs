@@ -10,13 +10,7 @@ use gistfans_data::{
     AggregateOptions, DataAggregationService, Db, Preload,
 };
 use hpdb::{ManagerConfig, Source};
-
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use testkit::TempDir;
 
 async fn service(rule: Preload) -> (DataAggregationService, TempDir) {
     let dir = std::env::temp_dir().join(testkit::unique("gf_preload"));

@@ -12,6 +12,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode},
     ConnectOptions, Connection, Sqlite, SqliteConnection,
 };
+use testkit::TempDir;
 
 /// How long a test waits for what must happen within a poll interval: far
 /// more than the interval, so that only a watch that never fires fails.
@@ -21,14 +22,6 @@ struct Db {
     manager: Manager<Sqlite>,
     options: SqliteConnectOptions,
     _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A fresh file with `t (id, v)`, rows 1..=3 with v = id * 10, and a

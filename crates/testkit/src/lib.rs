@@ -5,6 +5,7 @@
 //! - [`redis`]: a Redis of the test's own to kill, pause and restart, and the
 //!   local Redis Cluster.
 //! - [`Cleanup`]: asynchronous clean-up when a test ends, passed or failed.
+//! - [`TempDir`]: a directory of a test's own, removed when it ends.
 //! - [`pg`]: where the PostgreSQL tests connect, and the witnesses they ask
 //!   (`pg_stat_statements`, `pg_stat_activity`).
 //!
@@ -15,9 +16,11 @@ mod cleanup;
 pub mod pg;
 mod proxy;
 pub mod redis;
+mod temp_dir;
 
 pub use cleanup::Cleanup;
 pub use proxy::Proxy;
+pub use temp_dir::TempDir;
 
 /// A name unique to this process and call, for tables, keys and
 /// application names that tests running in parallel must not share.

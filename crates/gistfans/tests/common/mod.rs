@@ -16,6 +16,7 @@ use gistfans::{
 use gistfans_data::{seed::SeedConfig, Db};
 use reqwest::StatusCode;
 use serde_json::Value;
+pub use testkit::TempDir;
 
 pub struct App {
     pub base: String,
@@ -23,13 +24,6 @@ pub struct App {
     pub db: Db,
     pub _pg: Option<testkit::pg::TestDatabase>,
     pub _dir: Option<TempDir>,
-}
-
-pub struct TempDir(pub std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[derive(Clone, Copy, Debug)]

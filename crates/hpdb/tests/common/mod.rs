@@ -7,7 +7,7 @@
 
 #[cfg(feature = "sqlite")]
 use std::str::FromStr;
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use hpdb::{Manager, ManagerConfig};
 #[cfg(feature = "postgres")]
@@ -43,18 +43,10 @@ pub struct Harness<DB: sqlx::Database> {
     _dir: Option<TempDir>,
 }
 
-pub struct TempDir(pub PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use testkit::TempDir;
 
 pub fn temp_dir() -> TempDir {
-    let dir = std::env::temp_dir().join(testkit::unique("hpdb_test"));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
+    TempDir::new("hpdb_test")
 }
 
 const FILL: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
