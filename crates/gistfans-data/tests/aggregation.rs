@@ -1,54 +1,30 @@
 //! The aggregation service against real databases, seeded with small demo data.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::Env;
 use gistfans_data::{
-    baseline, migrate,
-    seed::{seed, SeedConfig},
-    AggregateOptions, DataAggregationService, Db, Include, NewPost, RenderedAggregate,
+    baseline, AggregateOptions, DataAggregationService, Db, Include, NewPost, RenderedAggregate,
     UserAggregate,
 };
 use hpdb::ManagerConfig;
-use testkit::TempDir;
 
-struct Env {
-    service: DataAggregationService,
-    url: String,
-    pg: Option<testkit::pg::TestDatabase>,
-    _dir: Option<TempDir>,
-}
-
-async fn setup(url: &str) -> DataAggregationService {
-    migrate(url, None).await.unwrap();
-    seed(url, &SeedConfig::small(), false).await.unwrap();
-    // These tests count queries: the consistency monitor's sampled
-    // re-reads (tests/consistency.rs) would add to them.
+/// These tests count queries: the consistency monitor's sampled re-reads
+/// (tests/consistency.rs) would add to them.
+fn config() -> ManagerConfig {
     let mut config = ManagerConfig::new();
     config.consistency.sample_percent = 0.0;
-    let db = Db::connect(url, config).await.unwrap();
-    DataAggregationService::new(db).with_preload(gistfans_data::Preload::Off)
+    config
 }
 
 async fn sqlite() -> Env {
-    let dir = std::env::temp_dir().join(testkit::unique("gf_data"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}/gf.db", dir.display());
-    Env {
-        service: setup(&url).await,
-        url,
-        pg: None,
-        _dir: Some(TempDir(dir)),
-    }
+    Env::sqlite(config()).await
 }
 
 async fn postgres() -> Env {
-    let pg = testkit::pg::TestDatabase::create().await;
-    Env {
-        service: setup(&pg.url).await,
-        url: pg.url.clone(),
-        pg: Some(pg),
-        _dir: None,
-    }
+    Env::postgres(config()).await
 }
 
 /// Integer pairs read with `sql` straight from the database, around the

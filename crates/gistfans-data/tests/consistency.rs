@@ -6,66 +6,40 @@
 //! (the key named, the figures counting it). Nothing is timed: the tests
 //! wait for the monitor's counters with a generous deadline.
 
+mod common;
+
 use std::time::Duration;
 
-use gistfans_data::{
-    migrate,
-    seed::{seed, SeedConfig},
-    AggregateOptions, DataAggregationService, Db, Preload,
-};
+use common::Env;
+use gistfans_data::AggregateOptions;
 use hpdb::{ConsistencyStatus, ManagerConfig};
-use testkit::TempDir;
-
-struct Env {
-    service: DataAggregationService,
-    url: String,
-    _pg: Option<testkit::pg::TestDatabase>,
-    _dir: Option<TempDir>,
-}
 
 /// Every touched aggregate checked, 100 ms and 400 ms after its event.
 /// SQLite's data-version watch is off: it would drop the cache at the
 /// plain-SQL write and leave the monitor nothing stale to find (the watch
 /// has its own tests, `sqlite_other_processes.rs`).
-async fn setup(url: &str) -> DataAggregationService {
-    migrate(url, None).await.unwrap();
-    seed(url, &SeedConfig::small(), false).await.unwrap();
+fn config() -> ManagerConfig {
     let mut c = ManagerConfig::new();
     c.data_version_poll = Duration::ZERO;
     c.consistency.sample_percent = 100.0;
     c.consistency.first_delay = Duration::from_millis(100);
     c.consistency.second_delay = Some(Duration::from_millis(400));
-    let db = Db::connect(url, c).await.unwrap();
-    DataAggregationService::new(db).with_preload(Preload::Off)
+    c
 }
 
 async fn sqlite() -> Env {
-    let dir = std::env::temp_dir().join(testkit::unique("gf_consistency"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}/gf.db", dir.display());
-    Env {
-        service: setup(&url).await,
-        url,
-        _pg: None,
-        _dir: Some(TempDir(dir)),
-    }
+    Env::sqlite(config()).await
 }
 
 async fn postgres() -> Env {
-    let pg = testkit::pg::TestDatabase::create().await;
-    Env {
-        service: setup(&pg.url).await,
-        url: pg.url.clone(),
-        _pg: Some(pg),
-        _dir: None,
-    }
+    Env::postgres(config()).await
 }
 
 /// Runs `sql` around the service, on a connection of its own.
 async fn around(env: &Env, sql: &str) {
     // Safe: test SQL, interpolating only integer ids.
     let sql = sqlx::AssertSqlSafe(sql.to_string());
-    if env._pg.is_some() {
+    if env.pg.is_some() {
         let pool = sqlx::PgPool::connect(&env.url).await.unwrap();
         sqlx::raw_sql(sql).execute(&pool).await.unwrap();
         pool.close().await;
@@ -81,7 +55,7 @@ async fn strangers(env: &Env, id: i64) -> (i64, i64) {
     let sql = format!("SELECT follower_id FROM follows WHERE followee_id = {id}");
     // Safe: test SQL, interpolating only an integer id.
     let sql = sqlx::AssertSqlSafe(sql);
-    let followers: Vec<i64> = if env._pg.is_some() {
+    let followers: Vec<i64> = if env.pg.is_some() {
         let pool = sqlx::PgPool::connect(&env.url).await.unwrap();
         sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap()
     } else {
