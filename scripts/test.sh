@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, with its set-up: starts PostgreSQL (with
 # pg_stat_statements), Redis, our PgBouncer (127.0.0.1:6432, transaction
-# mode), a local Redis Cluster (127.0.0.1:7000-7005), MariaDB
+# mode), a local Redis Cluster (127.0.0.1:7000-7005), a streaming replica
+# of that PostgreSQL (hot standby, 127.0.0.1:5433), MariaDB
 # (127.0.0.1:3306) and headless Chromium if they are down, then runs every test of every crate (unit, integration,
 # doc). No test skips: one that needs a service fails when it cannot reach it.
 # Every stage runs even when an earlier one fails (the exit status says
