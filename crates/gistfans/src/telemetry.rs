@@ -190,6 +190,9 @@ pub fn render(
     tuning_metrics(&s.tuning);
     change_metrics(&s.changes);
     consistency_metrics(&s.consistency);
+    if let Some(r) = &s.replicas {
+        replica_metrics(r);
+    }
     for (outcome, value) in [
         ("issued", preload.issued),
         ("used", preload.used),
@@ -323,6 +326,38 @@ fn change_metrics(c: &hpdb::changes::ChangeStatus) {
     ] {
         counter!(name).absolute(value);
     }
+}
+
+/// Reads on replicas (hpdb's `replica`): per replica (labelled by its
+/// position in `DB_REPLICA_URLS`: bounded by the configuration) its replay
+/// lag, whether it is in rotation, reads routed, waits and failures; and
+/// the reads that ran on the primary instead, by why.
+fn replica_metrics(r: &hpdb::ReplicasStatus) {
+    use metrics::{counter, gauge};
+    for (i, replica) in r.replicas.iter().enumerate() {
+        let index = i.to_string();
+        gauge!("hpdb_replica_lag_bytes", "replica" => index.clone()).set(replica.lag_bytes as f64);
+        gauge!("hpdb_replica_lag_seconds", "replica" => index.clone())
+            .set(replica.lag_ms as f64 / 1000.0);
+        gauge!("hpdb_replica_in_rotation", "replica" => index.clone())
+            .set(f64::from(u8::from(replica.in_rotation)));
+        for (name, value) in [
+            ("hpdb_replica_reads_total", replica.routed),
+            ("hpdb_replica_waits_total", replica.waited),
+            ("hpdb_replica_failures_total", replica.failed),
+            ("hpdb_replica_poll_failures_total", replica.poll_failures),
+        ] {
+            counter!(name, "replica" => index.clone()).absolute(value);
+        }
+    }
+    for (why, value) in [
+        ("behind", r.fallbacks_behind),
+        ("unavailable", r.fallbacks_unavailable),
+        ("replica_failed", r.retried_on_primary),
+    ] {
+        counter!("hpdb_replica_fallbacks_total", "why" => why).absolute(value);
+    }
+    gauge!("hpdb_replica_floors").set(r.floors as f64);
 }
 
 /// The consistency monitor's figures (hpdb::consistency), per delay

@@ -329,6 +329,45 @@ pub struct ManagerConfig {
     /// The consistency monitor (`consistency`): sampled re-reads of cached
     /// entries after invalidations and writes.
     pub consistency: ConsistencyConfig,
+    /// PostgreSQL streaming replicas that reads may use (`replica`).
+    pub replica: ReplicaConfig,
+}
+
+/// Streaming replicas of a PostgreSQL primary: reads run there once the
+/// replica has replayed every write they must see (see the `replica`
+/// module). Off while `urls` is empty.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaConfig {
+    /// One URL per replica (`DB_REPLICA_URLS`, comma-separated); empty: every
+    /// query goes to the primary.
+    #[serde(serialize_with = "redacted_all")]
+    pub urls: Vec<String>,
+    /// Longest a read waits for a replica to replay what it must see before
+    /// it goes to the primary (default 10 ms).
+    pub wait: Duration,
+    /// A replica further behind than this leaves the rotation, and comes
+    /// back once under half of it (default 5 s). Reads with a floor are
+    /// exact whatever the lag; this bounds how old the data of a read
+    /// without one (nobody wrote what it reads lately) may be.
+    pub max_lag: Duration,
+    /// How often each replica's replay position is read (default 10 ms; a
+    /// waiting read also asks for one at once).
+    pub poll: Duration,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            wait: Duration::from_millis(10),
+            max_lag: Duration::from_secs(5),
+            poll: Duration::from_millis(10),
+        }
+    }
+}
+
+fn redacted_all<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| crate::redact::redacted_url(u)))
 }
 
 /// The consistency monitor: after an invalidation or an update in place,
@@ -442,6 +481,7 @@ impl Default for ManagerConfig {
             shared: SharedConfig::default(),
             data_version_poll: Duration::from_millis(250),
             consistency: ConsistencyConfig::default(),
+            replica: ReplicaConfig::default(),
         }
     }
 }

@@ -107,6 +107,20 @@ pub enum Error {
     /// The pool was closed.
     #[error("the connection pool is closed")]
     Closed,
+    /// A read routed to a replica lost its connection there (the replica
+    /// stopped or failed mid-query). [`Manager::execute_read_then`](crate::Manager::execute_read_then)
+    /// runs it again on the primary; only a caller that set
+    /// [`QueryOptions::replica`] itself sees this.
+    #[error("query `{key}` failed on replica {replica}: {source}")]
+    Replica {
+        /// The query key.
+        key: Arc<str>,
+        /// The replica's URL, password hidden.
+        replica: String,
+        /// The underlying sqlx error.
+        #[source]
+        source: Arc<sqlx::Error>,
+    },
 }
 
 impl Error {
@@ -114,7 +128,10 @@ impl Error {
     /// these count towards the circuit breaker and allow stale-if-error.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Connect { .. } | Error::CircuitOpen { .. } | Error::Closed => true,
+            Error::Connect { .. }
+            | Error::CircuitOpen { .. }
+            | Error::Closed
+            | Error::Replica { .. } => true,
             Error::Timeout { phase, .. } => *phase == TimeoutPhase::Acquire,
             Error::Query { source, .. } => is_connection_error(source),
             _ => false,

@@ -55,6 +55,7 @@ pub mod postgres;
 mod query;
 mod redact;
 mod refresh;
+mod replica;
 mod shared;
 mod single_flight;
 #[cfg(feature = "sqlite")]
@@ -71,7 +72,8 @@ pub use cache::{CacheEntry, CacheLayer, CacheStats, CacheValue};
 pub use config::env;
 pub use config::{
     AdmissionConfig, AdvisorConfig, BatchConfig, CacheConfig, CachePolicy, ConfigError,
-    ConsistencyConfig, HealthConfig, LeakConfig, ManagerConfig, PoolConfig, SharedConfig,
+    ConsistencyConfig, HealthConfig, LeakConfig, ManagerConfig, PoolConfig, ReplicaConfig,
+    SharedConfig,
 };
 pub use consistency::{nines, ConsistencyStatus, Verdict, VerifyError, VerifyFuture, WithinStatus};
 pub use control::{health::HealthReport, Control, ReadMark};
@@ -85,6 +87,7 @@ pub use options::{Priority, QueryOptions, Source};
 pub use query::{QueryFn, QueryResult};
 pub use redact::redacted_url;
 pub use refresh::RefreshStatus;
+pub use replica::{ReplicaStatus, ReplicasStatus, FLOOR_NAMES};
 pub use shared::api::{Delivery, Invalidation, Versioned};
 pub use shared::lock::TagLocks;
 pub use shared::status::SharedStatus;

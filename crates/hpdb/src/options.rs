@@ -69,6 +69,14 @@ pub struct QueryOptions {
     /// every write of ours there, a commit that check sees is someone
     /// else's (see `sqlite`). Elsewhere it changes nothing.
     pub writes: bool,
+    /// The read may run on a replica that has replayed every write it must
+    /// see (default false; see the `replica` module). Set by
+    /// [`Manager::execute_read_then`](crate::Manager::execute_read_then),
+    /// which also runs it again on the primary if its replica fails
+    /// mid-query; set by hand, such a failure is the caller's
+    /// ([`Error::Replica`](crate::Error::Replica)). Ignored for a query
+    /// marked [`writes`](Self::writes) and without `DB_REPLICA_URLS`.
+    pub replica: bool,
 }
 
 impl Default for QueryOptions {
@@ -85,6 +93,7 @@ impl Default for QueryOptions {
             refresh_ahead: true,
             stale_while_revalidate: true,
             writes: false,
+            replica: false,
         }
     }
 }

@@ -105,4 +105,8 @@ pub struct Status {
     /// database some time after an invalidation or write, found stale, and
     /// the nines.
     pub consistency: ConsistencyStatus,
+    /// Reads on replicas (`DB_REPLICA_URLS`; `None` without): each
+    /// replica's replay position and lag, reads routed, waits, fallbacks
+    /// to the primary.
+    pub replicas: Option<crate::ReplicasStatus>,
 }

@@ -16,6 +16,7 @@ mod cleanup;
 pub mod pg;
 mod proxy;
 pub mod redis;
+pub mod replica;
 mod temp_dir;
 
 pub use cleanup::Cleanup;

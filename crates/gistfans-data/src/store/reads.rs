@@ -105,7 +105,9 @@ where
         include: Include,
     ) -> BoxFuture<'_, Result<QueryResult<CachedAggregate>, hpdb::Error>> {
         let day = today();
-        Box::pin(self.manager.execute_query_then(
+        // A replica may answer (`DB_REPLICA_URLS`) once it has replayed
+        // every write to this user this read must see.
+        Box::pin(self.manager.execute_read_then(
             key,
             options,
             move |conn| {

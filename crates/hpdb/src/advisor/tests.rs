@@ -33,6 +33,7 @@ fn quiet() -> Status {
         shared: None,
         changes: Default::default(),
         consistency: Default::default(),
+        replicas: None,
         tuning: crate::tuning::TuningStatus {
             pool: None,
             ttl_classes: None,

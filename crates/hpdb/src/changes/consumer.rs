@@ -325,8 +325,13 @@ impl Consumer<'_> {
                     self.state.received.record(at.elapsed().unwrap_or_default());
                 }
                 let (control, mapping) = (self.control.clone(), self.mapping.clone());
-                let task =
-                    tokio::spawn(apply(control, mapping, self.state.clone(), txn, committed));
+                let task = tokio::spawn(apply(
+                    control,
+                    mapping,
+                    self.state.clone(),
+                    txn,
+                    (committed, end_lsn),
+                ));
                 self.in_flight.push_back((end_lsn, task));
                 if self.in_flight.len() >= MAX_IN_FLIGHT {
                     if let Some((lsn, oldest)) = self.in_flight.pop_front() {
@@ -370,14 +375,15 @@ fn commit_instant(micros: i64) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(POSTGRES_EPOCH_UNIX_SECONDS) + since)
 }
 
-/// Invalidates what a committed transaction changed; records the time from
-/// its commit when it changed anything of ours.
+/// Invalidates what a committed transaction changed (its end position is
+/// the tags' replica floor); records the time from its commit when it
+/// changed anything of ours.
 async fn apply(
     control: Control,
     mapping: Mapping,
     state: Arc<ChangeState>,
     txn: Txn,
-    committed: Option<SystemTime>,
+    (committed, end): (Option<SystemTime>, Lsn),
 ) {
     if txn.own {
         state.update(|s| {
@@ -402,11 +408,12 @@ async fn apply(
             }
         }
     }
+    let end = end.as_u64();
     if everything {
-        control.clear_cache().await;
+        control.clear_cache_at(end).await;
     } else {
         let control = &control;
-        futures::future::join_all(tags.iter().map(|t| control.invalidate_tag(t))).await;
+        futures::future::join_all(tags.iter().map(|t| control.invalidate_tag_at(t, end))).await;
     }
     if everything || !tags.is_empty() {
         if let Some(at) = committed {

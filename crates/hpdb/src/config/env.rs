@@ -251,6 +251,14 @@ env_vars! {
     /// Most consistency checks running at once (low priority, skipped while a query waits for a
     /// connection).
     CONSISTENCY_CHECKS = "DB_CONSISTENCY_CHECKS" => consistency.max_checks;
+    /// PostgreSQL streaming replicas reads may use, comma-separated URLs (empty: the primary only).
+    REPLICA_URLS = "DB_REPLICA_URLS" => replica.urls;
+    /// Longest a read waits for a replica to replay the writes it must see before going to the primary.
+    REPLICA_WAIT = "DB_REPLICA_WAIT" => replica.wait;
+    /// A replica further behind leaves the rotation (back once under half of it).
+    REPLICA_MAX_LAG = "DB_REPLICA_MAX_LAG" => replica.max_lag;
+    /// How often each replica's replay position is read.
+    REPLICA_POLL = "DB_REPLICA_POLL" => replica.poll;
 }
 
 impl ManagerConfig {

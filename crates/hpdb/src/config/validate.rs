@@ -22,6 +22,8 @@ impl ManagerConfig {
             ("shared.bus_lease", self.shared.bus_lease),
             ("shared.fill_lease", self.shared.fill_lease),
             ("consistency.first_delay", self.consistency.first_delay),
+            ("replica.max_lag", self.replica.max_lag),
+            ("replica.poll", self.replica.poll),
         ];
         if let Some((field, _)) = above_zero.iter().find(|(_, d)| d.is_zero()) {
             return bad(format!("{} must be above zero", knob(field)));

@@ -61,6 +61,8 @@ pub(crate) trait PoolOps: Send + Sync {
     fn close(&self) -> BoxFuture<'_, ()>;
     /// One health check (see [`Control::health_check`](crate::Control::health_check)).
     fn health_check<'a>(&'a self, core: &'a Core) -> BoxFuture<'a, HealthReport>;
+    /// What is known of the replicas reads may use, if any.
+    fn replicas(&self) -> Option<Arc<crate::replica::Board>>;
 }
 
 /// The backend-free state of one manager, shared by its clones and its
@@ -91,6 +93,8 @@ pub(crate) struct Core {
     pub(crate) changes: Arc<ChangeState>,
     /// The consistency monitor: verifiers, waiting checks, figures.
     pub(crate) consistency: Arc<Monitor>,
+    /// The replicas and the floors (`replica`), with `DB_REPLICA_URLS`.
+    pub(crate) replicas: Option<Arc<crate::replica::Board>>,
 }
 
 impl Drop for Core {
@@ -122,6 +126,7 @@ impl Core {
             shared: shared::build(&config.shared)?,
             changes: Arc::default(),
             consistency: Arc::new(Monitor::new(&config.consistency)),
+            replicas: pool.replicas(),
             pool,
             config,
         })

@@ -71,26 +71,47 @@ impl Control {
     /// With a shared level, other instances drop theirs too (see
     /// [`Invalidation`]). Runs to completion in a task of its own.
     pub async fn invalidate(&self, key: &str) -> Invalidation {
-        self.invalidate_in_task(Kind::Key, key).await
+        self.invalidate_in_task(Kind::Key, key, None).await
     }
 
     /// Drops every cached result tagged `tag`, with the same guarantee.
     pub async fn invalidate_tag(&self, tag: &str) -> Invalidation {
-        self.invalidate_in_task(Kind::Tag, tag).await
+        self.invalidate_in_task(Kind::Tag, tag, None).await
     }
 
     /// Drops every cached result, on every instance.
     pub async fn clear_cache(&self) -> Invalidation {
-        self.invalidate_in_task(Kind::Clear, "").await
+        self.invalidate_in_task(Kind::Clear, "", None).await
+    }
+
+    /// [`invalidate_tag`](Self::invalidate_tag) for a write whose commit
+    /// ended at WAL position `lsn` (the change stream's): the tag's replica
+    /// floor is that position, not the primary's position now.
+    #[cfg(feature = "changes")]
+    pub(crate) async fn invalidate_tag_at(&self, tag: &str, lsn: u64) -> Invalidation {
+        self.invalidate_in_task(Kind::Tag, tag, Some(lsn)).await
+    }
+
+    /// [`clear_cache`](Self::clear_cache) for a write that ended at `lsn`.
+    #[cfg(feature = "changes")]
+    pub(crate) async fn clear_cache_at(&self, lsn: u64) -> Invalidation {
+        self.invalidate_in_task(Kind::Clear, "", Some(lsn)).await
     }
 
     /// The shared generation bumped first (no instance serves a shared
     /// entry from before it from then on), this instance's cache next, the
     /// bus last; in a task of its own, so that a caller that goes away
     /// leaves no step undone.
-    async fn invalidate_in_task(&self, kind: Kind, name: &str) -> Invalidation {
+    /// The name's replica floor is recorded first (`replica`: before any
+    /// entry is dropped, so no reader misses one without its floor).
+    async fn invalidate_in_task(&self, kind: Kind, name: &str, at: Option<u64>) -> Invalidation {
         let (core, owned) = (self.core.clone(), name.to_string());
-        let task = tokio::spawn(async move { core.shared.invalidate(&*core, kind, &owned).await });
+        let task = tokio::spawn(async move {
+            if let Some(board) = &core.replicas {
+                board.record(kind, &owned, at).await;
+            }
+            core.shared.invalidate(&*core, kind, &owned).await
+        });
         match task.await {
             Ok(done) => done,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

@@ -76,6 +76,7 @@ impl Control {
             tuning: core.tuning.status(&core.config.pool),
             changes: core.changes.status(),
             consistency: core.consistency.status(),
+            replicas: core.replicas.as_ref().map(|b| b.status()),
         }
     }
 

@@ -41,31 +41,36 @@ use crate::{
     metrics::inc,
     options::Priority,
     query::QueryFn,
+    replica::ReplicaState,
 };
 
 impl<DB: Database> Manager<DB> {
     /// Waits for admission, then runs `query` on a connection (the writer
-    /// connection if it `writes` and the manager has one).
+    /// connection if it `writes` and the manager has one; a replica's that
+    /// has replayed `floor`, if given and there is one in time).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn admit_and_run<T, F: QueryFn<DB, T>>(
         &self,
         key: &Arc<str>,
         priority: Priority,
         writes: bool,
+        floor: Option<u64>,
         started: Instant,
         deadline: Instant,
         query: F,
     ) -> Result<T, Error> {
         let queued_at = Instant::now();
-        let lane = match writes && self.db.writer.is_some() {
-            true => Lane::Writer,
-            false => Lane::Pool,
+        let lane = match (writes && self.db.writer.is_some(), floor) {
+            (true, _) => Lane::Writer,
+            (false, Some(floor)) if self.db.replicas.is_some() => Lane::Replica(floor),
+            (false, _) => Lane::Pool,
         };
         let permit = match lane {
             // The writer connection is outside the pool: its own lock is
             // its gate (one write at a time), and a write waiting for it
             // holds no slot a reader could use.
             Lane::Writer => None,
-            Lane::Pool => Some(
+            Lane::Pool | Lane::Replica(_) => Some(
                 timeout_at(deadline, self.core().gate.acquire(priority))
                     .await
                     .map_err(|_| timeout_error(key, TimeoutPhase::Queued, started))?,
@@ -132,16 +137,17 @@ impl<DB: Database> Manager<DB> {
             Ok(conn) => conn,
             Err(e) => {
                 // Waiting for the writer says nothing about the pool's size.
-                if matches!(e, Error::Timeout { .. }) && matches!(lane, Lane::Pool) {
+                if matches!(e, Error::Timeout { .. }) && !matches!(lane, Lane::Writer) {
                     core.tuning.overloaded();
                 }
                 return Err(e);
             }
         };
-        if matches!(lane, Lane::Pool) {
+        if !matches!(lane, Lane::Writer) {
             core.metrics.record_wait(queued_at.elapsed());
         }
         let _held = core.leaks.hold(key);
+        let on_replica = conn.replica();
         inc(&core.metrics.c.db_queries);
         let began = Instant::now();
         let left = deadline.saturating_duration_since(began);
@@ -162,13 +168,31 @@ impl<DB: Database> Manager<DB> {
             Ok(Err(e)) if is_query_cancelled(&e) && Instant::now() >= deadline => {
                 Err(timeout_error(key, TimeoutPhase::Execute, started))
             }
+            // A replica's failure is the replica's: its own breaker, and
+            // the caller may run the read again on the primary.
+            Ok(Err(e)) if is_connection_error(&e) && on_replica.is_some() => {
+                let state = on_replica.as_ref().expect("a replica connection");
+                if is_unreachable(&e) {
+                    state.lost();
+                }
+                state
+                    .c
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                conn.discard();
+                Err(Error::Replica {
+                    key: key.clone(),
+                    replica: state.name.clone(),
+                    source: Arc::new(e),
+                })
+            }
             Ok(Err(e)) => {
                 if is_connection_error(&e) {
                     if is_unreachable(&e) {
                         self.core().connection_failed();
                     }
                     conn.discard();
-                } else {
+                } else if on_replica.is_none() {
                     core.breaker.on_success();
                 }
                 Err(Error::Query {
@@ -177,16 +201,20 @@ impl<DB: Database> Manager<DB> {
                 })
             }
             Ok(Ok(v)) => {
-                core.breaker.on_success();
+                if on_replica.is_none() {
+                    core.breaker.on_success();
+                }
                 Ok(v)
             }
         };
-        // What the database's answers say about it: the time a query took
+        // What the primary's answers say about it: the time a query took
         // (one cut short by its deadline took at least that); a query's own
         // error says nothing about the database's load.
         match &result {
-            Ok(_) | Err(Error::Timeout { .. }) => core.tuning.served(began.elapsed()),
-            Err(_) => {}
+            Ok(_) | Err(Error::Timeout { .. }) if on_replica.is_none() => {
+                core.tuning.served(began.elapsed())
+            }
+            _ => {}
         }
         // The connection goes back before the slot is handed on.
         drop(conn);
@@ -203,8 +231,17 @@ impl<DB: Database> Manager<DB> {
         started: Instant,
         deadline: Instant,
     ) -> Result<Conn<DB>, Error> {
-        let writer = match (lane, &self.db.writer) {
-            (Lane::Writer, Some(writer)) => writer,
+        let writer = match (lane, &self.db.writer, &self.db.replicas) {
+            (Lane::Writer, Some(writer), _) => writer,
+            (Lane::Replica(floor), _, Some(replicas)) => {
+                if let Ok((i, conn)) = replicas.connection(floor, deadline).await {
+                    return Ok(Conn::Replica(replicas.board.replicas[i].clone(), conn));
+                }
+                return self
+                    .acquire_connection(key, started, deadline)
+                    .await
+                    .map(Conn::Pooled);
+            }
             _ => {
                 return self
                     .acquire_connection(key, started, deadline)
@@ -317,26 +354,38 @@ enum Lane {
     Pool,
     /// The writer's (a write, when the manager has a writer).
     Writer,
+    /// A replica's that has replayed this position, admitted by the gate;
+    /// the pool's if none has in time.
+    Replica(u64),
 }
 
 /// A connection held for one query.
 enum Conn<DB: Database> {
     Pooled(PoolConnection<DB>),
     Writer(Held<DB>),
+    Replica(Arc<ReplicaState>, PoolConnection<DB>),
 }
 
 impl<DB: Database> Conn<DB> {
     fn conn(&mut self) -> &mut DB::Connection {
         match self {
-            Conn::Pooled(c) => c,
+            Conn::Pooled(c) | Conn::Replica(_, c) => c,
             Conn::Writer(h) => h.conn(),
+        }
+    }
+
+    /// The replica it is on, if it is.
+    fn replica(&self) -> Option<Arc<ReplicaState>> {
+        match self {
+            Conn::Replica(state, _) => Some(state.clone()),
+            _ => None,
         }
     }
 
     /// Not to be used again: the query broke it.
     fn discard(&mut self) {
         match self {
-            Conn::Pooled(c) => c.close_on_drop(),
+            Conn::Pooled(c) | Conn::Replica(_, c) => c.close_on_drop(),
             Conn::Writer(h) => h.discard(),
         }
     }
@@ -358,7 +407,7 @@ const REFUSAL_PROBE_AFTER: Duration = Duration::from_millis(100);
 /// [`REFUSAL_PROBE_AFTER`], one direct connection attempt outside the pool
 /// tells refused from slow: its error ends the open at once; its success
 /// means the database is up but slow, and the pool's open goes on.
-pub(super) async fn open_connection<DB: Database>(
+pub(crate) async fn open_connection<DB: Database>(
     pool: &Pool<DB>,
 ) -> Result<PoolConnection<DB>, sqlx::Error> {
     let open = pool.acquire();

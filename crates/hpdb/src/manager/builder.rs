@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use sqlx::{pool::PoolOptions, Connection, Database};
-use tokio::sync::Semaphore;
+use tokio::{sync::Semaphore, task::JoinHandle};
 
 use super::{
     writer::{WriteWatch, Writer},
@@ -17,6 +17,7 @@ use crate::{
     deadline::{SessionDeadline, StatementDeadline},
     error::pooler_hint,
     redact::redacted_url,
+    replica::Replicas,
 };
 
 /// Failure to start a manager.
@@ -63,6 +64,9 @@ pub struct ManagerBuilder<DB: Database> {
     session: Option<Arc<dyn SessionDeadline<DB>>>,
     watch: Option<Arc<dyn WriteWatch<DB>>>,
     background: bool,
+    /// Replicas reads may use, with their pollers (PostgreSQL's
+    /// `connect_target` sets them from `DB_REPLICA_URLS`).
+    replicas: Option<(Replicas<DB>, Vec<JoinHandle<()>>)>,
 }
 
 impl<DB: Database> Manager<DB> {
@@ -75,6 +79,7 @@ impl<DB: Database> Manager<DB> {
             session: None,
             watch: None,
             background: true,
+            replicas: None,
         }
     }
 
@@ -116,6 +121,18 @@ impl<DB: Database> ManagerBuilder<DB> {
     /// connections' commits, every `data_version_poll` while idle (see
     /// `writer`; `sqlite` installs SQLite's). Nothing while that is 0.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    /// The configuration being built.
+    pub(crate) fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// Replicas reads may use, and the tasks that poll them (stopped with
+    /// the manager).
+    pub(crate) fn replicas(mut self, replicas: Replicas<DB>, tasks: Vec<JoinHandle<()>>) -> Self {
+        self.replicas = Some((replicas, tasks));
+        self
+    }
+
     pub(crate) fn write_watch(mut self, watch: impl WriteWatch<DB>) -> Self {
         self.watch = Some(Arc::new(watch));
         self
@@ -207,14 +224,20 @@ impl<DB: Database> ManagerBuilder<DB> {
             .watch
             .filter(|_| !poll.is_zero())
             .map(|watch| Arc::new(Writer::new(pool.connect_options(), watch)));
+        let (replicas, replica_tasks) = match self.replicas {
+            Some((r, tasks)) => (Some(r), tasks),
+            None => (None, Vec::new()),
+        };
         let db = Arc::new(DbPool {
             pool,
             deadline: self.deadline,
             session: self.session,
             opens: Arc::new(Semaphore::new(p.max_concurrent_opens.max(1) as usize)),
             writer: writer.clone(),
+            replicas,
         });
         let core = Arc::new(Core::new(config, db.clone())?);
+        core.tasks.lock().extend(replica_tasks);
         if self.background {
             tasks::start(&core);
             if let Some(writer) = &writer {

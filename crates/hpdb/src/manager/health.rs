@@ -7,6 +7,8 @@
 //! (`try_acquire`, never waiting), so it never holds a slot a query is
 //! queued for, nor exceeds `max_connections`.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use sqlx::{pool::PoolConnection, Connection, Database};
 use tokio::time::{timeout, Instant};
@@ -96,8 +98,15 @@ impl<DB: Database> PoolOps for DbPool<DB> {
         self.pool.is_closed()
     }
 
+    fn replicas(&self) -> Option<Arc<crate::replica::Board>> {
+        self.replicas.as_ref().map(|r| r.board.clone())
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if let Some(replicas) = &self.replicas {
+                futures::future::join_all(replicas.pools().iter().map(|p| p.close())).await;
+            }
             self.pool.close().await;
             if let Some(writer) = &self.writer {
                 writer.close().await;

@@ -54,6 +54,8 @@ mod refresh;
 mod store;
 pub(crate) mod writer;
 
+pub(crate) use acquire::open_connection;
+
 use std::{
     ops::Deref,
     sync::{Arc, Weak},
@@ -81,6 +83,8 @@ pub(crate) struct DbPool<DB: Database> {
     /// The writer lane, if the backend watches for other connections'
     /// commits (SQLite; see `writer`).
     writer: Option<Arc<writer::Writer<DB>>>,
+    /// Replicas reads may use (`replica`; PostgreSQL with `DB_REPLICA_URLS`).
+    replicas: Option<crate::replica::Replicas<DB>>,
 }
 
 /// The connection manager. Cheap to clone; clones share everything.

@@ -84,6 +84,7 @@
 //! says how to fix it.
 
 mod deadline;
+mod replica;
 mod target;
 
 use sqlx::Postgres;
@@ -100,8 +101,13 @@ impl ManagerBuilder<Postgres> {
     /// Connects to `target` and opens the minimum connections, with the
     /// statement deadline it needs. A connection failure names the URL
     /// (password hidden).
+    ///
+    /// With `DB_REPLICA_URLS`, reads made with
+    /// [`Manager::execute_read_then`] may run on those replicas (see the
+    /// `replica` module); their pools open connections on first use.
     pub async fn connect_target(self, target: &PgTarget) -> Result<Manager<Postgres>, BuildError> {
-        self.statement_deadline(target.statement_deadline())
+        self.with_replicas(target)?
+            .statement_deadline(target.statement_deadline())
             .connect_to(target.options().clone(), Some(target.redacted_url()))
             .await
     }
@@ -110,7 +116,18 @@ impl ManagerBuilder<Postgres> {
     /// [`build_lazy`](ManagerBuilder::build_lazy)), with the statement
     /// deadline it needs.
     pub fn build_lazy_target(self, target: &PgTarget) -> Result<Manager<Postgres>, BuildError> {
-        self.statement_deadline(target.statement_deadline())
+        self.with_replicas(target)?
+            .statement_deadline(target.statement_deadline())
             .build_lazy(target.options().clone())
+    }
+
+    /// The replicas `DB_REPLICA_URLS` names for `primary`, if any.
+    fn with_replicas(self, primary: &PgTarget) -> Result<Self, BuildError> {
+        match replica::start(primary, self.config())
+            .map_err(|e| BuildError::Config(crate::ConfigError(e.to_string())))?
+        {
+            Some((replicas, tasks)) => Ok(self.replicas(replicas, tasks)),
+            None => Ok(self),
+        }
     }
 }

@@ -125,6 +125,25 @@ impl EnvValue for Option<String> {
     }
 }
 
+/// Comma-separated URLs; empty: none.
+impl EnvValue for Vec<String> {
+    const UNIT: &'static str = "URLS";
+    fn parse(raw: &str) -> Result<Self, String> {
+        Ok(raw
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+    fn show(&self) -> String {
+        self.iter()
+            .map(|u| crate::redact::redacted_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 impl EnvValue for f64 {
     const UNIT: &'static str = "NUMBER";
     fn parse(raw: &str) -> Result<Self, String> {

@@ -1,0 +1,337 @@
+//! Reads on the real streaming replica (`scripts/replica.sh`: a hot
+//! standby of the test PostgreSQL on 127.0.0.1:5433, a second on 5434):
+//! a read after a write never runs on a replica that has not replayed it,
+//! while the replica's replay delay switches between 0 and 2 s; reads of
+//! rows nobody wrote lately run there (counted by the replica's own
+//! `pg_stat_statements`); a replica stopped under reads fails none of them.
+//! These tests never skip: an unreachable replica fails them. They run one
+//! at a time (`.config/nextest.toml`): they change the replicas' delay and
+//! stop one.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use hpdb::{postgres::PgTarget, Manager, ManagerConfig, QueryOptions, Source};
+use sqlx::{Connection, PgConnection, Postgres};
+
+const PRIMARY_PORT_DB: &str = "test";
+
+fn config(replica_ports: &[u16]) -> ManagerConfig {
+    let mut c = ManagerConfig::new();
+    c.pool.min_connections = 1;
+    c.pool.max_connections = 8;
+    c.replica.urls = replica_ports
+        .iter()
+        .map(|p| testkit::replica::url(*p, &testkit::pg::url()))
+        .collect();
+    // Reads with a floor are exact at any lag: keep the delayed replica in
+    // the rotation, so that the floors (not the lag bound) are what the
+    // first test checks.
+    c.replica.max_lag = Duration::from_secs(60);
+    c
+}
+
+async fn manager(config: ManagerConfig) -> Manager<Postgres> {
+    let target = PgTarget::from_url(&testkit::pg::url(), &config).unwrap();
+    Manager::builder(config)
+        .connect_target(&target)
+        .await
+        .expect("the primary answers")
+}
+
+/// A table of `rows` rows (id, v = 0), fresh.
+async fn table(name: &str, rows: i64) {
+    let mut c = PgConnection::connect(&testkit::pg::url()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id bigint PRIMARY KEY, v bigint NOT NULL); \
+         INSERT INTO {name} SELECT g, 0 FROM generate_series(1, {rows}) g"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+}
+
+async fn drop_table(name: &str) {
+    let mut c = PgConnection::connect(&testkit::pg::url()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {name}")))
+        .execute(&mut c)
+        .await
+        .unwrap();
+}
+
+/// Waits until the replica on `port` has the table with `rows` rows.
+async fn replayed(port: u16, name: &str, rows: i64) {
+    let url = testkit::replica::url(port, &testkit::pg::url());
+    for _ in 0..500 {
+        if let Ok(mut c) = PgConnection::connect(&url).await {
+            let n: Result<i64, _> =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {name}")))
+                    .fetch_one(&mut c)
+                    .await;
+            if n.ok() == Some(rows) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the replica on {port} did not replay {name}");
+}
+
+/// The value of row `id`, read where the manager routes it.
+async fn read(
+    m: &Manager<Postgres>,
+    table: &'static str,
+    id: i64,
+    options: QueryOptions,
+) -> Result<(i64, Source), hpdb::Error> {
+    let sql = format!("SELECT v /* replica-read */ FROM {table} WHERE id = $1");
+    let r = m
+        .execute_read_then(
+            format!("{table}:{id}"),
+            options.tag(format!("{table}:{id}")),
+            move |conn| {
+                Box::pin(async move {
+                    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                        .bind(id)
+                        .fetch_one(conn)
+                        .await
+                })
+            },
+            Ok,
+        )
+        .await?;
+    Ok((*r.value, r.source))
+}
+
+/// Sets row `id` to `v` on the primary and invalidates its tag: a write
+/// as the application makes one.
+async fn write(m: &Manager<Postgres>, table: &'static str, id: i64, v: i64) {
+    let sql = format!("UPDATE {table} SET v = $2 WHERE id = $1");
+    m.execute_query(
+        format!("w:{table}:{id}:{v}"),
+        QueryOptions::uncached().writes(),
+        move |conn| {
+            Box::pin(async move {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(v)
+                    .execute(conn)
+                    .await
+                    .map(|r| r.rows_affected() as i64)
+            })
+        },
+    )
+    .await
+    .expect("the write");
+    m.invalidate_tag(&format!("{table}:{id}")).await;
+}
+
+/// Calls of the test's read on the replica, by its own statistics.
+async fn replica_calls(port: u16) -> i64 {
+    let url = testkit::replica::url(port, &testkit::pg::url());
+    let mut c = PgConnection::connect(&url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(calls), 0)::int8 FROM pg_stat_statements WHERE query LIKE '%replica-read%' \
+         AND query NOT LIKE '%pg_stat_statements%'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap()
+}
+
+/// Puts the replica's replay delay back to 0 however the test ends.
+struct DelayReset(u16);
+
+impl Drop for DelayReset {
+    fn drop(&mut self) {
+        let port = self.0;
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(testkit::replica::set_delay(port, Duration::ZERO));
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_a_read_after_a_write_never_runs_where_the_write_is_not_replayed() {
+    const TABLE: &str = "replica_ryw";
+    const KEYS: i64 = 8;
+    const ROUNDS: i64 = 400;
+    let _ = PRIMARY_PORT_DB;
+    table(TABLE, KEYS).await;
+    replayed(5433, TABLE, KEYS).await;
+    let m = manager(config(&[5433])).await;
+    let _reset = DelayReset(5433);
+    let done = Arc::new(AtomicBool::new(false));
+    // The replay delay switches between 0 and 2 s while the pairs run.
+    let switcher = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut delayed = false;
+            while !done.load(Ordering::Relaxed) {
+                delayed = !delayed;
+                let d = if delayed {
+                    Duration::from_secs(2)
+                } else {
+                    Duration::ZERO
+                };
+                testkit::replica::set_delay(5433, d).await;
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+        })
+    };
+    let violations = Arc::new(AtomicU64::new(0));
+    let pairs = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (1..=KEYS)
+        .map(|id| {
+            let (m, violations, pairs) = (m.clone(), violations.clone(), pairs.clone());
+            tokio::spawn(async move {
+                for round in 1..=ROUNDS {
+                    write(&m, TABLE, id, round).await;
+                    let (seen, _) = read(&m, TABLE, id, QueryOptions::default()).await.unwrap();
+                    if seen != round {
+                        violations.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("row {id}: wrote {round}, read {seen}");
+                    }
+                    pairs.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    switcher.await.unwrap();
+    let status = m.status().replicas.expect("replicas configured");
+    eprintln!("{status:#?}");
+    assert_eq!(pairs.load(Ordering::Relaxed), (KEYS * ROUNDS) as u64);
+    assert_eq!(
+        violations.load(Ordering::Relaxed),
+        0,
+        "read-your-writes violated"
+    );
+    let replica = &status.replicas[0];
+    assert!(replica.routed > 0, "no read ran on the replica: {status:?}");
+    assert!(
+        status.fallbacks_behind > 0,
+        "the delayed replica never sent a read to the primary: {status:?}"
+    );
+    assert!(status.floors_recorded >= (KEYS * ROUNDS) as u64);
+    m.close().await;
+    drop_table(TABLE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_reads_of_rows_nobody_wrote_lately_run_on_the_replica() {
+    const TABLE: &str = "replica_share";
+    const ROWS: i64 = 1_000;
+    table(TABLE, ROWS).await;
+    replayed(5433, TABLE, ROWS).await;
+    testkit::replica::set_delay(5433, Duration::ZERO).await;
+    let m = manager(config(&[5433])).await;
+    // The poller has read the replica's position once.
+    for _ in 0..100 {
+        if m.status().replicas.unwrap().replicas[0].replay_lsn > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = replica_calls(5433).await;
+    for id in 1..=ROWS {
+        let (v, source) = read(&m, TABLE, id, QueryOptions::default()).await.unwrap();
+        assert_eq!((v, source), (0, Source::Database));
+    }
+    let on_replica = replica_calls(5433).await - before;
+    let status = m.status().replicas.unwrap();
+    eprintln!("{on_replica} of {ROWS} reads on the replica; {status:#?}");
+    assert!(
+        on_replica * 100 >= ROWS * 90,
+        "only {on_replica} of {ROWS} uncached reads ran on the replica"
+    );
+    assert_eq!(
+        status.replicas[0].routed as i64, on_replica,
+        "our count agrees with the replica's"
+    );
+    m.close().await;
+    drop_table(TABLE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_stopped_under_reads_fails_none_of_them() {
+    const TABLE: &str = "replica_stop";
+    const ROWS: i64 = 50;
+    testkit::replica::run(&["up", "5434"]);
+    table(TABLE, ROWS).await;
+    replayed(5434, TABLE, ROWS).await;
+    let m = manager(config(&[5434])).await;
+    let failures = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..6)
+        .map(|w| {
+            let (m, failures, reads, done) =
+                (m.clone(), failures.clone(), reads.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut id = w;
+                while !done.load(Ordering::Relaxed) {
+                    id = id % ROWS + 1;
+                    match read(&m, TABLE, id, QueryOptions::uncached()).await {
+                        Ok((0, _)) => {}
+                        Ok((v, _)) => panic!("row {id} read as {v}"),
+                        Err(e) => {
+                            eprintln!("read failed: {e}");
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let routed_before = m.status().replicas.unwrap().replicas[0].routed;
+    tokio::task::spawn_blocking(|| testkit::replica::run(&["stop", "5434"]))
+        .await
+        .unwrap();
+    let reads_at_stop = reads.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let status = m.status().replicas.unwrap();
+    eprintln!(
+        "{} reads, {reads_at_stop} before the stop; {status:#?}",
+        reads.load(Ordering::Relaxed)
+    );
+    assert!(
+        routed_before > 0,
+        "no read ran on the replica before it stopped"
+    );
+    assert!(
+        reads.load(Ordering::Relaxed) > reads_at_stop,
+        "reads went on after the stop"
+    );
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "a read failed while the replica stopped"
+    );
+    assert!(
+        !status.replicas[0].circuit.eq(&hpdb::CircuitState::Closed)
+            || status.replicas[0].replay_lsn == 0
+    );
+    m.close().await;
+    drop_table(TABLE).await;
+}
