@@ -20,16 +20,24 @@ const APP: &str = "gistfans_bench_witness";
 /// The database's own counters, when the database is PostgreSQL.
 pub struct Witness {
     pg: Option<(PgPool, String)>,
+    /// The same witness on each streaming replica the servers read from.
+    replicas: Vec<Witness>,
 }
 
 impl Witness {
     /// Connects to `url` if it is PostgreSQL with `pg_stat_statements`.
     pub async fn connect(url: Option<&str>) -> Witness {
         let Some(url) = url.filter(|u| u.starts_with("postgres")) else {
-            return Witness { pg: None };
+            return Witness {
+                pg: None,
+                replicas: Vec::new(),
+            };
         };
         let Ok(opts) = PgConnectOptions::from_str(url) else {
-            return Witness { pg: None };
+            return Witness {
+                pg: None,
+                replicas: Vec::new(),
+            };
         };
         let db = opts.get_database().unwrap_or("postgres").to_string();
         let pool = match PgPoolOptions::new()
@@ -40,26 +48,55 @@ impl Witness {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("bench: no PostgreSQL witness ({e})");
-                return Witness { pg: None };
+                return Witness {
+                    pg: None,
+                    replicas: Vec::new(),
+                };
             }
         };
-        if sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        // A hot standby refuses the CREATE (read-only) but has the view
+        // once the primary has the extension.
+        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&pool)
+            .await;
+        if sqlx::query("SELECT 1 FROM pg_stat_statements LIMIT 1")
             .execute(&pool)
             .await
             .is_err()
-            || sqlx::query("SELECT 1 FROM pg_stat_statements LIMIT 1")
-                .execute(&pool)
-                .await
-                .is_err()
         {
             eprintln!(
                 "bench: pg_stat_statements is not loaded; statements per page load will be missing"
             );
-            return Witness { pg: None };
+            return Witness {
+                pg: None,
+                replicas: Vec::new(),
+            };
         }
         Witness {
             pg: Some((pool, db)),
+            replicas: Vec::new(),
         }
+    }
+
+    /// Also witnesses each of `urls` (the servers' `DB_REPLICA_URLS`).
+    pub async fn with_replicas(mut self, urls: &[String]) -> Witness {
+        for url in urls {
+            self.replicas
+                .push(Box::pin(Witness::connect(Some(url))).await);
+        }
+        self
+    }
+
+    /// Statements the replicas executed in the database so far (their
+    /// pollers' included: that is work done there); `None` without any.
+    pub async fn replica_statements(&self) -> Option<i64> {
+        let mut total = None;
+        for r in &self.replicas {
+            if let Some(n) = r.statements().await {
+                total = Some(total.unwrap_or(0) + n);
+            }
+        }
+        total
     }
 
     /// Statements PostgreSQL executed in the database so far (the witness's own excluded).

@@ -358,6 +358,10 @@ fn replica_metrics(r: &hpdb::ReplicasStatus) {
         counter!("hpdb_replica_fallbacks_total", "why" => why).absolute(value);
     }
     gauge!("hpdb_replica_floors").set(r.floors as f64);
+    let p = &r.routing_ms;
+    for (quantile, ms) in [("0.5", p.p50), ("0.99", p.p99), ("1", p.max)] {
+        gauge!("hpdb_replica_routing_seconds", "quantile" => quantile).set(ms / 1000.0);
+    }
 }
 
 /// The consistency monitor's figures (hpdb::consistency), per delay

@@ -219,6 +219,35 @@
 
   // The consistency monitor: per delay, the nines (a lower bound while no
   // entry was found stale) with what they rest on.
+  // Reads on replicas: why reads stayed on the primary, and per replica its
+  // state, lag (bytes and time), reads routed there, waits and failures.
+  function replicas(r) {
+    if (!r) {
+      $("replicas-detail").textContent = "Every read goes to the primary (DB_REPLICA_URLS is not set).";
+      for (const id of ["replicas-behind", "replicas-unavailable", "replicas-retried", "replicas-strict"]) put(id, "", "–");
+      return;
+    }
+    $("replicas-detail").textContent = r.sharedFloors
+      ? "Floors travel with the shared level's generations: a read sees every write acknowledged on any instance."
+      : "Floors are this instance's own writes (no shared level).";
+    put("replicas-behind", r.fallbacksBehind);
+    put("replicas-unavailable", r.fallbacksUnavailable);
+    put("replicas-retried", r.retriedOnPrimary);
+    put("replicas-strict", r.strictReads);
+    const rows = r.replicas.map((x) => {
+      const tr = document.createElement("tr");
+      const state = x.circuit !== "closed" ? "Unreachable" : x.inRotation ? "In rotation" : "Out (lagging)";
+      const lag = fmt(x.lagBytes / 1024, 1) + " KiB, " + fmt(x.lagMs / 1000, 2) + " s";
+      for (const text of [x.name, state, lag, fmt(x.routed), fmt(x.waited), fmt(x.failed)]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.append(td);
+      }
+      return tr;
+    });
+    $("replicas-rows").replaceChildren(...rows);
+  }
+
   function consistency(c) {
     put("consistency-sampled", c.sampled, c.enabled ? fmt(c.sampled) : "Off (DB_CONSISTENCY_SAMPLE=0)");
     put("consistency-dropped", c.dropped);
@@ -270,6 +299,7 @@
     changes(s.changes);
     tuning(s.tuning);
     consistency(s.consistency);
+    replicas(s.replicas);
     advice("alerts", sample.alerts);
     advice("recommendations", sample.recommendations);
     const size = $("pool-size");

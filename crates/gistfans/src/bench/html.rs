@@ -169,6 +169,7 @@ mod tests {
             redis_budget_misses: Vec::new(),
             redis_slow_calls: Vec::new(),
             consistency: Vec::new(),
+            replicas: None,
         }
     }
 

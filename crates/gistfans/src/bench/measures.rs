@@ -48,6 +48,8 @@ pub struct Counts {
 pub struct Snapshot {
     /// pg_stat_statements total.
     pub statements: Option<i64>,
+    /// pg_stat_statements total on the replicas (`--replica-urls`).
+    pub replica_statements: Option<i64>,
     /// The admin monitor's status (every instance's added up).
     pub monitor: Option<Value>,
     /// Each instance's own status, in order.
@@ -66,6 +68,7 @@ impl Snapshot {
         };
         Snapshot {
             statements: w.statements().await,
+            replica_statements: w.replica_statements().await,
             monitor: (!instances.is_empty())
                 .then(|| super::server::merge_statuses(instances.clone())),
             instances,

@@ -29,6 +29,7 @@ mod consistency;
 mod html;
 mod measures;
 mod probe;
+mod replicas;
 mod report;
 mod scenario;
 mod server;
@@ -157,11 +158,24 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if let Some(scenario) = args.scenario {
         return scenario::run(scenario, &args).await;
     }
+    let replica_urls: Vec<String> = args
+        .manager
+        .get(&hpdb::env::REPLICA_URLS)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
     let witness = std::sync::Arc::new(
         gistfans_data::witness::Witness::connect(match &args.url {
             Some(_) => None,
             None => gistfans_data::session_url(&args.database_url, args.direct_url.as_deref()).ok(),
         })
+        .await
+        .with_replicas(&replica_urls)
         .await,
     );
     let mut reports = Vec::new();

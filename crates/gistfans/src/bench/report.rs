@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::{
     consistency::{self, Nines},
     measures::{Counts, Mode, Snapshot},
+    replicas::{self, Routing},
 };
 
 /// Latency percentiles, milliseconds.
@@ -95,6 +96,8 @@ pub struct ModeReport {
     /// The consistency monitor's checks that fell due while measuring, per
     /// delay, all instances (empty without the admin monitor).
     pub consistency: Vec<Nines>,
+    /// Reads on replicas while measuring (`--replica-urls`; `None` without).
+    pub replicas: Option<Routing>,
 }
 
 fn latency_of(h: &Histogram<u64>) -> Latency {
@@ -185,6 +188,7 @@ impl ModeReport {
             redis_commands_per_page_load: None,
             write_latency_ms: None,
             consistency: consistency::between(&before.instances, &after.instances),
+            replicas: replicas::between(before, after),
         }
     }
 
@@ -421,6 +425,12 @@ pub fn ratios(reports: &[ModeReport]) -> Vec<Vec<String>> {
             group.push(format!(
                 "at {c} users, consistency monitor (optimized): {}",
                 consistency::sentence(&o.consistency)
+            ));
+        }
+        if let Some(r) = find(Mode::Optimized).and_then(|o| o.replicas.as_ref()) {
+            group.push(format!(
+                "at {c} users, replicas (optimized): {}",
+                replicas::sentence(r)
             ));
         }
         if !group.is_empty() {

@@ -322,4 +322,10 @@ impl LocalCache for Core {
     fn caches(&self, key: &str) -> bool {
         self.ttl_for(key, &QueryOptions::default()).is_some()
     }
+
+    fn raise_floor(&self, kind: Kind, name: &str, floor: u64) {
+        if let Some(board) = &self.replicas {
+            board.floors.raise(kind, name, floor);
+        }
+    }
 }

@@ -107,10 +107,11 @@ impl Control {
     async fn invalidate_in_task(&self, kind: Kind, name: &str, at: Option<u64>) -> Invalidation {
         let (core, owned) = (self.core.clone(), name.to_string());
         let task = tokio::spawn(async move {
-            if let Some(board) = &core.replicas {
-                board.record(kind, &owned, at).await;
-            }
-            core.shared.invalidate(&*core, kind, &owned).await
+            let floor = match &core.replicas {
+                Some(board) => board.record(kind, &owned, at).await,
+                None => None,
+            };
+            core.shared.invalidate(&*core, kind, &owned, floor).await
         });
         match task.await {
             Ok(done) => done,
@@ -249,10 +250,15 @@ impl Control {
         let updates = Update::erase(updates);
         let tags: Arc<[Arc<str>]> = options.tags.clone().into();
         let (core, owned) = (self.core.clone(), tag.to_string());
-        let task =
-            tokio::spawn(
-                async move { core.shared.update_tag(&*core, &owned, tags, updates).await },
-            );
+        let task = tokio::spawn(async move {
+            let floor = match &core.replicas {
+                Some(board) => board.record(Kind::Tag, &owned, None).await,
+                None => None,
+            };
+            core.shared
+                .update_tag(&*core, &owned, tags, updates, floor)
+                .await
+        });
         match task.await {
             Ok(done) => done,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -317,6 +323,9 @@ impl Control {
         self.core.leaks.reset();
         self.core.consistency.reset();
         self.core.changes.reset_timings();
+        if let Some(board) = &self.core.replicas {
+            board.routing.reset();
+        }
     }
 
     /// Pings idle connections, closes broken ones, refills the pool to its

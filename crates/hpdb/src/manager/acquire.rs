@@ -20,13 +20,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sqlx::{pool::PoolConnection, ConnectOptions, Connection, Database, Pool};
+use sqlx::{pool::PoolConnection, Database};
 use tokio::{
     task::JoinHandle,
     time::{sleep, timeout_at, Instant},
 };
 
 use super::{
+    open::open_connection,
     timeout_error,
     writer::{Held, TakeError},
     Manager,
@@ -47,14 +48,15 @@ use crate::{
 impl<DB: Database> Manager<DB> {
     /// Waits for admission, then runs `query` on a connection (the writer
     /// connection if it `writes` and the manager has one; a replica's that
-    /// has replayed `floor`, if given and there is one in time).
+    /// has replayed `floor`, if given and there is one in time: the floor,
+    /// and what computing it took).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn admit_and_run<T, F: QueryFn<DB, T>>(
         &self,
         key: &Arc<str>,
         priority: Priority,
         writes: bool,
-        floor: Option<u64>,
+        floor: Option<(u64, Duration)>,
         started: Instant,
         deadline: Instant,
         query: F,
@@ -62,7 +64,9 @@ impl<DB: Database> Manager<DB> {
         let queued_at = Instant::now();
         let lane = match (writes && self.db.writer.is_some(), floor) {
             (true, _) => Lane::Writer,
-            (false, Some(floor)) if self.db.replicas.is_some() => Lane::Replica(floor),
+            (false, Some((floor, spent))) if self.db.replicas.is_some() => {
+                Lane::Replica { floor, spent }
+            }
             (false, _) => Lane::Pool,
         };
         let permit = match lane {
@@ -70,7 +74,7 @@ impl<DB: Database> Manager<DB> {
             // its gate (one write at a time), and a write waiting for it
             // holds no slot a reader could use.
             Lane::Writer => None,
-            Lane::Pool | Lane::Replica(_) => Some(
+            Lane::Pool | Lane::Replica { .. } => Some(
                 timeout_at(deadline, self.core().gate.acquire(priority))
                     .await
                     .map_err(|_| timeout_error(key, TimeoutPhase::Queued, started))?,
@@ -233,8 +237,8 @@ impl<DB: Database> Manager<DB> {
     ) -> Result<Conn<DB>, Error> {
         let writer = match (lane, &self.db.writer, &self.db.replicas) {
             (Lane::Writer, Some(writer), _) => writer,
-            (Lane::Replica(floor), _, Some(replicas)) => {
-                if let Ok((i, conn)) = replicas.connection(floor, deadline).await {
+            (Lane::Replica { floor, spent }, _, Some(replicas)) => {
+                if let Ok((i, conn)) = replicas.connection(floor, spent, deadline).await {
                     return Ok(Conn::Replica(replicas.board.replicas[i].clone(), conn));
                 }
                 return self
@@ -354,9 +358,9 @@ enum Lane {
     Pool,
     /// The writer's (a write, when the manager has a writer).
     Writer,
-    /// A replica's that has replayed this position, admitted by the gate;
-    /// the pool's if none has in time.
-    Replica(u64),
+    /// A replica's that has replayed `floor`, admitted by the gate; the
+    /// pool's if none has in time. `spent`: computing the floor took that.
+    Replica { floor: u64, spent: Duration },
 }
 
 /// A connection held for one query.
@@ -388,50 +392,5 @@ impl<DB: Database> Conn<DB> {
             Conn::Pooled(c) | Conn::Replica(_, c) => c.close_on_drop(),
             Conn::Writer(h) => h.discard(),
         }
-    }
-}
-
-/// How long a connection may take to open before a direct attempt checks
-/// whether the database refuses connections. A connect on a local network
-/// takes a few milliseconds; this is long enough that a healthy database is
-/// rarely probed, short enough that an outage is known within a second.
-const REFUSAL_PROBE_AFTER: Duration = Duration::from_millis(100);
-
-/// Opens a connection through sqlx's pool, failing fast when the database
-/// refuses connections.
-///
-/// sqlx retries a refused connect with backoff until its acquire timeout (it
-/// assumes the server is starting up), so the caller would wait the whole
-/// timeout to learn that the database is down, and the circuit breaker
-/// would hear nothing until then. If the pool's open has not finished after
-/// [`REFUSAL_PROBE_AFTER`], one direct connection attempt outside the pool
-/// tells refused from slow: its error ends the open at once; its success
-/// means the database is up but slow, and the pool's open goes on.
-pub(crate) async fn open_connection<DB: Database>(
-    pool: &Pool<DB>,
-) -> Result<PoolConnection<DB>, sqlx::Error> {
-    let open = pool.acquire();
-    tokio::pin!(open);
-    tokio::select! {
-        r = &mut open => return r,
-        _ = sleep(REFUSAL_PROBE_AFTER) => {}
-    }
-    let options = pool.connect_options();
-    let probe = options.connect();
-    tokio::select! {
-        r = &mut open => r,
-        probed = probe => match probed {
-            Ok(conn) => {
-                // Closed politely, off the caller's path.
-                tokio::spawn(async move {
-                    let _ = conn.close().await;
-                });
-                open.await
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "a direct connection attempt failed: ending the open");
-                Err(e)
-            }
-        },
     }
 }

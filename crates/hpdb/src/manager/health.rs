@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use sqlx::{pool::PoolConnection, Connection, Database};
 use tokio::time::{timeout, Instant};
 
-use super::{acquire::open_connection, DbPool, Manager};
+use super::{open::open_connection, DbPool, Manager};
 use crate::{
     admission::Permit,
     breaker::CircuitState,

@@ -39,6 +39,8 @@
 //! | `acquire` | admission, a connection, running the closure on it |
 //! | `health` | the pool's side of health checks and probes |
 //! | `refresh` | background refreshes (refresh-ahead, stale-while-revalidate) started behind a read |
+//! | `read` | reads that may run on a replica (`execute_read_then`), and their floor |
+//! | `open` | one connection opened without waiting out sqlx's retries of a refused connect |
 //! | `writer` | the writer lane: writes on one connection, checked for other connections' commits (SQLite's data-version watch) |
 //!
 //! The shared level's protocol is `shared`'s; self-tuning's is `tuning`'s.
@@ -49,12 +51,14 @@ mod acquire;
 pub(crate) mod builder;
 mod call;
 mod health;
+mod open;
 mod pipeline;
+mod read;
 mod refresh;
 mod store;
 pub(crate) mod writer;
 
-pub(crate) use acquire::open_connection;
+pub(crate) use open::open_connection;
 
 use std::{
     ops::Deref,

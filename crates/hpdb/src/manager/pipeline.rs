@@ -351,7 +351,7 @@ impl<DB: Database> Manager<DB> {
             }
             Step::Fill(ticket) => ticket,
         };
-        let floor = self.replica_floor(call).await;
+        let floor = self.replica_floor(call, &ticket).await;
         let outcome = self
             .admit_and_run(
                 &call.key,
@@ -407,61 +407,6 @@ impl<DB: Database> Manager<DB> {
                 }
                 self.serve_stale(&call.key, e, stale)
             }
-        }
-    }
-}
-
-impl<DB: Database> Manager<DB> {
-    /// The position a read allowed on a replica must run at or past
-    /// (`replica`); `None`: it runs on the primary.
-    async fn replica_floor(&self, call: &Call) -> Option<u64> {
-        let replicas = self.db.replicas.as_ref()?;
-        if !call.options.replica || call.options.writes {
-            return None;
-        }
-        Some(replicas.board.floor(&call.key, &call.tags).await)
-    }
-
-    /// Like [`execute_query_then`](Self::execute_query_then), for a read
-    /// that may run on a replica (with `DB_REPLICA_URLS`): one that has
-    /// replayed every write this read must see (see the `replica` module),
-    /// else the primary. If the replica fails mid-query the read runs
-    /// again on the primary, which is why both closures are `Clone`.
-    /// Without replicas it is `execute_query_then`.
-    pub async fn execute_read_then<R, T, F, G>(
-        &self,
-        key: impl Into<Arc<str>>,
-        options: QueryOptions,
-        query: F,
-        finish: G,
-    ) -> Result<QueryResult<T>, Error>
-    where
-        R: Send + 'static,
-        T: CacheValue,
-        F: QueryFn<DB, R> + Clone + 'static,
-        G: FnOnce(R) -> Result<T, sqlx::Error> + Clone + Send + 'static,
-    {
-        let key: Arc<str> = key.into();
-        let Some(replicas) = self.db.replicas.as_ref() else {
-            return self.execute_query_then(key, options, query, finish).await;
-        };
-        let mut routed = options.clone();
-        routed.replica = true;
-        match self
-            .execute_query_then(key.clone(), routed, query.clone(), finish.clone())
-            .await
-        {
-            Err(Error::Replica { .. }) => {
-                replicas
-                    .board
-                    .c
-                    .retried
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut primary = options;
-                primary.replica = false;
-                self.execute_query_then(key, primary, query, finish).await
-            }
-            other => other,
         }
     }
 }

@@ -80,8 +80,8 @@ pub(crate) fn start(
         })
         .collect();
     let position = Arc::new(PgPosition::new(primary.options().clone()));
-    let strict = config.shared.url.is_some();
-    let board = Arc::new(Board::new(states.clone(), rc.clone(), strict, position));
+    let shared = config.shared.url.is_some();
+    let board = Arc::new(Board::new(states.clone(), rc.clone(), shared, position));
     let p = &config.pool;
     let pools = targets
         .iter()
@@ -111,7 +111,7 @@ pub(crate) fn start(
     tasks.push(tokio::spawn(poll_primary(Arc::downgrade(&board))));
     tracing::info!(
         replicas = targets.len(),
-        strict,
+        shared,
         "reads may go to replicas that have replayed what they must see"
     );
     Ok(Some((Replicas::new(pools, board), tasks)))

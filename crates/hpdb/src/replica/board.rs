@@ -19,6 +19,7 @@ use super::floors::Floors;
 use crate::{
     breaker::{CircuitBreaker, CircuitState},
     config::ReplicaConfig,
+    metrics::{LatencyRecorder, Percentiles},
     shared::names::Kind,
 };
 
@@ -141,9 +142,10 @@ pub(crate) struct Board {
     pub(crate) replicas: Vec<Arc<ReplicaState>>,
     pub(crate) floors: Floors,
     pub(crate) config: ReplicaConfig,
-    /// Every routed read takes the primary's position as its floor (a
-    /// shared level: other instances' writes are not in `floors`).
-    pub(crate) strict: bool,
+    /// There is a shared level: other instances' writes are not in
+    /// `floors` but in Redis, and a read the shared level did not answer
+    /// takes the primary's position as its floor.
+    pub(crate) shared: bool,
     position: Arc<dyn Position>,
     /// The primary's position as last read (for the lag in bytes).
     primary: AtomicU64,
@@ -151,6 +153,10 @@ pub(crate) struct Board {
     /// primary until a position read afterwards is folded into the floors.
     unknown: AtomicBool,
     pub(crate) c: BoardCounters,
+    /// What routing added to a read: its floor, and the wait for a
+    /// replica to reach it (not the connection's acquisition, which a read
+    /// on the primary pays too).
+    pub(crate) routing: LatencyRecorder,
 }
 
 /// Routing figures of the whole set.
@@ -165,6 +171,9 @@ pub(crate) struct BoardCounters {
     pub(crate) retried: AtomicU64,
     /// Floors recorded (invalidations) and their position reads that failed.
     pub(crate) floors_recorded: AtomicU64,
+    /// Reads that took the primary's position as their floor (the shared
+    /// level did not answer them).
+    pub(crate) strict: AtomicU64,
     pub(crate) position_failures: AtomicU64,
 }
 
@@ -172,18 +181,19 @@ impl Board {
     pub(crate) fn new(
         replicas: Vec<Arc<ReplicaState>>,
         config: ReplicaConfig,
-        strict: bool,
+        shared: bool,
         position: Arc<dyn Position>,
     ) -> Self {
         Self {
             replicas,
             floors: Floors::new(),
             config,
-            strict,
+            shared,
             position,
             primary: AtomicU64::new(0),
             unknown: AtomicBool::new(false),
             c: BoardCounters::default(),
+            routing: LatencyRecorder::default(),
         }
     }
 
@@ -215,7 +225,9 @@ impl Board {
     /// An invalidation of `kind`/`name`: its write committed before now,
     /// or at `at` (the change stream's commit end). Called before the
     /// cached entries are dropped, so no reader misses them without it.
-    pub(crate) async fn record(&self, kind: Kind, name: &str, at: Option<u64>) {
+    /// Returns the floor, for the shared level to write with the
+    /// invalidation (`None`: not known).
+    pub(crate) async fn record(&self, kind: Kind, name: &str, at: Option<u64>) -> Option<u64> {
         let lsn = match at {
             Some(lsn) => Some(lsn),
             None => self.primary_position().await,
@@ -226,27 +238,36 @@ impl Board {
             // Not known: no replica read until a later position is.
             None => self.unknown.store(true, Relaxed),
         }
+        lsn
     }
 
     /// The position a read of `key` with `tags` must run at or past
-    /// (`u64::MAX`: only the primary will do).
-    pub(crate) async fn floor(&self, key: &str, tags: &[Arc<str>]) -> u64 {
+    /// (`u64::MAX`: only the primary will do). `shared`: the highest floor
+    /// the shared level holds for them, if it answered this read's lookup.
+    pub(crate) async fn floor(&self, key: &str, tags: &[Arc<str>], shared: Option<u64>) -> u64 {
         let local = self.floors.of(key, tags);
         if self.unknown.load(Relaxed) {
             return u64::MAX;
         }
-        if self.strict {
-            return match self.primary_position().await {
-                Some(p) => p.max(local),
-                None => u64::MAX,
-            };
+        match shared {
+            Some(floor) => local.max(floor),
+            // Other instances' floors are unknown to this read: every
+            // write acknowledged before it is below the primary's position.
+            None if self.shared => {
+                self.c.strict.fetch_add(1, Relaxed);
+                match self.primary_position().await {
+                    Some(p) => p.max(local),
+                    None => u64::MAX,
+                }
+            }
+            None => local,
         }
-        local
     }
 
     pub(crate) fn status(&self) -> ReplicasStatus {
         ReplicasStatus {
-            strict: self.strict,
+            shared_floors: self.shared,
+            strict_reads: self.c.strict.load(Relaxed),
             primary_lsn: self.last_primary(),
             floors: self.floors.len() as u64,
             fallbacks_behind: self.c.behind.load(Relaxed),
@@ -254,6 +275,7 @@ impl Board {
             retried_on_primary: self.c.retried.load(Relaxed),
             floors_recorded: self.c.floors_recorded.load(Relaxed),
             position_failures: self.c.position_failures.load(Relaxed),
+            routing_ms: self.routing.read().percentiles,
             replicas: self.replicas.iter().map(|r| r.status()).collect(),
         }
     }
@@ -264,9 +286,13 @@ impl Board {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ReplicasStatus {
-    /// Reads take the primary's position as their floor (with a shared
-    /// level: other instances' writes count too).
-    pub strict: bool,
+    /// Floors travel through the shared level (other instances' writes
+    /// count too).
+    pub shared_floors: bool,
+    /// Reads the shared level did not answer, which took the primary's
+    /// position as their floor (one round trip, shared by the reads
+    /// asking at once).
+    pub strict_reads: u64,
     /// The primary's WAL insert position as last read.
     pub primary_lsn: u64,
     /// Keys and tags whose floors are kept apart now.
@@ -281,6 +307,9 @@ pub struct ReplicasStatus {
     pub floors_recorded: u64,
     /// Reads of the primary's position that failed.
     pub position_failures: u64,
+    /// What routing added to each read offered to the replicas (its
+    /// floor, and the wait for a replica to reach it), in ms.
+    pub routing_ms: Percentiles,
     /// Each replica, in `DB_REPLICA_URLS` order.
     pub replicas: Vec<ReplicaStatus>,
 }

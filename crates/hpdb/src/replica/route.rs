@@ -7,6 +7,7 @@ use std::{
         atomic::{AtomicUsize, Ordering::Relaxed},
         Arc,
     },
+    time::Duration,
 };
 
 use sqlx::{pool::PoolConnection, Database, Pool};
@@ -46,13 +47,18 @@ impl<DB: Database> Replicas<DB> {
     /// A connection on a usable replica whose replay position is at or past
     /// `floor`, round robin; waiting for one to catch up until
     /// `DB_REPLICA_WAIT` from now (or `deadline`). Counted either way.
+    /// `spent`: what computing the floor took, added to the routing time
+    /// recorded.
     pub(crate) async fn connection(
         &self,
         floor: u64,
+        spent: Duration,
         deadline: Instant,
     ) -> Result<(usize, PoolConnection<DB>), Fallback> {
         let board = &self.board;
-        let until = (Instant::now() + board.config.wait).min(deadline);
+        let started = Instant::now();
+        let routed = || board.routing.record(spent + started.elapsed());
+        let until = (started + board.config.wait).min(deadline);
         let n = self.pools.len();
         let start = self.next.fetch_add(1, Relaxed);
         let mut waited = false;
@@ -76,6 +82,7 @@ impl<DB: Database> Replicas<DB> {
                 if replica.replay() < floor {
                     continue;
                 }
+                routed();
                 match self.take(i, deadline).await {
                     Some(conn) => {
                         replica.c.routed.fetch_add(1, Relaxed);
@@ -88,10 +95,12 @@ impl<DB: Database> Replicas<DB> {
                 }
             }
             if !usable {
+                routed();
                 board.c.unavailable.fetch_add(1, Relaxed);
                 return Err(Fallback::Unavailable);
             }
             if Instant::now() >= until {
+                routed();
                 board.c.behind.fetch_add(1, Relaxed);
                 return Err(Fallback::Behind);
             }

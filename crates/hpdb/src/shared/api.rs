@@ -43,6 +43,7 @@ pub(crate) trait SharedLevel: Send + Sync {
         local: &'a dyn LocalCache,
         kind: Kind,
         name: &'a str,
+        floor: Option<u64>,
     ) -> BoxFuture<'a, Invalidation>;
     /// A write's cache step for `tag`: invalidated everywhere, `updates`
     /// stored in place where they still follow their snapshot.
@@ -52,6 +53,7 @@ pub(crate) trait SharedLevel: Send + Sync {
         tag: &'a str,
         tags: Arc<[Arc<str>]>,
         updates: Vec<Update>,
+        floor: Option<u64>,
     ) -> BoxFuture<'a, Invalidation>;
     /// The current shared entry under `key`, whatever its tags.
     fn read_any<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<(Bytes, Stamp, Duration)>>;
@@ -104,6 +106,9 @@ pub(crate) trait LocalCache: Send + Sync {
     fn cleared_after(&self, seq: Seq) -> bool;
     /// Whether results under `key` are cached at all (its class may not be).
     fn caches(&self, key: &str) -> bool;
+    /// A write elsewhere must be seen by reads of `kind`/`name` here: its
+    /// replica floor (`crate::replica`; nothing without replicas).
+    fn raise_floor(&self, kind: Kind, name: &str, floor: u64);
 }
 
 /// A miss's question to the shared level.
@@ -141,6 +146,10 @@ pub(crate) struct FillTicket {
     pub(crate) stamp: Option<Arc<Stamp>>,
     /// This instance holds the key's fill lease.
     pub(crate) holds_lease: bool,
+    /// The highest replica floor of the key and its tags in the shared
+    /// level (`crate::replica`: other instances' writes); meaningful only
+    /// with a `stamp` (the shared level answered).
+    pub(crate) floor: u64,
 }
 
 /// Whether the other instances had applied an invalidation when the call
@@ -192,6 +201,8 @@ pub struct Invalidation {
     pub(crate) generation: Option<u64>,
     pub(crate) delivery: Delivery,
     pub(crate) refused: Vec<Arc<str>>,
+    /// The replica floor written with it, carried on the bus.
+    pub(crate) floor: Option<u64>,
 }
 
 impl Invalidation {
@@ -202,6 +213,7 @@ impl Invalidation {
             generation,
             delivery,
             refused: Vec::new(),
+            floor: None,
         }
     }
 

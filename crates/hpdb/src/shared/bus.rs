@@ -67,8 +67,8 @@ impl Shared {
     /// Returns the new generation if the bump was done; what could not be
     /// done is kept and done by the heartbeat.
     pub(super) async fn publish(&self, kind: Kind, name: &str) -> Option<u64> {
-        let generation = self.bump(kind, name).await?;
-        self.announce(kind, name, generation).await;
+        let generation = self.bump(kind, name, None).await?;
+        self.announce(kind, name, generation, 0).await;
         Some(generation)
     }
 
@@ -80,6 +80,7 @@ impl Shared {
         kind: Kind,
         name: &str,
         generation: u64,
+        floor: u64,
     ) -> Option<(usize, StreamId)> {
         let msg = Message {
             origin: self.instance,
@@ -87,6 +88,7 @@ impl Shared {
             generation,
             published_us: unix_us(),
             epoch: self.epoch(),
+            floor,
             name: name.to_string(),
         };
         match append(self, &msg).await {
@@ -198,6 +200,11 @@ async fn apply(
         inc(&shared.c.replayed);
     }
     shared.record_lag(msg.published_us);
+    // The write's replica floor first: no read here misses what the
+    // message drops without it.
+    if msg.floor > 0 {
+        local.raise_floor(msg.kind, &msg.name, msg.floor);
+    }
     match msg.kind {
         Kind::Clear => {
             if shared.epoch() != msg.generation {

@@ -17,22 +17,32 @@ use super::{
     client::RedisCallError,
     codec,
     names::Kind,
-    state::{generation, inc, unix_ms, Shared, HOT_MAX},
+    state::{floor_value, generation, inc, unix_ms, Shared, HOT_MAX},
 };
 use crate::stamp::Stamp;
 
 /// What the shared level had for a key.
 pub(crate) enum SharedLookup {
-    /// A current entry: its value's bytes, its stamp, its time left.
+    /// A current entry: its value's bytes, its stamp, its time left, and
+    /// the replica floor of its key and tags.
     Hit {
         value: Bytes,
         stamp: Stamp,
         ttl_left: Duration,
+        floor: u64,
     },
     /// Nothing current. `stamp` is what a fill starting now must carry
-    /// (`None`: Redis did not answer, so the fill is not shared).
-    Miss { stamp: Option<Stamp>, lease: Lease },
+    /// (`None`: Redis did not answer, so the fill is not shared); `floor`
+    /// the highest replica floor of the key and its tags (`crate::replica`).
+    Miss {
+        stamp: Option<Stamp>,
+        lease: Lease,
+        floor: u64,
+    },
 }
+
+/// Generations of tags and their floors, as Redis gave them.
+type TagGens = (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>);
 
 /// The fill lease, after a miss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +88,7 @@ impl Shared {
         let not_shared = SharedLookup::Miss {
             stamp: None,
             lease: Lease::None,
+            floor: 0,
         };
         if epoch == 0 || self.is_pending(key, tags) {
             return not_shared;
@@ -101,7 +112,10 @@ impl Shared {
             Some(None) => Lease::Held,
             None => Lease::None,
         };
+        let mut floor = floor_value(own.pop().flatten());
         let key_gen = generation(own.pop().flatten());
+        let (gens, floors) = gens;
+        floor = floors.into_iter().map(floor_value).fold(floor, u64::max);
         let stamp = Stamp {
             epoch,
             key_gen,
@@ -114,7 +128,7 @@ impl Shared {
         if let Some(hit) = own
             .pop()
             .flatten()
-            .and_then(|raw| self.current(raw, &stamp))
+            .and_then(|raw| self.current(raw, &stamp, floor))
         {
             if lease == Lease::Won {
                 self.release(Arc::from(key));
@@ -127,11 +141,12 @@ impl Shared {
         SharedLookup::Miss {
             stamp: Some(stamp),
             lease,
+            floor,
         }
     }
 
-    /// The entry and its key's generation (and the lease, if asked for):
-    /// they share a slot, so one pipeline.
+    /// The entry, its key's generation and floor (and the lease, if asked
+    /// for): they share a slot, so one pipeline.
     async fn read_own(
         &self,
         key: &str,
@@ -141,7 +156,8 @@ impl Shared {
         let mut own = redis::pipe();
         own.cmd("MGET")
             .arg(self.names.entry(key))
-            .arg(self.names.generation(Kind::Key, key));
+            .arg(self.names.generation(Kind::Key, key))
+            .arg(self.names.floor(Kind::Key, key));
         if let Some(d) = lease {
             own.cmd("SET")
                 .arg(self.names.lease(key))
@@ -163,36 +179,50 @@ impl Shared {
         }
     }
 
-    /// The generations of `tags`.
+    /// The generations of `tags`, and their replica floors.
     async fn read_tag_gens(
         &self,
         tags: &[Arc<str>],
         patience: Patience,
-    ) -> Result<Vec<Option<Vec<u8>>>, RedisCallError> {
+    ) -> Result<TagGens, RedisCallError> {
         if self.redis.target().is_cluster() {
-            // Tags hash to different slots: one GET each, concurrently.
+            // Tags hash to different slots: one MGET each (a tag's
+            // generation and floor share one), concurrently.
             let gets = tags.iter().map(|t| {
-                let mut c = redis::cmd("GET");
-                c.arg(self.names.generation(Kind::Tag, t));
-                async move { self.redis.query::<Option<Vec<u8>>>(patience, &c).await }
+                let mut c = redis::cmd("MGET");
+                c.arg(self.names.generation(Kind::Tag, t))
+                    .arg(self.names.floor(Kind::Tag, t));
+                async move { self.redis.query::<Vec<Option<Vec<u8>>>>(patience, &c).await }
             });
-            join_all(gets)
-                .await
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()
+            let mut gens = Vec::with_capacity(tags.len());
+            let mut floors = Vec::with_capacity(tags.len());
+            for pair in join_all(gets).await {
+                let mut pair = pair?.into_iter();
+                gens.push(pair.next().flatten());
+                floors.push(pair.next().flatten());
+            }
+            Ok((gens, floors))
         } else if tags.is_empty() {
-            Ok(Vec::new())
+            Ok((Vec::new(), Vec::new()))
         } else {
             let mut c = redis::cmd("MGET");
             for t in tags {
                 c.arg(self.names.generation(Kind::Tag, t));
             }
-            self.redis.query::<Vec<Option<Vec<u8>>>>(patience, &c).await
+            for t in tags {
+                c.arg(self.names.floor(Kind::Tag, t));
+            }
+            let mut gens = self
+                .redis
+                .query::<Vec<Option<Vec<u8>>>>(patience, &c)
+                .await?;
+            let floors = gens.split_off(tags.len().min(gens.len()));
+            Ok((gens, floors))
         }
     }
 
     /// The entry in `raw` if its stamp is `current` and it has time left.
-    fn current(&self, raw: Vec<u8>, current: &Stamp) -> Option<SharedLookup> {
+    fn current(&self, raw: Vec<u8>, current: &Stamp, floor: u64) -> Option<SharedLookup> {
         let env = match codec::decode(Bytes::from(raw)) {
             Ok(env) => env,
             Err(why) => {
@@ -210,6 +240,7 @@ impl Shared {
             value: env.value,
             stamp: env.stamp,
             ttl_left: Duration::from_millis(left),
+            floor,
         })
     }
 
@@ -231,6 +262,7 @@ impl Shared {
                 value,
                 stamp,
                 ttl_left,
+                ..
             } => Some((value, stamp, ttl_left)),
             SharedLookup::Miss { .. } => None,
         }
@@ -302,7 +334,7 @@ impl Shared {
             self.redis.query::<Option<Vec<u8>>>(Patience::Patient, &own),
             self.read_tag_gens(&tags, Patience::Patient)
         );
-        let (Ok(own), Ok(gens)) = (own, gens) else {
+        let (Ok(own), Ok((gens, _))) = (own, gens) else {
             return true;
         };
         generation(own) == stamp.key_gen

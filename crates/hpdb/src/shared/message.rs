@@ -1,8 +1,10 @@
 //! One invalidation as it travels on the bus, and the stream ids that order
 //! a shard's messages.
 //!
-//! Text, one line: `1|<origin>|<kind>|<generation>|<published µs>|<epoch>|<name>`
-//! (the name last, so that it may hold any character). On pub/sub the line
+//! Text, one line: `2|<origin>|<kind>|<generation>|<published µs>|<epoch>|<floor>|<name>`
+//! (the name last, so that it may hold any character; `floor` is the
+//! write's replica floor, 0 for none). Version 1 (without the floor) is
+//! still read, from instances not yet upgraded. On pub/sub the line
 //! is prefixed with its stream id and the id before it in the same shard:
 //! `<id>|<previous id>|<line>`. A receiver that last applied `<previous id>`
 //! applies it; any other receiver has missed something and replays the
@@ -24,6 +26,8 @@ pub(crate) struct Message {
     pub(crate) published_us: u64,
     /// The epoch it was published in.
     pub(crate) epoch: u64,
+    /// The write's replica floor (`crate::replica`; 0: none).
+    pub(crate) floor: u64,
     /// The key or the tag; empty for a clear.
     pub(crate) name: String,
 }
@@ -32,12 +36,13 @@ impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "1|{}|{}|{}|{}|{}|{}",
+            "2|{}|{}|{}|{}|{}|{}|{}",
             self.origin,
             self.kind.code(),
             self.generation,
             self.published_us,
             self.epoch,
+            self.floor,
             self.name
         )
     }
@@ -47,11 +52,15 @@ impl FromStr for Message {
     type Err = &'static str;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut it = s.splitn(7, '|');
+        let version = s.split('|').next().ok_or("too few fields")?;
+        let fields = match version {
+            "1" => 7,
+            "2" => 8,
+            _ => return Err("unknown version"),
+        };
+        let mut it = s.splitn(fields, '|');
         let mut next = || it.next().ok_or("too few fields");
-        if next()? != "1" {
-            return Err("unknown version");
-        }
+        next()?;
         let num = |v: &str| v.parse::<u64>().map_err(|_| "not a number");
         let origin = num(next()?)?;
         let kind = next()?
@@ -59,12 +68,17 @@ impl FromStr for Message {
             .next()
             .and_then(Kind::from_code)
             .ok_or("unknown kind")?;
+        let generation = num(next()?)?;
+        let published_us = num(next()?)?;
+        let epoch = num(next()?)?;
+        let floor = if fields == 8 { num(next()?)? } else { 0 };
         Ok(Message {
             origin,
             kind,
-            generation: num(next()?)?,
-            published_us: num(next()?)?,
-            epoch: num(next()?)?,
+            generation,
+            published_us,
+            epoch,
+            floor,
             name: next()?.to_string(),
         })
     }
@@ -133,12 +147,15 @@ mod tests {
             generation: 7,
             published_us: 1_700_000_000_000_000,
             epoch: 9,
+            floor: 0x1234_5678,
             name: "user:1|odd".into(),
         };
         let push = format!("5-1|4-0|{m}");
         let (id, prev, back) = parse_push(&push).unwrap();
         assert_eq!((id, prev, back), (StreamId(5, 1), StreamId(4, 0), m));
-        assert!("2|1|t|1|1|1|x".parse::<Message>().is_err());
+        let v1: Message = "1|42|t|7|5|9|user:1|odd".parse().unwrap();
+        assert_eq!((v1.floor, v1.name.as_str()), (0, "user:1|odd"));
+        assert!("3|1|t|1|1|1|1|x".parse::<Message>().is_err());
         assert!("1|1|z|1|1|1|x".parse::<Message>().is_err());
     }
 

@@ -70,6 +70,16 @@ impl Names {
         }
     }
 
+    /// The replica floor of a key or a tag (`crate::replica`): the highest
+    /// WAL position written with its invalidations, as 16 hex digits (so
+    /// that Lua compares them as strings). Same slot as its generation.
+    pub(crate) fn floor(&self, kind: Kind, name: &str) -> String {
+        match kind {
+            Kind::Key => format!("{}:fk:{{{name}}}", self.ns),
+            _ => format!("{}:ft:{{{name}}}", self.ns),
+        }
+    }
+
     /// The lease of the instance filling a key.
     pub(crate) fn lease(&self, key: &str) -> String {
         format!("{}:l:{{{key}}}", self.ns)

@@ -38,7 +38,9 @@ impl SharedLevel for NoShared {
         local: &'a dyn LocalCache,
         kind: Kind,
         name: &'a str,
+        floor: Option<u64>,
     ) -> BoxFuture<'a, Invalidation> {
+        let _ = floor; // the floors are the manager's own, in process
         Box::pin(async move {
             local.drop_named(kind, name, &[]).await;
             Invalidation::new(kind, name, None, Delivery::Local)
@@ -56,7 +58,9 @@ impl SharedLevel for NoShared {
         tag: &'a str,
         tags: Arc<[Arc<str>]>,
         updates: Vec<Update>,
+        floor: Option<u64>,
     ) -> BoxFuture<'a, Invalidation> {
+        let _ = floor;
         Box::pin(async move {
             let restored: Vec<Arc<str>> = updates.iter().map(|u| u.key.clone()).collect();
             local.drop_named(Kind::Tag, tag, &restored).await;

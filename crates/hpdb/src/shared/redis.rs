@@ -96,23 +96,33 @@ impl SharedLevel for RedisLevel {
                 // A background refresh does not copy a shared entry that is
                 // itself due: it fetches, stamped with the generations it read.
                 SharedLookup::Hit {
-                    stamp, ttl_left, ..
+                    stamp,
+                    ttl_left,
+                    floor,
+                    ..
                 } if ask.due_within.is_some_and(|d| ttl_left <= d) => Found::Miss(FillTicket {
                     stamp: Some(Arc::new(stamp)),
                     holds_lease: false,
+                    floor,
                 }),
                 SharedLookup::Hit {
                     value,
                     stamp,
                     ttl_left,
+                    ..
                 } => Found::Hit {
                     value,
                     stamp,
                     ttl_left,
                 },
-                SharedLookup::Miss { stamp, lease } => Found::Miss(FillTicket {
+                SharedLookup::Miss {
+                    stamp,
+                    lease,
+                    floor,
+                } => Found::Miss(FillTicket {
                     stamp: stamp.map(Arc::new),
                     holds_lease: lease == Lease::Won,
+                    floor,
                 }),
             }
         })
@@ -141,11 +151,13 @@ impl SharedLevel for RedisLevel {
         local: &'a dyn LocalCache,
         kind: Kind,
         name: &'a str,
+        floor: Option<u64>,
     ) -> BoxFuture<'a, Invalidation> {
         Box::pin(async move {
-            let generation = self.shared.bump(kind, name).await;
+            let generation = self.shared.bump(kind, name, floor).await;
             local.drop_named(kind, name, &[]).await;
             let mut done = Invalidation::new(kind, name, generation, Delivery::Unconfirmed);
+            done.floor = floor;
             announce(&self.shared, &mut done).await;
             done
         })
@@ -157,8 +169,9 @@ impl SharedLevel for RedisLevel {
         tag: &'a str,
         tags: Arc<[Arc<str>]>,
         updates: Vec<Update>,
+        floor: Option<u64>,
     ) -> BoxFuture<'a, Invalidation> {
-        Box::pin(update_tag(&self.shared, local, tag, tags, updates))
+        Box::pin(update_tag(&self.shared, local, tag, tags, updates, floor))
     }
 
     fn read_any<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<(Bytes, Stamp, Duration)>> {

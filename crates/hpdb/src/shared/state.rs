@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashSet,
+    sync::LazyLock,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -111,6 +112,37 @@ pub(super) fn inc(a: &AtomicU64) {
 }
 
 /// A generation as Redis holds it (missing: 0).
+/// How long a name's replica floor stays in Redis after its last write:
+/// far longer than any replica may lag and stay in the rotation
+/// (`DB_REPLICA_MAX_LAG` is at most 10 minutes), so a floor gone from Redis
+/// is one every replica in the rotation has replayed.
+pub(crate) const FLOOR_TTL: Duration = Duration::from_secs(3600);
+
+/// A generation bumped and its floor raised, in one step.
+static BUMP_WITH_FLOOR: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"local g = redis.call('INCR', KEYS[1])
+          local f = redis.call('GET', KEYS[2])
+          if (not f) or f < ARGV[1] then
+            redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+          else
+            redis.call('PEXPIRE', KEYS[2], ARGV[2])
+          end
+          return g",
+    )
+});
+
+/// A floor as stored: 16 hex digits, so that string order is number order.
+pub(crate) fn floor_text(lsn: u64) -> String {
+    format!("{lsn:016x}")
+}
+
+/// A stored floor (0 when absent or unreadable).
+pub(super) fn floor_value(raw: Option<Vec<u8>>) -> u64 {
+    raw.and_then(|b| u64::from_str_radix(std::str::from_utf8(&b).ok()?, 16).ok())
+        .unwrap_or(0)
+}
+
 pub(super) fn generation(raw: Option<Vec<u8>>) -> u64 {
     raw.and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
         .unwrap_or(0)
@@ -244,7 +276,11 @@ impl Shared {
     /// Bumps the generation of a key or tag (for a clear, replaces the
     /// epoch): from now on no reader serves a shared entry stamped before.
     /// `None` (and the invalidation kept) if Redis did not take it.
-    pub(crate) async fn bump(&self, kind: Kind, name: &str) -> Option<u64> {
+    ///
+    /// With `floor` (replicas: a WAL position at or past the write's
+    /// commit), the name's replica floor is raised to it in the same round
+    /// trip, so a reader that sees the new generation sees the floor too.
+    pub(crate) async fn bump(&self, kind: Kind, name: &str, floor: Option<u64>) -> Option<u64> {
         let generation = if kind == Kind::Clear {
             let epoch = rand::random::<u64>() | 1;
             let mut c = redis::cmd("SET");
@@ -257,6 +293,15 @@ impl Shared {
                     self.epoch.store(epoch, Ordering::SeqCst);
                     epoch
                 })
+        } else if let Some(floor) = floor {
+            let mut c = BUMP_WITH_FLOOR.key(self.names.generation(kind, name));
+            c.key(self.names.floor(kind, name))
+                .arg(floor_text(floor))
+                .arg(FLOOR_TTL.as_millis() as u64);
+            self.redis
+                .run_script::<u64>(Patience::Patient, &c)
+                .await
+                .ok()
         } else {
             let mut c = redis::cmd("INCR");
             c.arg(self.names.generation(kind, name));

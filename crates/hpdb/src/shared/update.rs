@@ -25,7 +25,8 @@ const REPLACE_MAX: usize = 16;
 /// instances to confirm it.
 pub(super) async fn announce(shared: &Shared, done: &mut Invalidation) {
     if let Some(g) = done.generation {
-        if let Some(at) = shared.announce(done.kind, &done.name, g).await {
+        let floor = done.floor.unwrap_or(0);
+        if let Some(at) = shared.announce(done.kind, &done.name, g, floor).await {
             if shared.await_delivery(at).await {
                 done.delivery = Delivery::Confirmed;
             }
@@ -48,10 +49,12 @@ pub(super) async fn update_tag(
     tag: &str,
     tags: Arc<[Arc<str>]>,
     updates: Vec<Update>,
+    floor: Option<u64>,
 ) -> Invalidation {
     let leased: Vec<bool> = join_all(updates.iter().map(|u| shared.lease_for_update(&u.key))).await;
-    let generation = shared.bump(Kind::Tag, tag).await;
+    let generation = shared.bump(Kind::Tag, tag, floor).await;
     let mut after = Invalidation::new(Kind::Tag, tag, generation, Delivery::Unconfirmed);
+    after.floor = floor;
     let mut ready = Vec::new();
     for (u, leased) in updates.into_iter().zip(leased) {
         match updated(shared, u.before.as_deref(), &after) {
@@ -155,6 +158,7 @@ pub(super) async fn replace(
                 value,
                 stamp,
                 ttl_left,
+                ..
             } = shared
                 .lookup_uncounted(&key, &tags, None, Patience::Patient)
                 .await
