@@ -196,8 +196,10 @@ rp_primary_replication_ok() {
 rp_quote() { printf "'%s'" "${1//\'/\'\'}"; }
 
 # The replica's postgresql.conf. Settings a hot standby must have at least
-# as high as the primary's, and those a query's result depends on (time
-# zone, date style, locales), are the primary's.
+# as high as the primary's, those a query's result depends on (time zone,
+# date style, locales), and those its speed depends on (memory, planner
+# costs: a read routed to the replica should cost what it costs on the
+# primary), are the primary's.
 rp_config() { # port, dir
   local name value preload
   echo "$RP_HEADER"
@@ -210,7 +212,6 @@ cluster_name = 'replica-$1'
 primary_conninfo = 'host=$RP_PRIMARY_ADDR port=$RP_PRIMARY_PORT user=postgres application_name=replica-$1'
 hot_standby = on
 hot_standby_feedback = on
-shared_buffers = 32MB
 ssl = off
 logging_collector = off
 log_line_prefix = '%m [%p] %q%u@%d '
@@ -226,7 +227,8 @@ EOF
       'max_connections', 'max_worker_processes', 'max_wal_senders', 'max_prepared_transactions',
       'max_locks_per_transaction', 'shared_preload_libraries', 'TimeZone', 'log_timezone',
       'DateStyle', 'lc_messages', 'lc_monetary', 'lc_numeric', 'lc_time',
-      'default_text_search_config') ORDER BY name")
+      'default_text_search_config', 'shared_buffers', 'work_mem', 'effective_cache_size',
+      'random_page_cost', 'seq_page_cost', 'jit') ORDER BY name")
   echo "# recovery_min_apply_delay, set by \`scripts/replica.sh delay <ms> $1\`; read last"
   echo "include_if_exists = 'delay.conf'"
 }

@@ -353,6 +353,7 @@ fn replica_metrics(r: &hpdb::ReplicasStatus) {
     for (why, value) in [
         ("behind", r.fallbacks_behind),
         ("unavailable", r.fallbacks_unavailable),
+        ("shared_unanswered", r.fallbacks_unanswered),
         ("replica_failed", r.retried_on_primary),
     ] {
         counter!("hpdb_replica_fallbacks_total", "why" => why).absolute(value);

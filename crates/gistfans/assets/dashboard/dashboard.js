@@ -224,7 +224,7 @@
   function replicas(r) {
     if (!r) {
       $("replicas-detail").textContent = "Every read goes to the primary (DB_REPLICA_URLS is not set).";
-      for (const id of ["replicas-behind", "replicas-unavailable", "replicas-retried", "replicas-strict"]) put(id, "", "–");
+      for (const id of ["replicas-behind", "replicas-unavailable", "replicas-unanswered", "replicas-retried", "replicas-strict"]) put(id, "", "–");
       return;
     }
     $("replicas-detail").textContent = r.sharedFloors
@@ -232,6 +232,7 @@
       : "Floors are this instance's own writes (no shared level).";
     put("replicas-behind", r.fallbacksBehind);
     put("replicas-unavailable", r.fallbacksUnavailable);
+    put("replicas-unanswered", r.fallbacksUnanswered);
     put("replicas-retried", r.retriedOnPrimary);
     put("replicas-strict", r.strictReads);
     const rows = r.replicas.map((x) => {

@@ -24,6 +24,8 @@ pub struct Routing {
     pub unavailable: u64,
     /// … the replica failed mid-query.
     pub retried: u64,
+    /// … the shared level did not answer their lookup.
+    pub unanswered: u64,
     /// Reads whose floor was the primary's position (no shared answer).
     pub strict: u64,
     /// What routing added to a read, worst instance, since the servers
@@ -34,7 +36,7 @@ pub struct Routing {
     pub replica_statements: Option<i64>,
 }
 
-fn counts(status: &Value) -> [u64; 6] {
+fn counts(status: &Value) -> [u64; 7] {
     let r = &status["replicas"];
     let sum = |field: &str| {
         r["replicas"]
@@ -52,6 +54,7 @@ fn counts(status: &Value) -> [u64; 6] {
         n("fallbacksUnavailable"),
         n("retriedOnPrimary"),
         n("strictReads"),
+        n("fallbacksUnanswered"),
     ]
 }
 
@@ -61,7 +64,7 @@ pub fn between(before: &Snapshot, after: &Snapshot) -> Option<Routing> {
     if after.instances.iter().all(|s| s["replicas"].is_null()) {
         return None;
     }
-    let mut total = [0u64; 6];
+    let mut total = [0u64; 7];
     for (i, a) in after.instances.iter().enumerate() {
         let was = before.instances.get(i).map(counts).unwrap_or_default();
         for (k, now) in counts(a).into_iter().enumerate() {
@@ -82,6 +85,7 @@ pub fn between(before: &Snapshot, after: &Snapshot) -> Option<Routing> {
         unavailable: total[3],
         retried: total[4],
         strict: total[5],
+        unanswered: total[6],
         routing_ms: [worst("p50"), worst("p99"), worst("max")],
         replica_statements: after
             .replica_statements
@@ -92,18 +96,19 @@ pub fn between(before: &Snapshot, after: &Snapshot) -> Option<Routing> {
 
 /// One sentence for the report.
 pub fn sentence(r: &Routing) -> String {
-    let reads = r.routed + r.behind + r.unavailable;
+    let reads = r.routed + r.behind + r.unavailable + r.unanswered;
     let share = if reads > 0 {
         100.0 * r.routed as f64 / reads as f64
     } else {
         0.0
     };
     format!(
-        "{} reads on a replica ({share:.1}% of those offered; {} waited), on the primary: {} behind, {} none usable, {} replica failed; {} at the primary's position; routing added p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms; replica statements {}",
+        "{} reads on a replica ({share:.1}% of those offered; {} waited), on the primary: {} behind, {} none usable, {} Redis did not answer, {} replica failed; {} at the primary's position; routing added p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms; replica statements {}",
         r.routed,
         r.waited,
         r.behind,
         r.unavailable,
+        r.unanswered,
         r.retried,
         r.strict,
         r.routing_ms[0],

@@ -173,8 +173,12 @@ impl<DB: Database> Manager<DB> {
                 Err(timeout_error(key, TimeoutPhase::Execute, started))
             }
             // A replica's failure is the replica's: its own breaker, and
-            // the caller may run the read again on the primary.
-            Ok(Err(e)) if is_connection_error(&e) && on_replica.is_some() => {
+            // the caller may run the read again on the primary. So is a
+            // query the replica cancelled because replaying the primary's
+            // WAL conflicted with it (SQLSTATE 40001 on a standby).
+            Ok(Err(e))
+                if on_replica.is_some() && (is_connection_error(&e) || is_recovery_conflict(&e)) =>
+            {
                 let state = on_replica.as_ref().expect("a replica connection");
                 if is_unreachable(&e) {
                     state.lost();
@@ -183,7 +187,9 @@ impl<DB: Database> Manager<DB> {
                     .c
                     .failed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                conn.discard();
+                if is_connection_error(&e) {
+                    conn.discard();
+                }
                 Err(Error::Replica {
                     key: key.clone(),
                     replica: state.name.clone(),
@@ -393,4 +399,11 @@ impl<DB: Database> Conn<DB> {
             Conn::Writer(h) => h.discard(),
         }
     }
+}
+
+/// A standby cancelled the query: replaying the primary's WAL conflicted
+/// with it (a row version it needed was removed, a lock it held was
+/// wanted). Only a replica's queries see it; the primary would not.
+fn is_recovery_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
 }

@@ -28,9 +28,15 @@ impl<DB: Database> Manager<DB> {
             return None;
         }
         let started = Instant::now();
-        let shared = ticket.stamp.is_some().then_some(ticket.floor);
-        let floor = replicas.board.floor(&call.key, &call.tags, shared).await;
-        Some((floor, started.elapsed()))
+        let floor = replicas
+            .board
+            .floor(&call.key, &call.tags, ticket.floor)
+            .await;
+        let spent = started.elapsed();
+        if floor.is_none() {
+            replicas.board.routing.record(spent);
+        }
+        Some((floor?, spent))
     }
 
     /// Like [`execute_query_then`](Self::execute_query_then), for a read

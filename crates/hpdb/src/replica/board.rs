@@ -20,7 +20,7 @@ use crate::{
     breaker::{CircuitBreaker, CircuitState},
     config::ReplicaConfig,
     metrics::{LatencyRecorder, Percentiles},
-    shared::names::Kind,
+    shared::{api::SharedFloor, names::Kind},
 };
 
 /// The primary's current WAL insert position: at or past the commit of
@@ -171,9 +171,12 @@ pub(crate) struct BoardCounters {
     pub(crate) retried: AtomicU64,
     /// Floors recorded (invalidations) and their position reads that failed.
     pub(crate) floors_recorded: AtomicU64,
-    /// Reads that took the primary's position as their floor (the shared
-    /// level did not answer them).
+    /// Reads that took the primary's position as their floor (uncached,
+    /// with a shared level).
     pub(crate) strict: AtomicU64,
+    /// Reads that ran on the primary because the shared level did not
+    /// answer their lookup (their floor unknown).
+    pub(crate) unanswered: AtomicU64,
     pub(crate) position_failures: AtomicU64,
 }
 
@@ -241,26 +244,42 @@ impl Board {
         lsn
     }
 
-    /// The position a read of `key` with `tags` must run at or past
-    /// (`u64::MAX`: only the primary will do). `shared`: the highest floor
-    /// the shared level holds for them, if it answered this read's lookup.
-    pub(crate) async fn floor(&self, key: &str, tags: &[Arc<str>], shared: Option<u64>) -> u64 {
+    /// The position a read of `key` with `tags` must run at or past;
+    /// `None` (counted): only the primary will do, at once. `shared`: what
+    /// the shared level said of their floors in this read's lookup.
+    pub(crate) async fn floor(
+        &self,
+        key: &str,
+        tags: &[Arc<str>],
+        shared: SharedFloor,
+    ) -> Option<u64> {
         let local = self.floors.of(key, tags);
         if self.unknown.load(Relaxed) {
-            return u64::MAX;
+            self.c.unavailable.fetch_add(1, Relaxed);
+            return None;
         }
         match shared {
-            Some(floor) => local.max(floor),
-            // Other instances' floors are unknown to this read: every
-            // write acknowledged before it is below the primary's position.
-            None if self.shared => {
+            SharedFloor::Floor(floor) => Some(local.max(floor)),
+            // Redis is slow or away: other instances' floors are unknown,
+            // and asking the primary would add a round trip to a read
+            // already late. The primary answers.
+            SharedFloor::Unanswered if self.shared => {
+                self.c.unanswered.fetch_add(1, Relaxed);
+                None
+            }
+            // Not cached, so not looked up: every write acknowledged
+            // before this read is below the primary's position.
+            SharedFloor::NotAsked | SharedFloor::Unanswered if self.shared => {
                 self.c.strict.fetch_add(1, Relaxed);
                 match self.primary_position().await {
-                    Some(p) => p.max(local),
-                    None => u64::MAX,
+                    Some(p) => Some(p.max(local)),
+                    None => {
+                        self.c.unavailable.fetch_add(1, Relaxed);
+                        None
+                    }
                 }
             }
-            None => local,
+            SharedFloor::NotAsked | SharedFloor::Unanswered => Some(local),
         }
     }
 
@@ -272,6 +291,7 @@ impl Board {
             floors: self.floors.len() as u64,
             fallbacks_behind: self.c.behind.load(Relaxed),
             fallbacks_unavailable: self.c.unavailable.load(Relaxed),
+            fallbacks_unanswered: self.c.unanswered.load(Relaxed),
             retried_on_primary: self.c.retried.load(Relaxed),
             floors_recorded: self.c.floors_recorded.load(Relaxed),
             position_failures: self.c.position_failures.load(Relaxed),
@@ -289,9 +309,9 @@ pub struct ReplicasStatus {
     /// Floors travel through the shared level (other instances' writes
     /// count too).
     pub shared_floors: bool,
-    /// Reads the shared level did not answer, which took the primary's
-    /// position as their floor (one round trip, shared by the reads
-    /// asking at once).
+    /// Uncached reads (with a shared level, not looked up there), which
+    /// took the primary's position as their floor (one round trip, shared
+    /// by the reads asking at once).
     pub strict_reads: u64,
     /// The primary's WAL insert position as last read.
     pub primary_lsn: u64,
@@ -299,8 +319,11 @@ pub struct ReplicasStatus {
     pub floors: u64,
     /// Reads that ran on the primary: no replica replayed their floor in time.
     pub fallbacks_behind: u64,
-    /// … no replica was usable.
+    /// … no replica was usable (or a write's position is unknown).
     pub fallbacks_unavailable: u64,
+    /// … the shared level did not answer their lookup in time (Redis
+    /// slow or away), so other instances' floors were unknown.
+    pub fallbacks_unanswered: u64,
     /// Reads whose replica failed mid-query, run again on the primary.
     pub retried_on_primary: u64,
     /// Floors recorded by invalidations.

@@ -17,10 +17,13 @@
 //!   floor of its key and tags; bounded: past [`FLOOR_NAMES`] names they
 //!   are folded into one floor for every name (coarser, never lower).
 //! - **With a shared level** (several instances) another instance's writes
-//!   must bound this one's reads too, and their floors are not here: every
-//!   routed read then takes the primary's position at its start as its
-//!   floor (*strict*: every write acknowledged anywhere before the read is
-//!   below it), one round trip shared by the reads asking at once.
+//!   must bound this one's reads too: the floors are written in Redis with
+//!   the names' generations (and sent on the bus), and a miss's shared
+//!   lookup reads them with the generations, in the same round trip. A read
+//!   whose lookup Redis did not answer goes to the primary; an uncached
+//!   read (no lookup) takes the primary's position at its start as its
+//!   floor (*strict*: every write acknowledged anywhere before it is below
+//!   it), one round trip shared by the reads asking at once.
 //! - **Routing** ([`Replicas`]): a read the caller allows on a replica
 //!   ([`Manager::execute_read_then`](crate::Manager::execute_read_then))
 //!   goes, with its admission slot, to a replica in rotation whose replay

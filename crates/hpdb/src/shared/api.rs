@@ -146,10 +146,21 @@ pub(crate) struct FillTicket {
     pub(crate) stamp: Option<Arc<Stamp>>,
     /// This instance holds the key's fill lease.
     pub(crate) holds_lease: bool,
-    /// The highest replica floor of the key and its tags in the shared
-    /// level (`crate::replica`: other instances' writes); meaningful only
-    /// with a `stamp` (the shared level answered).
-    pub(crate) floor: u64,
+    /// What the shared level said of the key's and its tags' replica
+    /// floors (`crate::replica`: other instances' writes).
+    pub(crate) floor: SharedFloor,
+}
+
+/// The shared level's answer about a miss's replica floor.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SharedFloor {
+    /// Not asked (the read is not cached, or there is no shared level).
+    #[default]
+    NotAsked,
+    /// Asked, and Redis did not answer in time.
+    Unanswered,
+    /// The highest floor of the key and its tags (0: none).
+    Floor(u64),
 }
 
 /// Whether the other instances had applied an invalidation when the call

@@ -14,7 +14,10 @@ use futures::{future::BoxFuture, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::{
-    api::{Ask, Delivery, FillTicket, Found, Invalidation, LocalCache, SharedLevel, Update},
+    api::{
+        Ask, Delivery, FillTicket, Found, Invalidation, LocalCache, SharedFloor, SharedLevel,
+        Update,
+    },
     budget::Patience,
     bus,
     level::{Lease, SharedLookup},
@@ -103,7 +106,7 @@ impl SharedLevel for RedisLevel {
                 } if ask.due_within.is_some_and(|d| ttl_left <= d) => Found::Miss(FillTicket {
                     stamp: Some(Arc::new(stamp)),
                     holds_lease: false,
-                    floor,
+                    floor: SharedFloor::Floor(floor),
                 }),
                 SharedLookup::Hit {
                     value,
@@ -120,9 +123,12 @@ impl SharedLevel for RedisLevel {
                     lease,
                     floor,
                 } => Found::Miss(FillTicket {
+                    floor: match stamp {
+                        Some(_) => SharedFloor::Floor(floor),
+                        None => SharedFloor::Unanswered,
+                    },
                     stamp: stamp.map(Arc::new),
                     holds_lease: lease == Lease::Won,
-                    floor,
                 }),
             }
         })
