@@ -7,8 +7,9 @@
 # doc). No test skips: one that needs a service fails when it cannot reach it.
 # Every stage runs even when an earlier one fails (the exit status says
 # whether all passed), so one failing test never hides the doc tests or the
-# fuzzing. The pressure test (three servers saturating both cores) runs
-# alone, after the rest.
+# fuzzing. The pressure tests (three servers saturating both cores; three
+# servers reading from the replica through 100,000 write → read pairs) run
+# after the rest, one at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -77,6 +77,10 @@ pub struct QueryOptions {
     /// ([`Error::Replica`](crate::Error::Replica)). Ignored for a query
     /// marked [`writes`](Self::writes) and without `DB_REPLICA_URLS`.
     pub replica: bool,
+    /// A WAL position the read must see even if none of its tags says so
+    /// (a session's own last write: [`Invalidation::floor`](crate::Invalidation::floor));
+    /// a replica is used only once it has replayed it (default none).
+    pub read_after: Option<u64>,
 }
 
 impl Default for QueryOptions {
@@ -94,6 +98,7 @@ impl Default for QueryOptions {
             stale_while_revalidate: true,
             writes: false,
             replica: false,
+            read_after: None,
         }
     }
 }
@@ -128,6 +133,14 @@ impl QueryOptions {
     /// Adds an invalidation tag.
     pub fn tag(mut self, tag: impl Into<Arc<str>>) -> Self {
         self.tags.push(tag.into());
+        self
+    }
+
+    /// Reads at or after WAL position `lsn` when on a replica (see
+    /// [`read_after`](Self::read_after)): a session's floor, e.g. the
+    /// [`floor`](crate::Invalidation::floor) of its last write.
+    pub fn read_after(mut self, lsn: u64) -> Self {
+        self.read_after = Some(self.read_after.map_or(lsn, |l| l.max(lsn)));
         self
     }
 

@@ -335,3 +335,42 @@ async fn replica_stopped_under_reads_fails_none_of_them() {
     m.close().await;
     drop_table(TABLE).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_a_session_floor_holds_for_reads_whose_tags_were_not_written() {
+    const TABLE: &str = "replica_session";
+    table(TABLE, 2).await;
+    replayed(5433, TABLE, 2).await;
+    let m = manager(config(&[5433])).await;
+    let _reset = DelayReset(5433);
+    testkit::replica::set_delay(5433, Duration::from_secs(2)).await;
+    // Row 1 is written and its tag invalidated; the session then reads
+    // row 2's key, whose tags say nothing of the write, after its floor.
+    write(&m, TABLE, 1, 7).await;
+    let floor = m.invalidate_tag(&format!("{TABLE}:1")).await.floor();
+    let floor = floor.expect("a floor recorded with replicas");
+    let sql = format!("SELECT v FROM {TABLE} WHERE id = 1");
+    let seen = m
+        .execute_read_then(
+            "unrelated-key",
+            QueryOptions::uncached().read_after(floor),
+            move |conn| {
+                Box::pin(async move {
+                    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                        .fetch_one(conn)
+                        .await
+                })
+            },
+            Ok,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.value, 7,
+        "the session's own write, not the delayed replica's view"
+    );
+    let status = m.status().replicas.unwrap();
+    assert_eq!(status.fallbacks_behind, 1, "{status:?}");
+    m.close().await;
+    drop_table(TABLE).await;
+}

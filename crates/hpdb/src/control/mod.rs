@@ -111,7 +111,9 @@ impl Control {
                 Some(board) => board.record(kind, &owned, at).await,
                 None => None,
             };
-            core.shared.invalidate(&*core, kind, &owned, floor).await
+            let mut done = core.shared.invalidate(&*core, kind, &owned, floor).await;
+            done.floor = floor;
+            done
         });
         match task.await {
             Ok(done) => done,
@@ -255,9 +257,12 @@ impl Control {
                 Some(board) => board.record(Kind::Tag, &owned, None).await,
                 None => None,
             };
-            core.shared
+            let mut done = core
+                .shared
                 .update_tag(&*core, &owned, tags, updates, floor)
-                .await
+                .await;
+            done.floor = floor;
+            done
         });
         match task.await {
             Ok(done) => done,

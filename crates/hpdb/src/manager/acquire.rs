@@ -177,7 +177,8 @@ impl<DB: Database> Manager<DB> {
             // query the replica cancelled because replaying the primary's
             // WAL conflicted with it (SQLSTATE 40001 on a standby).
             Ok(Err(e))
-                if on_replica.is_some() && (is_connection_error(&e) || is_recovery_conflict(&e)) =>
+                if on_replica.is_some()
+                    && (is_connection_error(&e) || is_recovery_conflict(&e)) =>
             {
                 let state = on_replica.as_ref().expect("a replica connection");
                 if is_unreachable(&e) {

@@ -36,7 +36,8 @@ impl<DB: Database> Manager<DB> {
         if floor.is_none() {
             replicas.board.routing.record(spent);
         }
-        Some((floor?, spent))
+        let floor = floor?.max(call.options.read_after.unwrap_or(0));
+        Some((floor, spent))
     }
 
     /// Like [`execute_query_then`](Self::execute_query_then), for a read

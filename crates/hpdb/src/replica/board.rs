@@ -367,3 +367,89 @@ pub struct ReplicaStatus {
     /// Times it left the rotation for being too far behind.
     pub left_rotation: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicI64;
+
+    use super::*;
+
+    /// The primary's position as the test sets it (negative: unreadable).
+    struct Fixed(AtomicI64);
+
+    impl Position for Fixed {
+        fn now(&self) -> BoxFuture<'_, Option<u64>> {
+            let v = self.0.load(Relaxed);
+            Box::pin(async move { u64::try_from(v).ok() })
+        }
+    }
+
+    fn board(shared: bool, position: i64) -> (Board, Arc<Fixed>) {
+        let p = Arc::new(Fixed(AtomicI64::new(position)));
+        (
+            Board::new(Vec::new(), ReplicaConfig::default(), shared, p.clone()),
+            p,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_write_raises_its_names_floor_to_the_primarys_position_after_it() {
+        let (b, p) = board(false, 100);
+        assert_eq!(b.record(Kind::Tag, "user:1", None).await, Some(100));
+        p.0.store(250, Relaxed);
+        assert_eq!(
+            b.record(Kind::Key, "agg:2", Some(180)).await,
+            Some(180),
+            "the stream's own"
+        );
+        let tags: Vec<Arc<str>> = vec!["user:1".into()];
+        assert_eq!(
+            b.floor("agg:1", &tags, SharedFloor::NotAsked).await,
+            Some(100)
+        );
+        assert_eq!(
+            b.floor("agg:2", &[], SharedFloor::NotAsked).await,
+            Some(180)
+        );
+        assert_eq!(b.floor("agg:3", &[], SharedFloor::NotAsked).await, Some(0));
+    }
+
+    #[tokio::test]
+    async fn with_a_shared_level_the_floor_comes_from_redis_or_the_read_goes_to_the_primary() {
+        let (b, _) = board(true, 900);
+        b.record(Kind::Tag, "user:1", Some(300)).await;
+        let tags: Vec<Arc<str>> = vec!["user:1".into()];
+        assert_eq!(
+            b.floor("k", &tags, SharedFloor::Floor(500)).await,
+            Some(500)
+        );
+        assert_eq!(b.floor("k", &tags, SharedFloor::Floor(10)).await, Some(300));
+        assert_eq!(b.floor("k", &tags, SharedFloor::Unanswered).await, None);
+        assert_eq!(b.c.unanswered.load(Relaxed), 1);
+        assert_eq!(
+            b.floor("k", &tags, SharedFloor::NotAsked).await,
+            Some(900),
+            "an uncached read: the primary's position"
+        );
+        assert_eq!(b.c.strict.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_position_is_unknown_sends_reads_to_the_primary_until_one_is_read() {
+        let (b, p) = board(false, -1);
+        assert_eq!(b.record(Kind::Tag, "user:1", None).await, None);
+        assert_eq!(b.floor("k", &[], SharedFloor::NotAsked).await, None);
+        p.0.store(700, Relaxed);
+        assert_eq!(
+            b.floor("k", &[], SharedFloor::NotAsked).await,
+            None,
+            "not read yet"
+        );
+        assert_eq!(b.primary_position().await, Some(700));
+        assert_eq!(
+            b.floor("k", &[], SharedFloor::NotAsked).await,
+            Some(700),
+            "every name at least the position read after it"
+        );
+    }
+}

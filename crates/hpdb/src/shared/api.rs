@@ -254,6 +254,14 @@ impl Invalidation {
     pub fn refused(&self) -> &[Arc<str>] {
         &self.refused
     }
+
+    /// The WAL position recorded as the invalidated name's replica floor
+    /// (with `DB_REPLICA_URLS`): a session that wants its later reads of
+    /// other names to see this write passes it on
+    /// ([`QueryOptions::read_after`](crate::QueryOptions::read_after)).
+    pub fn floor(&self) -> Option<u64> {
+        self.floor
+    }
 }
 
 /// A cached value read before a write, with what an update in place needs.
