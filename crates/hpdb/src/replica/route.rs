@@ -15,6 +15,10 @@ use tokio::time::{timeout_at, Instant};
 
 use super::board::Board;
 
+/// The longest a read waits for a replica connection to open before it
+/// goes on without (a local connect takes milliseconds).
+const OPEN_AT_MOST: Duration = Duration::from_millis(500);
+
 /// The replicas' pools, in `DB_REPLICA_URLS` order, and what is known of them.
 pub(crate) struct Replicas<DB: Database> {
     pools: Vec<Pool<DB>>,
@@ -114,14 +118,17 @@ impl<DB: Database> Replicas<DB> {
     }
 
     /// A connection of replica `i`'s pool: an idle one, else one opened
-    /// now (until `deadline`); `None` (and the replica marked lost when
-    /// the open says it is unreachable) if that fails.
+    /// now (for at most [`OPEN_AT_MOST`], and within `deadline`); `None`
+    /// (and the replica marked lost when the open says it is unreachable)
+    /// if that fails: the read goes on elsewhere rather than wait for a
+    /// replica that is slow to accept.
     async fn take(&self, i: usize, deadline: Instant) -> Option<PoolConnection<DB>> {
         let pool = &self.pools[i];
         if let Some(conn) = pool.try_acquire() {
             return Some(conn);
         }
-        match timeout_at(deadline, crate::manager::open_connection(pool)).await {
+        let until = deadline.min(Instant::now() + OPEN_AT_MOST);
+        match timeout_at(until, crate::manager::open_connection(pool)).await {
             Ok(Ok(conn)) => Some(conn),
             Ok(Err(e)) => {
                 if crate::error::is_unreachable(&e) {
