@@ -374,3 +374,81 @@ async fn replica_a_session_floor_holds_for_reads_whose_tags_were_not_written() {
     m.close().await;
     drop_table(TABLE).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_that_stops_answering_mid_query_fails_no_read() {
+    const TABLE: &str = "replica_hang";
+    const ROWS: i64 = 50;
+    table(TABLE, ROWS).await;
+    replayed(5433, TABLE, ROWS).await;
+    testkit::replica::set_delay(5433, Duration::ZERO).await;
+    // The replica behind a proxy that can stop passing its answers on,
+    // connections left open: a partition, not a refusal.
+    let proxy = testkit::Proxy::start("127.0.0.1:5433").await.unwrap();
+    let mut c = config(&[]);
+    c.replica.urls = vec![format!(
+        "postgres://postgres@127.0.0.1:{}/{}",
+        proxy.port(),
+        testkit::pg::url().rsplit_once('/').unwrap().1
+    )];
+    let m = manager(c).await;
+    let failures = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..6)
+        .map(|w| {
+            let (m, failures, reads, done) =
+                (m.clone(), failures.clone(), reads.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut id = w;
+                while !done.load(Ordering::Relaxed) {
+                    id = id % ROWS + 1;
+                    match read(&m, TABLE, id, QueryOptions::uncached()).await {
+                        Ok((0, _)) => {}
+                        Ok((v, _)) => panic!("row {id} read as {v}"),
+                        Err(e) => {
+                            eprintln!("read failed: {e}");
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let routed_before = m.status().replicas.unwrap().replicas[0].routed;
+    proxy.set_latency(Duration::from_secs(120));
+    proxy.set_connect_delay(Duration::from_secs(120));
+    let reads_at_hang = reads.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let status = m.status().replicas.unwrap();
+    eprintln!(
+        "{} reads, {reads_at_hang} before the hang; {status:#?}",
+        reads.load(Ordering::Relaxed)
+    );
+    assert!(
+        routed_before > 0,
+        "no read ran on the replica before it hung"
+    );
+    assert!(
+        reads.load(Ordering::Relaxed) > reads_at_hang + 100,
+        "reads went on, on the primary, while the replica hung"
+    );
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "a read failed while the replica hung"
+    );
+    assert!(
+        status.retried_on_primary > 0,
+        "the reads caught on the replica ran again on the primary: {status:?}"
+    );
+    m.close().await;
+    drop(proxy);
+    drop_table(TABLE).await;
+}

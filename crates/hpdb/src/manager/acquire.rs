@@ -162,7 +162,23 @@ impl<DB: Database> Manager<DB> {
             left,
             query,
         );
-        let result = match timeout_at(deadline, framed).await {
+        // A replica that stops answering is found out by its poller (within
+        // its poll timeout), which cuts the reads in flight there: they
+        // end as the replica's failure, and run again on the primary.
+        let cut = async {
+            match &on_replica {
+                Some(state) => state.lost_signal.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let ran = tokio::select! {
+            r = timeout_at(deadline, framed) => r,
+            () = cut => Ok(Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the replica stopped answering",
+            )))),
+        };
+        let result = match ran {
             // On drop, sqlx pings the connection before reusing it, which
             // drains the interrupted query; the connection's slot in sqlx's
             // pool stays taken until then, so the database never sees more

@@ -7,7 +7,7 @@
 //! (`try_acquire`, never waiting), so it never holds a slot a query is
 //! queued for, nor exceeds `max_connections`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
 use sqlx::{pool::PoolConnection, Connection, Database};
@@ -85,6 +85,9 @@ impl<DB: Database> Manager<DB> {
     }
 }
 
+/// The longest closing the replicas' pools may take.
+const REPLICA_CLOSE_AT_MOST: Duration = Duration::from_secs(5);
+
 impl<DB: Database> PoolOps for DbPool<DB> {
     fn size(&self) -> u32 {
         self.pool.size()
@@ -105,7 +108,12 @@ impl<DB: Database> PoolOps for DbPool<DB> {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             if let Some(replicas) = &self.replicas {
-                futures::future::join_all(replicas.pools().iter().map(|p| p.close())).await;
+                // A replica that stopped answering would hold the close
+                // (sqlx waits for each connection's goodbye): bounded.
+                let closes = futures::future::join_all(replicas.pools().iter().map(|p| p.close()));
+                if timeout(REPLICA_CLOSE_AT_MOST, closes).await.is_err() {
+                    tracing::warn!("a replica's connections did not close in time; left behind");
+                }
             }
             self.pool.close().await;
             if let Some(writer) = &self.writer {

@@ -44,6 +44,9 @@ pub(crate) struct ReplicaState {
     pub(crate) updated: Notify,
     /// Asks the poller for a poll now (a read is waiting).
     pub(crate) poke: Notify,
+    /// Told when it is found unreachable: the reads running there stop
+    /// waiting for it.
+    pub(crate) lost_signal: Notify,
     pub(crate) c: ReplicaCounters,
 }
 
@@ -69,6 +72,7 @@ impl ReplicaState {
             breaker: CircuitBreaker::new(config.failure_threshold, config.cooldown),
             updated: Notify::new(),
             poke: Notify::new(),
+            lost_signal: Notify::new(),
             c: ReplicaCounters::default(),
         }
     }
@@ -112,6 +116,7 @@ impl ReplicaState {
     /// reads it again.
     pub(crate) fn lost(&self) {
         self.replay.store(0, Relaxed);
+        self.lost_signal.notify_waiters();
         if self.breaker.on_failure() {
             tracing::warn!(replica = %self.name, "replica unreachable: its reads go to the primary");
         }
