@@ -4,6 +4,9 @@
 
 use super::{env::EnvVar, ConfigError, ManagerConfig};
 
+/// The most a replica may lag and stay in the rotation.
+const MAX_REPLICA_LAG: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl ManagerConfig {
     /// Rejects combinations the manager cannot run with; the message names
     /// each knob by its variable and field, e.g. `DB_POOL_MAX (pool.max_connections)`.
@@ -105,6 +108,17 @@ impl ManagerConfig {
             if !(0.0..=100.0).contains(&rate) {
                 return bad(format!("{} must be a percentage (0 to 100)", knob(field)));
             }
+        }
+        if self.replica.max_lag > MAX_REPLICA_LAG {
+            // A floor stays in Redis an hour after its write
+            // (`shared::state::FLOOR_TTL`): far longer than a replica in
+            // the rotation may lag, which is what makes a floor gone from
+            // Redis one every such replica has replayed.
+            return bad(format!(
+                "{} must not exceed {} s",
+                knob("replica.max_lag"),
+                MAX_REPLICA_LAG.as_secs()
+            ));
         }
         self.validate_consistency()
     }
