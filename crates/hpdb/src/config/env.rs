@@ -407,26 +407,6 @@ mod tests {
     }
 
     #[test]
-    fn replica_urls_are_a_list_and_their_lag_bound_is_bounded() {
-        let c = from(&[(
-            "DB_REPLICA_URLS",
-            "postgres://u:pw@r1/app, postgres://u@r2/app,",
-        )])
-        .unwrap();
-        assert_eq!(
-            c.replica.urls,
-            ["postgres://u:pw@r1/app", "postgres://u@r2/app"]
-        );
-        assert!(
-            !REPLICA_URLS.value(&c).contains("pw"),
-            "shown without the password"
-        );
-        let err = from(&[("DB_REPLICA_MAX_LAG", "600001")]).unwrap_err();
-        assert!(err.0.contains("DB_REPLICA_MAX_LAG"), "{err}");
-        assert!(from(&[("DB_REPLICA_MAX_LAG", "600000")]).is_ok());
-    }
-
-    #[test]
     fn a_delivery_wait_shorter_than_the_bus_lease_is_refused_and_zero_allowed() {
         let err = from(&[("REDIS_DELIVERY_WAIT", "500")]).unwrap_err();
         assert!(

@@ -165,3 +165,30 @@ impl ManagerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{env, ManagerConfig};
+
+    #[test]
+    fn replica_urls_are_a_list_and_their_lag_bound_is_bounded() {
+        let mut c = ManagerConfig::default();
+        env::REPLICA_URLS
+            .apply(&mut c, "postgres://u:pw@r1/app, postgres://u@r2/app,")
+            .unwrap();
+        assert_eq!(
+            c.replica.urls,
+            ["postgres://u:pw@r1/app", "postgres://u@r2/app"]
+        );
+        assert!(
+            !env::REPLICA_URLS.value(&c).contains("pw"),
+            "shown without the password"
+        );
+        assert!(c.validate().is_ok());
+        env::REPLICA_MAX_LAG.apply(&mut c, "600001").unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(err.0.contains("DB_REPLICA_MAX_LAG"), "{err}");
+        env::REPLICA_MAX_LAG.apply(&mut c, "600000").unwrap();
+        assert!(c.validate().is_ok());
+    }
+}
