@@ -84,22 +84,6 @@ async fn metric_sum(i: &Instance, name: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-struct DelayReset;
-
-impl Drop for DelayReset {
-    fn drop(&mut self) {
-        std::thread::spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(testkit::replica::set_delay(5433, Duration::ZERO));
-        })
-        .join()
-        .unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pressure_replica_writes_through_one_instance_are_seen_by_reads_through_the_others() {
     const WORKERS: usize = 16;
@@ -126,7 +110,7 @@ async fn pressure_replica_writes_through_one_instance_are_seen_by_reads_through_
             Instance::start_with(&db.url, &redis.url(), &ns, &env).await,
         ));
     }
-    let _reset = DelayReset;
+    let _reset = testkit::replica::DelayReset(5433);
     let done = Arc::new(AtomicBool::new(false));
     let switcher = {
         let done = done.clone();

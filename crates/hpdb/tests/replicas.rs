@@ -144,21 +144,64 @@ async fn replica_calls(port: u16) -> i64 {
     .unwrap()
 }
 
-/// Puts the replica's replay delay back to 0 however the test ends.
-struct DelayReset(u16);
+/// Six readers of `table`'s rows (uncached, each read routed), counting
+/// reads and failures, until stopped.
+struct Readers {
+    reads: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
 
-impl Drop for DelayReset {
-    fn drop(&mut self) {
-        let port = self.0;
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(testkit::replica::set_delay(port, Duration::ZERO));
-        })
-        .join()
-        .unwrap();
+impl Readers {
+    fn start(m: &Manager<Postgres>, table: &'static str, rows: i64) -> Readers {
+        let reads = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let tasks = (0..6)
+            .map(|w| {
+                let (m, reads, failures, done) =
+                    (m.clone(), reads.clone(), failures.clone(), done.clone());
+                tokio::spawn(async move {
+                    let mut id = w;
+                    while !done.load(Ordering::Relaxed) {
+                        id = id % rows + 1;
+                        match read(&m, table, id, QueryOptions::uncached()).await {
+                            Ok((0, _)) => {}
+                            Ok((v, _)) => panic!("row {id} read as {v}"),
+                            Err(e) => {
+                                eprintln!("read failed: {e}");
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Readers {
+            reads,
+            failures,
+            done,
+            tasks,
+        }
+    }
+
+    /// Reads done so far.
+    fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Stops them once their reads in flight end: (reads, failures).
+    async fn stop(self) -> (u64, u64) {
+        self.done.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.reads.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -171,7 +214,7 @@ async fn replica_a_read_after_a_write_never_runs_where_the_write_is_not_replayed
     table(TABLE, KEYS).await;
     replayed(5433, TABLE, KEYS).await;
     let m = manager(config(&[5433])).await;
-    let _reset = DelayReset(5433);
+    let _reset = testkit::replica::DelayReset(5433);
     let done = Arc::new(AtomicBool::new(false));
     // The replay delay switches between 0 and 2 s while the pairs run.
     let switcher = {
@@ -275,59 +318,23 @@ async fn replica_stopped_under_reads_fails_none_of_them() {
     table(TABLE, ROWS).await;
     replayed(5434, TABLE, ROWS).await;
     let m = manager(config(&[5434])).await;
-    let failures = Arc::new(AtomicU64::new(0));
-    let reads = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..6)
-        .map(|w| {
-            let (m, failures, reads, done) =
-                (m.clone(), failures.clone(), reads.clone(), done.clone());
-            tokio::spawn(async move {
-                let mut id = w;
-                while !done.load(Ordering::Relaxed) {
-                    id = id % ROWS + 1;
-                    match read(&m, TABLE, id, QueryOptions::uncached()).await {
-                        Ok((0, _)) => {}
-                        Ok((v, _)) => panic!("row {id} read as {v}"),
-                        Err(e) => {
-                            eprintln!("read failed: {e}");
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    reads.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let readers = Readers::start(&m, TABLE, ROWS);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let routed_before = m.status().replicas.unwrap().replicas[0].routed;
     tokio::task::spawn_blocking(|| testkit::replica::run(&["stop", "5434"]))
         .await
         .unwrap();
-    let reads_at_stop = reads.load(Ordering::Relaxed);
+    let reads_at_stop = readers.reads();
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    done.store(true, Ordering::Relaxed);
-    for r in readers {
-        r.await.unwrap();
-    }
+    let (reads, failures) = readers.stop().await;
     let status = m.status().replicas.unwrap();
-    eprintln!(
-        "{} reads, {reads_at_stop} before the stop; {status:#?}",
-        reads.load(Ordering::Relaxed)
-    );
+    eprintln!("{reads} reads, {reads_at_stop} before the stop; {status:#?}");
     assert!(
         routed_before > 0,
         "no read ran on the replica before it stopped"
     );
-    assert!(
-        reads.load(Ordering::Relaxed) > reads_at_stop,
-        "reads went on after the stop"
-    );
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "a read failed while the replica stopped"
-    );
+    assert!(reads > reads_at_stop, "reads went on after the stop");
+    assert_eq!(failures, 0, "a read failed while the replica stopped");
     assert!(
         !status.replicas[0].circuit.eq(&hpdb::CircuitState::Closed)
             || status.replicas[0].replay_lsn == 0
@@ -342,7 +349,7 @@ async fn replica_a_session_floor_holds_for_reads_whose_tags_were_not_written() {
     table(TABLE, 2).await;
     replayed(5433, TABLE, 2).await;
     let m = manager(config(&[5433])).await;
-    let _reset = DelayReset(5433);
+    let _reset = testkit::replica::DelayReset(5433);
     testkit::replica::set_delay(5433, Duration::from_secs(2)).await;
     // Row 1 is written and its tag invalidated; the session then reads
     // row 2's key, whose tags say nothing of the write, after its floor.
@@ -392,58 +399,25 @@ async fn replica_that_stops_answering_mid_query_fails_no_read() {
         testkit::pg::url().rsplit_once('/').unwrap().1
     )];
     let m = manager(c).await;
-    let failures = Arc::new(AtomicU64::new(0));
-    let reads = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..6)
-        .map(|w| {
-            let (m, failures, reads, done) =
-                (m.clone(), failures.clone(), reads.clone(), done.clone());
-            tokio::spawn(async move {
-                let mut id = w;
-                while !done.load(Ordering::Relaxed) {
-                    id = id % ROWS + 1;
-                    match read(&m, TABLE, id, QueryOptions::uncached()).await {
-                        Ok((0, _)) => {}
-                        Ok((v, _)) => panic!("row {id} read as {v}"),
-                        Err(e) => {
-                            eprintln!("read failed: {e}");
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    reads.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let readers = Readers::start(&m, TABLE, ROWS);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let routed_before = m.status().replicas.unwrap().replicas[0].routed;
     proxy.set_latency(Duration::from_secs(120));
     proxy.set_connect_delay(Duration::from_secs(120));
-    let reads_at_hang = reads.load(Ordering::Relaxed);
+    let reads_at_hang = readers.reads();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    done.store(true, Ordering::Relaxed);
-    for r in readers {
-        r.await.unwrap();
-    }
+    let (reads, failures) = readers.stop().await;
     let status = m.status().replicas.unwrap();
-    eprintln!(
-        "{} reads, {reads_at_hang} before the hang; {status:#?}",
-        reads.load(Ordering::Relaxed)
-    );
+    eprintln!("{reads} reads, {reads_at_hang} before the hang; {status:#?}");
     assert!(
         routed_before > 0,
         "no read ran on the replica before it hung"
     );
     assert!(
-        reads.load(Ordering::Relaxed) > reads_at_hang + 100,
+        reads > reads_at_hang + 100,
         "reads went on, on the primary, while the replica hung"
     );
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "a read failed while the replica hung"
-    );
+    assert_eq!(failures, 0, "a read failed while the replica hung");
     assert!(
         status.retried_on_primary > 0,
         "the reads caught on the replica ran again on the primary: {status:?}"

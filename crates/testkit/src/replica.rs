@@ -1,7 +1,7 @@
 //! The streaming replicas of the test PostgreSQL (`scripts/replica.sh`,
 //! started by `scripts/services.sh` on 127.0.0.1:5433; a second on 5434
 //! that the tests that stop one start themselves): where to connect, their
-//! replay delay, and starting and stopping one.
+//! replay delay (and [`DelayReset`]), and starting and stopping one.
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
@@ -72,4 +72,24 @@ pub async fn set_delay(port: u16, delay: Duration) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the replica on {port} did not take a replay delay of {ms} ms");
+}
+
+/// Puts the replay delay of the replica on its port back to 0 however the
+/// test that changed it ends (panics included).
+pub struct DelayReset(pub u16);
+
+impl Drop for DelayReset {
+    fn drop(&mut self) {
+        let port = self.0;
+        // A runtime of its own: a test's runtime may be shutting down.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(set_delay(port, Duration::ZERO));
+        })
+        .join()
+        .expect("the delay was reset");
+    }
 }

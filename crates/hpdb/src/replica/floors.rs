@@ -22,7 +22,10 @@ pub(crate) struct Floors {
 
 #[derive(Default)]
 struct Inner {
-    named: HashMap<(Kind, Arc<str>), u64>,
+    /// Keys' floors and tags' floors (two maps, so a lookup by `&str`
+    /// allocates nothing).
+    keys: HashMap<Arc<str>, u64>,
+    tags: HashMap<Arc<str>, u64>,
     /// The floor of every name (raised by clears and by folding).
     base: u64,
 }
@@ -44,14 +47,23 @@ impl Floors {
         if lsn <= inner.base {
             return;
         }
-        if inner.named.len() >= FLOOR_NAMES {
-            let highest = inner.named.values().copied().max().unwrap_or(0);
-            inner.base = inner.base.max(highest);
-            inner.named.clear();
-            inner.base = inner.base.max(lsn);
+        if inner.keys.len() + inner.tags.len() >= FLOOR_NAMES {
+            let highest = inner
+                .keys
+                .values()
+                .chain(inner.tags.values())
+                .copied()
+                .max();
+            inner.base = inner.base.max(highest.unwrap_or(0)).max(lsn);
+            inner.keys.clear();
+            inner.tags.clear();
             return;
         }
-        let floor = inner.named.entry((kind, Arc::from(name))).or_insert(0);
+        let map = match kind {
+            Kind::Key => &mut inner.keys,
+            _ => &mut inner.tags,
+        };
+        let floor = map.entry(Arc::from(name)).or_insert(0);
         *floor = (*floor).max(lsn);
     }
 
@@ -63,23 +75,16 @@ impl Floors {
     /// The highest floor of `key` and `tags`.
     pub(crate) fn of(&self, key: &str, tags: &[Arc<str>]) -> u64 {
         let inner = self.inner.lock();
-        let named = |kind: Kind, name: &str| {
-            inner
-                .named
-                .get(&(kind, Arc::from(name)))
-                .copied()
-                .unwrap_or(0)
-        };
-        let mut floor = inner.base.max(named(Kind::Key, key));
-        for t in tags {
-            floor = floor.max(named(Kind::Tag, t));
-        }
-        floor
+        let key_floor = inner.keys.get(key).copied().unwrap_or(0);
+        tags.iter()
+            .filter_map(|t| inner.tags.get(&**t).copied())
+            .fold(inner.base.max(key_floor), u64::max)
     }
 
     /// Names kept apart now.
     pub(crate) fn len(&self) -> usize {
-        self.inner.lock().named.len()
+        let inner = self.inner.lock();
+        inner.keys.len() + inner.tags.len()
     }
 }
 

@@ -61,7 +61,13 @@ impl<DB: Database> Replicas<DB> {
     ) -> Result<(usize, PoolConnection<DB>), Fallback> {
         let board = &self.board;
         let started = Instant::now();
-        let routed = || board.routing.record(spent + started.elapsed());
+        // Once per read: the decision, not a connection's acquisition.
+        let mut decided = false;
+        let mut routed = || {
+            if !std::mem::replace(&mut decided, true) {
+                board.routing.record(spent + started.elapsed());
+            }
+        };
         let until = (started + board.config.wait).min(deadline);
         let n = self.pools.len();
         let start = self.next.fetch_add(1, Relaxed);
@@ -73,8 +79,8 @@ impl<DB: Database> Replicas<DB> {
                 .iter()
                 .map(|r| Box::pin(r.updated.notified()))
                 .collect();
-            for n in &mut notified {
-                n.as_mut().enable();
+            for f in &mut notified {
+                f.as_mut().enable();
             }
             let mut usable = false;
             for i in (0..n).map(|i| (start + i) % n) {
