@@ -99,8 +99,12 @@ rc_kill_wait() { # pids...
 }
 
 # One run at a time (two test runs starting at once would otherwise each
-# stop the other's half-made cluster): a lock held until the calling shell
-# exits (the nodes must not inherit its descriptor).
+# stop the other's half-made cluster): a lock held from rc_lock to
+# rc_unlock, never longer. Whatever starts while it is held (the nodes)
+# must not inherit its descriptor, and it is released before services.sh
+# goes on: a daemon started later in the same shell (the replica, MariaDB)
+# would otherwise inherit it and hold it for its whole life, so the next
+# run would wait for it in vain.
 RC_LOCK_FD=""
 rc_lock() {
   [ -n "$RC_LOCK_FD" ] && return 0
@@ -108,15 +112,28 @@ rc_lock() {
   exec {RC_LOCK_FD}>"$(rc_dir)/lock"
   flock -w 120 "$RC_LOCK_FD" && return 0
   echo "services: another run still holds $(rc_dir)/lock after 120 s" >&2
+  rc_unlock
   return 1
+}
+rc_unlock() { [ -n "$RC_LOCK_FD" ] && exec {RC_LOCK_FD}>&- ; RC_LOCK_FD=""; }
+
+# Runs "$@" under the lock (taken here unless the caller holds it already)
+# and releases it afterwards when it was taken here.
+rc_locked() {
+  local rc=0
+  if [ -n "$RC_LOCK_FD" ]; then "$@"; return; fi
+  rc_lock || return 1
+  "$@" || rc=$?
+  rc_unlock
+  return "$rc"
 }
 
 # Stops our nodes (those our pid files name) and removes their pid and
 # nodes.conf files, so the next start makes a fresh cluster.
-redis_cluster_stop() {
+redis_cluster_stop() { rc_locked rc_stop_locked; }
+rc_stop_locked() {
   local port pid pids=() dir
   dir=$(rc_dir)
-  rc_lock || return 1
   for port in "${RC_PORTS[@]}"; do
     pid=$(rc_our_pid "$port") && pids+=("$pid")
   done
@@ -246,7 +263,9 @@ redis_cluster_ensure() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null \
       || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; }
   fi
-  rc_lock || return 1
+  rc_locked rc_ensure_locked
+}
+rc_ensure_locked() {
   rc_healthy && return 0
 
   local dir port p ours=() nodes=() options=()
