@@ -117,22 +117,25 @@ impl<DB: Database> ManagerBuilder<DB> {
         self
     }
 
-    /// Runs writes on one connection checked by `watch` for other
-    /// connections' commits, every `data_version_poll` while idle (see
-    /// `writer`; `sqlite` installs SQLite's). Nothing while that is 0.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     /// The configuration being built.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn config(&self) -> &ManagerConfig {
         &self.config
     }
 
     /// Replicas reads may use, and the tasks that poll them (stopped with
-    /// the manager).
+    /// the manager; `postgres` installs them).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn replicas(mut self, replicas: Replicas<DB>, tasks: Vec<JoinHandle<()>>) -> Self {
         self.replicas = Some((replicas, tasks));
         self
     }
 
+    /// Runs writes on one connection checked by `watch` for other
+    /// connections' commits, every `data_version_poll` while idle (see
+    /// `writer`; `sqlite` installs SQLite's `data_version`). Backends
+    /// without one leave it unset.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn write_watch(mut self, watch: impl WriteWatch<DB>) -> Self {
         self.watch = Some(Arc::new(watch));
         self
