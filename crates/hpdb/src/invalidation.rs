@@ -119,6 +119,23 @@ impl InvalidationLog {
         self.tags.insert(Arc::from(tag), s);
     }
 
+    /// A stamp for a tag invalidation to come ([`invalidate_tag_at`]):
+    /// entries stored as of it are current after that invalidation, and
+    /// everything fetched before it is not.
+    ///
+    /// [`invalidate_tag_at`]: Self::invalidate_tag_at
+    pub(crate) fn reserve(&self) -> Seq {
+        self.stamp()
+    }
+
+    /// Invalidates `tag` at a stamp [`reserve`](Self::reserve)d earlier
+    /// (never lowering a later one).
+    pub(crate) fn invalidate_tag_at(&self, tag: &str, stamp: Seq) {
+        self.tags
+            .entry(Arc::from(tag))
+            .and_upsert_with(|now| now.map_or(stamp, |e| (*e.value()).max(stamp)));
+    }
+
     pub(crate) fn invalidate_all(&self) {
         let s = self.stamp();
         self.cleared.store(s, Ordering::SeqCst);

@@ -407,6 +407,100 @@ macro_rules! backend_suite {
 
             /// A read that opts out of stale-while-revalidate waits for the
             /// query past the TTL, as before.
+            /// A write's update in place leaves no gap for readers: four
+            /// readers read a hot key without pause on both cores while 300
+            /// writes update it in place; every read is the cache's (the
+            /// value before a write or after it, never older than one
+            /// already seen), none goes to the database after the first
+            /// fill. (Dropping the tag's entries and then storing the
+            /// updated ones sent a reader in between to the database on a
+            /// good share of a hot user's writes.)
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn readers_of_a_key_updated_in_place_never_miss() {
+                let h = $harness(config(0, Duration::ZERO)).await;
+                let opts = QueryOptions::default()
+                    .ttl(Duration::from_secs(600))
+                    .tag("row:1");
+                let runs = Arc::new(AtomicUsize::new(0));
+                let first = h
+                    .manager
+                    .execute_query("hot", opts.clone(), read_v(&h, &runs, None))
+                    .await
+                    .unwrap();
+                assert_eq!(*first, 10);
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let readers: Vec<_> = (0..4)
+                    .map(|_| {
+                        let (m, o, stop) = (h.manager.clone(), opts.clone(), stop.clone());
+                        let runs = runs.clone();
+                        let table = h.table.clone();
+                        tokio::spawn(async move {
+                            let (mut reads, mut last) = (0u64, 10i64);
+                            while !stop.load(Ordering::SeqCst) {
+                                let sql = format!("SELECT v FROM {table} WHERE id = 1");
+                                let runs = runs.clone();
+                                let r = m
+                                    .execute_query_traced("hot", o.clone(), move |conn| {
+                                        Box::pin(async move {
+                                            runs.fetch_add(1, Ordering::SeqCst);
+                                            // Safe: test SQL around a table name the harness generated.
+                                            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                                                .fetch_one(conn)
+                                                .await
+                                        })
+                                            as futures::future::BoxFuture<'_, _>
+                                    })
+                                    .await
+                                    .unwrap();
+                                assert_eq!(
+                                    r.source,
+                                    Source::Cache,
+                                    "read {reads}, value {} after {last}",
+                                    r.value
+                                );
+                                assert!(*r.value >= last, "{} after {last}", r.value);
+                                last = *r.value;
+                                reads += 1;
+                                tokio::task::yield_now().await;
+                            }
+                            reads
+                        })
+                    })
+                    .collect();
+                for v in 11..=310 {
+                    set_v(&h, v).await;
+                    let before = h
+                        .manager
+                        .peek_versioned::<i64>("hot")
+                        .await
+                        .expect("the hot key stays cached");
+                    h.manager
+                        .update_tag(
+                            "row:1",
+                            &opts,
+                            vec![(Arc::from("hot"), before, Arc::new(v))],
+                        )
+                        .await;
+                }
+                stop.store(true, Ordering::SeqCst);
+                let mut reads = 0;
+                for r in readers {
+                    reads += r.await.unwrap();
+                }
+                assert!(reads >= 300, "the readers ran throughout ({reads} reads)");
+                assert_eq!(
+                    runs.load(Ordering::SeqCst),
+                    1,
+                    "only the first fill ran a query"
+                );
+                let last = h
+                    .manager
+                    .execute_query("hot", opts, read_v(&h, &runs, None))
+                    .await
+                    .unwrap();
+                assert_eq!(*last, 310);
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_read_that_opts_out_is_never_served_past_the_ttl() {
                 let h = $harness(config(20, Duration::from_secs(30))).await;

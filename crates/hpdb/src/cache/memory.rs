@@ -179,6 +179,26 @@ impl CacheLayer for MemoryCache {
         ready(dropped).boxed()
     }
 
+    fn invalidate_tag_except<'a>(
+        &'a self,
+        tag: &'a str,
+        kept: &'a [(Arc<str>, usize)],
+    ) -> BoxFuture<'a, Vec<(Arc<str>, CacheEntry)>> {
+        let mut dropped = Vec::new();
+        for key in self.tags.take(tag) {
+            let keep = kept.iter().find(|(k, _)| *k == key).and_then(|(_, id)| {
+                let entry = self.cache.get(&key)?;
+                (identity(&entry) == *id).then_some(entry)
+            });
+            match keep {
+                // Still indexed under its other tags; back under this one.
+                Some(entry) => self.tags.add(&key, &entry),
+                None => dropped.extend(self.cache.remove(&key).map(|e| (key, e))),
+            }
+        }
+        ready(dropped).boxed()
+    }
+
     fn clear(&self) -> BoxFuture<'_, ()> {
         self.cache.invalidate_all();
         // moka removes invalidated entries in its housekeeping: run it now,

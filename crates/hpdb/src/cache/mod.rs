@@ -131,6 +131,14 @@ pub trait CacheLayer: Send + Sync + 'static {
     /// entries it dropped, for per-class statistics and for replacing them
     /// from the shared level (empty if it cannot tell).
     fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<(Arc<str>, CacheEntry)>>;
+    /// Drops entries tagged `tag` except those in `kept` (key and entry
+    /// identity) that still hold that very entry: a write's updates in
+    /// place, stored just before. Returns the entries it dropped.
+    fn invalidate_tag_except<'a>(
+        &'a self,
+        tag: &'a str,
+        kept: &'a [(Arc<str>, usize)],
+    ) -> BoxFuture<'a, Vec<(Arc<str>, CacheEntry)>>;
     /// Drops everything.
     fn clear(&self) -> BoxFuture<'_, ()>;
     /// Removes expired entries now (called every `sweep_interval`).

@@ -40,6 +40,11 @@ use crate::{
     single_flight::{self, LeaderGuard, Outcome, Role},
 };
 
+/// Looks at a key's entry before a lookup counts as a miss: each look
+/// after the first follows an entry condemned by a write whose successor
+/// was stored before the condemnation (see `lookup`).
+const LOOKS: usize = 4;
+
 /// What the cache had for a call.
 enum Lookup<T> {
     /// A current entry to serve (fresh, or within the revalidation grace),
@@ -215,34 +220,49 @@ impl<DB: Database> Manager<DB> {
             return Ok(Lookup::Miss(None));
         }
         let mut stale = None;
-        if let Some(entry) = core.cache.get(key).await {
-            if core.log.is_current(key, &entry.tags, entry.seq) {
-                let age = entry.stored_at.elapsed();
-                if core.may_serve(&entry) {
-                    let (source, refresh) = match self.freshness(&entry, age, options) {
-                        Freshness::Fresh => (Source::Cache, None),
-                        Freshness::RefreshAhead => (Source::Cache, Some(Trigger::Ahead)),
-                        Freshness::Revalidate => {
-                            core.refreshes.served_while_refreshing();
-                            (Source::Revalidating, Some(Trigger::Revalidate))
-                        }
-                        Freshness::Expired => (Source::Stale, None),
-                    };
-                    if source != Source::Stale {
-                        inc(&core.metrics.c.cache_hits);
-                        core.tuning.read(key, true);
-                        entry.mark_read();
-                        let identity = CacheEntry::identity(&entry);
-                        return Ok(Lookup::Hit {
-                            value: downcast::<T>(key, entry.value)?,
-                            source,
-                            refresh: refresh.map(|t| (t, identity)),
-                        });
+        let current = |e: &CacheEntry| core.log.is_current(key, &e.tags, e.seq);
+        // Each entry is checked once. A write's update in place stores its
+        // value before the stamp that condemns the old one
+        // (`Core::replace_tag_local`), so an entry condemned between the
+        // get and the check has a successor already: look again (a few
+        // times, for a reader descheduled across more than one write).
+        let mut found = None;
+        for _ in 0..LOOKS {
+            match core.cache.get(key).await {
+                Some(e) if current(&e) => {
+                    found = Some(e);
+                    break;
+                }
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        if let Some(entry) = found {
+            let age = entry.stored_at.elapsed();
+            if core.may_serve(&entry) {
+                let (source, refresh) = match self.freshness(&entry, age, options) {
+                    Freshness::Fresh => (Source::Cache, None),
+                    Freshness::RefreshAhead => (Source::Cache, Some(Trigger::Ahead)),
+                    Freshness::Revalidate => {
+                        core.refreshes.served_while_refreshing();
+                        (Source::Revalidating, Some(Trigger::Revalidate))
                     }
+                    Freshness::Expired => (Source::Stale, None),
+                };
+                if source != Source::Stale {
+                    inc(&core.metrics.c.cache_hits);
+                    core.tuning.read(key, true);
+                    entry.mark_read();
+                    let identity = CacheEntry::identity(&entry);
+                    return Ok(Lookup::Hit {
+                        value: downcast::<T>(key, entry.value)?,
+                        source,
+                        refresh: refresh.map(|t| (t, identity)),
+                    });
                 }
-                if options.stale_if_error && age < entry.ttl + core.config.cache.stale_grace {
-                    stale = Some(entry);
-                }
+            }
+            if options.stale_if_error && age < entry.ttl + core.config.cache.stale_grace {
+                stale = Some(entry);
             }
         }
         inc(&core.metrics.c.cache_misses);

@@ -83,14 +83,21 @@ pub(crate) trait SharedLevel: Send + Sync {
 pub(crate) trait LocalCache: Send + Sync {
     /// Drops what a key or tag invalidation names: the invalidation log
     /// first (no running fetch stores its older result), then the cache.
-    /// `restored` are keys the caller puts back updated in place (not lost
-    /// to the write, for the tuning's counts). Returns what a tag dropped.
+    /// Returns what a tag dropped.
     fn drop_named<'a>(
         &'a self,
         kind: Kind,
         name: &'a str,
-        restored: &'a [Arc<str>],
     ) -> BoxFuture<'a, Vec<(Arc<str>, CacheEntry)>>;
+    /// A write's updates in place of `tag`: stores `updated` (their `seq`
+    /// set here), then drops the tag's other entries, so that a reader
+    /// never finds a gap between the value before the write and the
+    /// updated one (see `Core::replace_tag_local`).
+    fn replace_tag<'a>(
+        &'a self,
+        tag: &'a str,
+        updated: Vec<(Arc<str>, CacheEntry)>,
+    ) -> BoxFuture<'a, ()>;
     /// Drops everything, with the same guarantee.
     fn flush(&self) -> BoxFuture<'_, ()>;
     /// Stores `entry` unless an invalidation of its key or tags has passed
@@ -344,14 +351,10 @@ impl Update {
         (self.encode)(&*self.value)
     }
 
-    /// The in-process entry of this update, as of `seq`, checked against
-    /// `stamp`: as overdue as the value it replaces.
-    pub(crate) fn entry(
-        &self,
-        tags: &Arc<[Arc<str>]>,
-        seq: Seq,
-        stamp: Option<Stamp>,
-    ) -> CacheEntry {
+    /// The in-process entry of this update, checked against `stamp`: as
+    /// overdue as the value it replaces. Its `seq` is set when it is
+    /// stored (`LocalCache::replace_tag`).
+    pub(crate) fn entry(&self, tags: &Arc<[Arc<str>]>, stamp: Option<Stamp>) -> CacheEntry {
         let stored_at = Instant::now()
             .checked_sub(self.overdue)
             .unwrap_or_else(Instant::now);
@@ -359,7 +362,7 @@ impl Update {
             value: self.value.clone(),
             size: self.size,
             tags: tags.clone(),
-            seq,
+            seq: 0,
             stored_at,
             ttl: self.ttl_left,
             stamp: stamp.map(Arc::new),

@@ -217,7 +217,7 @@ async fn apply(
         }
         kind => {
             shared.learn_generation(kind, &msg.name, msg.generation);
-            let dropped = local.drop_named(kind, &msg.name, &[]).await;
+            let dropped = local.drop_named(kind, &msg.name).await;
             if !dropped.is_empty() {
                 let (shared, local, msg) = (shared.clone(), local.clone(), msg.clone());
                 tokio::spawn(async move {

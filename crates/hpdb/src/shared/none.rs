@@ -42,7 +42,7 @@ impl SharedLevel for NoShared {
     ) -> BoxFuture<'a, Invalidation> {
         let _ = floor; // the floors are the manager's own, in process
         Box::pin(async move {
-            local.drop_named(kind, name, &[]).await;
+            local.drop_named(kind, name).await;
             Invalidation::new(kind, name, None, Delivery::Local)
         })
     }
@@ -62,20 +62,21 @@ impl SharedLevel for NoShared {
     ) -> BoxFuture<'a, Invalidation> {
         let _ = floor;
         Box::pin(async move {
-            let restored: Vec<Arc<str>> = updates.iter().map(|u| u.key.clone()).collect();
-            local.drop_named(Kind::Tag, tag, &restored).await;
             let mut done = Invalidation::new(Kind::Tag, tag, None, Delivery::Local);
-            for u in updates {
-                let (key, since) = (u.key.clone(), u.since);
-                if !local.cleared_after(since) {
-                    let entry = u.entry(&tags, local.position(), None);
-                    local.store(key.clone(), entry).await;
-                    if !local.cleared_after(since) {
-                        continue;
-                    }
-                    local.remove(&key).await;
+            let (stored, refused): (Vec<Update>, Vec<Update>) = updates
+                .into_iter()
+                .partition(|u| !local.cleared_after(u.since));
+            let entries = stored
+                .iter()
+                .map(|u| (u.key.clone(), u.entry(&tags, None)))
+                .collect();
+            local.replace_tag(tag, entries).await;
+            done.refused.extend(refused.into_iter().map(|u| u.key));
+            for u in stored {
+                if local.cleared_after(u.since) {
+                    local.remove(&u.key).await;
+                    done.refused.push(u.key);
                 }
-                done.refused.push(key);
             }
             done
         })

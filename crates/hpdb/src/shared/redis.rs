@@ -161,7 +161,7 @@ impl SharedLevel for RedisLevel {
     ) -> BoxFuture<'a, Invalidation> {
         Box::pin(async move {
             let generation = self.shared.bump(kind, name, floor).await;
-            local.drop_named(kind, name, &[]).await;
+            local.drop_named(kind, name).await;
             let mut done = Invalidation::new(kind, name, generation, Delivery::Unconfirmed);
             done.floor = floor;
             announce(&self.shared, &mut done).await;

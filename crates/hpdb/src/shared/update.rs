@@ -41,7 +41,7 @@ pub(super) async fn announce(shared: &Shared, done: &mut Invalidation) {
 /// stored in the shared level, each only if the bump directly follows its
 /// snapshot (no other instance wrote the tag in between); this instance's
 /// entries of the tag dropped and the updated ones stored, with no wait
-/// between the two; then the bus tells the others, which drop theirs and
+/// between the two (as readers see it, one step: `LocalCache::replace_tag`); then the bus tells the others, which drop theirs and
 /// find the updated values in Redis.
 pub(super) async fn update_tag(
     shared: &Arc<Shared>,
@@ -80,41 +80,34 @@ pub(super) async fn update_tag(
         }
     });
     join_all(stores).await;
-    let restored: Vec<Arc<str>> = ready.iter().map(|(u, _, _)| u.key.clone()).collect();
-    local.drop_named(Kind::Tag, tag, &restored).await;
-    for (u, stamp, _) in ready {
-        put_updated(shared, local, &tags, u, stamp, &after).await;
-    }
-    announce(shared, &mut after).await;
-    after
-}
-
-/// Stores one value updated in place, unless a newer write of the tag
-/// has arrived by the bus (checked again after the insert).
-async fn put_updated(
-    shared: &Shared,
-    local: &dyn LocalCache,
-    tags: &Arc<[Arc<str>]>,
-    u: Update,
-    stamp: Stamp,
-    after: &Invalidation,
-) {
-    let newest = || {
+    // Stored only if no newer write of the tag has arrived by the bus and
+    // no clear came after the snapshot (it may stand for a write the
+    // snapshot did not see); checked again after the store.
+    let newest = |u: &Update| {
         after
             .generation
             .is_some_and(|g| shared.known_generation(after.kind, &after.name) == g)
+            && !local.cleared_after(u.since)
     };
-    // A clear after the snapshot may stand for a write it did not see.
-    let newest = || newest() && !local.cleared_after(u.since);
-    if !newest() {
-        shared.count_update_refused();
-        return;
+    let mut entries = Vec::with_capacity(ready.len());
+    let mut placed = Vec::with_capacity(ready.len());
+    for (u, stamp, _) in ready {
+        if newest(&u) {
+            entries.push((u.key.clone(), u.entry(&tags, Some(stamp))));
+            placed.push(u);
+        } else {
+            shared.count_update_refused();
+        }
     }
-    let entry = u.entry(tags, local.position(), Some(stamp));
-    local.store(u.key.clone(), entry).await;
-    if !newest() {
-        local.remove(&u.key).await;
+    local.replace_tag(tag, entries).await;
+    for u in placed {
+        if !newest(&u) {
+            shared.count_update_refused();
+            local.remove(&u.key).await;
+        }
     }
+    announce(shared, &mut after).await;
+    after
 }
 
 /// `before`'s stamp moved to `after`'s generation, if `after` is the very
