@@ -180,8 +180,8 @@ impl Core {
 
     /// Drops a key's or a tag's entries (or all) from this instance: the
     /// invalidation log first (so no running fetch stores its result),
-    /// then the cache. Counts the write for adaptive TTLs, except for the
-    /// keys in `restored`, which the caller puts back updated in place.
+    /// then the cache. Counts the write for adaptive TTLs (a write that
+    /// updates entries in place goes through `replace_tag_local` instead).
     /// Returns the entries a tag invalidation dropped. The keys dropped
     /// are the consistency monitor's events (sampled there).
     pub(crate) async fn drop_local(&self, kind: Kind, name: &str) -> Vec<(Arc<str>, CacheEntry)> {
