@@ -64,8 +64,22 @@ macro_rules! backend_suite {
             ) -> futures::future::BoxFuture<'c, Result<i64, sqlx::Error>>
                    + Send
                    + 'static {
+                read_v_of(&h.table, runs, gate)
+            }
+
+            /// [`read_v`] of a table by name (for a task that cannot
+            /// borrow the harness).
+            fn read_v_of(
+                table: &str,
+                runs: &Arc<AtomicUsize>,
+                gate: Option<(Arc<Semaphore>, Arc<Notify>)>,
+            ) -> impl for<'c> FnOnce(
+                &'c mut <DB as sqlx::Database>::Connection,
+            ) -> futures::future::BoxFuture<'c, Result<i64, sqlx::Error>>
+                   + Send
+                   + 'static {
                 let runs = runs.clone();
-                let sql = format!("SELECT v FROM {} WHERE id = 1", h.table);
+                let sql = format!("SELECT v FROM {table} WHERE id = 1");
                 move |conn| {
                     Box::pin(async move {
                         runs.fetch_add(1, Ordering::SeqCst);
@@ -437,19 +451,12 @@ macro_rules! backend_suite {
                         tokio::spawn(async move {
                             let (mut reads, mut last) = (0u64, 10i64);
                             while !stop.load(Ordering::SeqCst) {
-                                let sql = format!("SELECT v FROM {table} WHERE id = 1");
-                                let runs = runs.clone();
                                 let r = m
-                                    .execute_query_traced("hot", o.clone(), move |conn| {
-                                        Box::pin(async move {
-                                            runs.fetch_add(1, Ordering::SeqCst);
-                                            // Safe: test SQL around a table name the harness generated.
-                                            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
-                                                .fetch_one(conn)
-                                                .await
-                                        })
-                                            as futures::future::BoxFuture<'_, _>
-                                    })
+                                    .execute_query_traced(
+                                        "hot",
+                                        o.clone(),
+                                        read_v_of(&table, &runs, None),
+                                    )
                                     .await
                                     .unwrap();
                                 assert_eq!(

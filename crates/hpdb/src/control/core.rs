@@ -220,11 +220,7 @@ impl Core {
     /// hot key read a thousand times a second met that gap on a good share
     /// of its writes). A fetch that started before the write still loses:
     /// its `seq` is below the stamp.
-    pub(crate) async fn replace_tag_local(
-        &self,
-        tag: &str,
-        updated: Vec<(Arc<str>, CacheEntry)>,
-    ) -> Vec<(Arc<str>, CacheEntry)> {
+    pub(crate) async fn replace_tag_local(&self, tag: &str, updated: Vec<(Arc<str>, CacheEntry)>) {
         let stamp = self.log.reserve();
         let mut kept = Vec::with_capacity(updated.len());
         let mut checks = Vec::with_capacity(updated.len());
@@ -252,7 +248,6 @@ impl Core {
         }
         let restored: Vec<Arc<str>> = kept.into_iter().map(|(k, _)| k).collect();
         self.tuning.wrote((Kind::Tag, tag), &dropped, &restored);
-        dropped
     }
 
     /// True unless the shared level says otherwise (its bus has not caught
@@ -341,9 +336,7 @@ impl LocalCache for Core {
         tag: &'a str,
         updated: Vec<(Arc<str>, CacheEntry)>,
     ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            self.replace_tag_local(tag, updated).await;
-        })
+        Box::pin(self.replace_tag_local(tag, updated))
     }
 
     fn flush(&self) -> BoxFuture<'_, ()> {
