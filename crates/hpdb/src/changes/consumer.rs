@@ -1,4 +1,4 @@
-//! [`ChangeStream`]: the consumer task. One per database across every
+//! [`ChangeStream`]: the consumer (a thread of its own). One per database across every
 //! instance: each instance runs one, the holder of the leader lock
 //! consumes, the others retry the lock every `retry` and take over when it
 //! goes away.
@@ -13,6 +13,9 @@
 //!   not make the slot retain WAL.
 //! - A transaction carrying our own-write mark is skipped whole: its
 //!   writer updated the caches itself.
+//! - Nothing is looked up or invalidated for a transaction before a
+//!   snapshot taken after its arrival sees it (`visible`): a fill that
+//!   follows an invalidation reads a snapshot with the change.
 //! - A slot that was created, or recreated after PostgreSQL invalidated
 //!   it, missed changes: every cached entry is dropped (on every instance)
 //!   before its stream is read.
@@ -25,7 +28,7 @@ use std::{
 
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use sqlx::{Connection, PgConnection};
-use tokio::task::JoinHandle;
+use tokio::{sync::oneshot, task::JoinHandle};
 
 use super::{
     config::ChangesConfig,
@@ -34,6 +37,7 @@ use super::{
     pgoutput::{Change, Decoder},
     slot::{self, SlotState},
     state::{ChangeMode, ChangeState, ChangeStatus},
+    visible::Visibility,
 };
 use crate::control::Control;
 
@@ -50,8 +54,16 @@ const MAX_IN_FLIGHT: usize = 64;
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(60);
 
 /// The consumer of one database's change stream; stops when dropped.
+///
+/// It runs on a thread of its own, with its own runtime: on a machine
+/// whose cores the requests saturate, a task on the server's runtime waits
+/// behind every queued request at each of its awaits, and the consumer
+/// awaits several times per transaction (the stream, the visibility check,
+/// the lookups, the invalidation). A thread that mostly sleeps is woken
+/// at once by the kernel instead.
 pub struct ChangeStream {
-    task: JoinHandle<()>,
+    /// Dropped to stop the thread.
+    _stop: oneshot::Sender<()>,
     state: Arc<ChangeState>,
 }
 
@@ -63,12 +75,6 @@ impl std::fmt::Debug for ChangeStream {
     }
 }
 
-impl Drop for ChangeStream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 impl ChangeStream {
     /// Starts the consumer for `control`'s manager: it invalidates the
     /// tags `mapping` finds in the rows other writers change. Its figures
@@ -77,8 +83,33 @@ impl ChangeStream {
         let state = control.core.changes.clone();
         state.set_mode(ChangeMode::Starting, None);
         state.update(|s| s.slot = Some(config.slot.clone()));
-        let task = tokio::spawn(run(control.clone(), config, mapping));
-        ChangeStream { task, state }
+        let (stop, stopped) = oneshot::channel::<()>();
+        let control = control.clone();
+        let thread = std::thread::Builder::new()
+            .name("hpdb-changes".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "change stream: cannot build its runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = run(control, config, mapping) => {}
+                        _ = stopped => {}
+                    }
+                });
+            });
+        if let Err(e) = thread {
+            tracing::error!(error = %e, "change stream: cannot start its thread");
+            state.set_mode(ChangeMode::Starting, Some(format!("no thread: {e}")));
+        }
+        ChangeStream { _stop: stop, state }
     }
 
     /// Records that `control`'s database cannot stream its changes (SQLite,
@@ -181,8 +212,10 @@ async fn lead_and_stream(
     state.update(|s| s.sessions += 1);
     tracing::info!(slot = %config.slot, "change stream: this instance consumes");
 
+    let visible = Visibility::new(&config.url).map_err(|e| ChangeError::sql("connect", e))?;
     let mut consumer = Consumer {
         control: control.clone(),
+        visible,
         config,
         mapping: mapping.clone(),
         state: state.clone(),
@@ -261,6 +294,8 @@ fn replication_config(
 /// One transaction being read.
 #[derive(Default)]
 struct Txn {
+    /// Its id (32 bits, as the stream gives it).
+    xid: u32,
     rows: Vec<Row>,
     /// Everything must go (a truncate, too many rows).
     everything: bool,
@@ -270,6 +305,7 @@ struct Txn {
 
 struct Consumer<'a> {
     control: Control,
+    visible: Visibility,
     config: &'a ChangesConfig,
     mapping: Mapping,
     state: Arc<ChangeState>,
@@ -284,7 +320,12 @@ impl Consumer<'_> {
     /// Handles one event; returns the position that may be confirmed.
     async fn handle(&mut self, event: ReplicationEvent) -> Result<Option<Lsn>, ChangeError> {
         match event {
-            ReplicationEvent::Begin { .. } => self.txn = Some(Txn::default()),
+            ReplicationEvent::Begin { xid, .. } => {
+                self.txn = Some(Txn {
+                    xid,
+                    ..Txn::default()
+                })
+            }
             ReplicationEvent::XLogData { data, .. } => {
                 let change = self.decoder.decode(&data)?;
                 let Some(txn) = self.txn.as_mut() else {
@@ -327,7 +368,7 @@ impl Consumer<'_> {
                 let (control, mapping) = (self.control.clone(), self.mapping.clone());
                 let task = tokio::spawn(apply(
                     control,
-                    mapping,
+                    (mapping, self.visible.clone()),
                     self.state.clone(),
                     txn,
                     (committed, end_lsn),
@@ -376,11 +417,12 @@ fn commit_instant(micros: i64) -> Option<SystemTime> {
 }
 
 /// Invalidates what a committed transaction changed (its end position is
-/// the tags' replica floor); records the time from its commit when it
-/// changed anything of ours.
+/// the tags' replica floor), once it is visible to new snapshots (see
+/// `visible`); records the time from its commit when it changed anything
+/// of ours.
 async fn apply(
     control: Control,
-    mapping: Mapping,
+    (mapping, visible): (Mapping, Visibility),
     state: Arc<ChangeState>,
     txn: Txn,
     (committed, end): (Option<SystemTime>, Lsn),
@@ -391,6 +433,9 @@ async fn apply(
             s.own_skipped += 1;
         });
         return;
+    }
+    if txn.everything || !txn.rows.is_empty() {
+        visible.wait(txn.xid).await;
     }
     let mut everything = txn.everything;
     let mut tags = BTreeSet::new();

@@ -42,6 +42,7 @@
 //! | `mapping` | rows to tags ([`Mapping`], [`Row`]) (always built) |
 //! | `pgoutput` | decoding `pgoutput`'s row messages (feature `changes`) |
 //! | `slot` | checks, leader lock, publication, slot, lag (feature `changes`) |
+//! | `visible` | waiting until a streamed transaction is visible to new snapshots (feature `changes`) |
 //! | `consumer` | the task ([`ChangeStream`]) (feature `changes`) |
 
 mod config;
@@ -54,6 +55,9 @@ mod pgoutput;
 #[cfg(feature = "changes")]
 mod slot;
 pub(crate) mod state;
+
+#[cfg(feature = "changes")]
+mod visible;
 
 pub use config::{own_write_sql, ChangesConfig};
 #[cfg(feature = "changes")]

@@ -48,6 +48,8 @@ const INSTANCES: usize = 3;
 const POLL: Duration = Duration::from_millis(2);
 /// Longest wait for a write to show on an instance.
 const GIVE_UP: Duration = Duration::from_secs(10);
+/// Lost writes the report names.
+const LOST_EXAMPLES: usize = 10;
 
 /// What one write's readers saw.
 #[derive(Default)]
@@ -58,6 +60,9 @@ struct Outcomes {
     stale: u64,
     /// Writes never seen on some instance within [`GIVE_UP`].
     lost: u64,
+    /// The first few of those: the followee, and per instance whether it
+    /// was seen (to look into).
+    lost_examples: Vec<Value>,
     /// Writes the database refused or found nothing to insert for (not
     /// a failure of the servers; reported apart).
     not_inserted: u64,
@@ -332,8 +337,14 @@ async fn measure(target: &Target, direct: &str, universe: i64, w: Writes) -> any
                 }
             };
             let seen = futures::future::join_all((0..INSTANCES).map(first_fresh)).await;
+            let seen_at: Vec<bool> = seen.iter().map(Option::is_some).collect();
             let Some(seen) = seen.into_iter().collect::<Option<Vec<_>>>() else {
-                out.lock().expect("not poisoned").lost += 1;
+                let mut o = out.lock().expect("not poisoned");
+                o.lost += 1;
+                if o.lost_examples.len() < LOST_EXAMPLES {
+                    o.lost_examples
+                        .push(json!({ "followee": user, "seenPerInstance": seen_at }));
+                }
                 return;
             };
             let slowest = seen.iter().map(|(since_commit, _)| *since_commit).max();
@@ -373,6 +384,7 @@ async fn measure(target: &Target, direct: &str, universe: i64, w: Writes) -> any
         "busDeliveryLagMsPerInstance": delivery,
         "staleReads": o.stale,
         "lost": o.lost,
+        "lostExamples": o.lost_examples,
         "notInserted": o.not_inserted,
         "leader": lead,
     }))
