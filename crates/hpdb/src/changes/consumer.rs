@@ -1,7 +1,7 @@
-//! [`ChangeStream`]: the consumer (a thread of its own). One per database across every
-//! instance: each instance runs one, the holder of the leader lock
-//! consumes, the others retry the lock every `retry` and take over when it
-//! goes away.
+//! [`ChangeStream`]: the consumer, on a thread of its own. One per
+//! database across every instance: each instance runs one, the holder of
+//! the leader lock consumes, the others retry the lock every `retry` and
+//! take over when it goes away.
 //!
 //! Invariants:
 //! - The slot's position (`confirmed_flush_lsn`) moves past a transaction
@@ -14,8 +14,8 @@
 //! - A transaction carrying our own-write mark is skipped whole: its
 //!   writer updated the caches itself.
 //! - Nothing is looked up or invalidated for a transaction before a
-//!   snapshot taken after its arrival sees it (`visible`): a fill that
-//!   follows an invalidation reads a snapshot with the change.
+//!   snapshot sees it (`visible`): a fill that follows an invalidation
+//!   reads a snapshot with the change.
 //! - A slot that was created, or recreated after PostgreSQL invalidated
 //!   it, missed changes: every cached entry is dropped (on every instance)
 //!   before its stream is read.
