@@ -43,7 +43,7 @@
 //! | `pgoutput` | decoding `pgoutput`'s row messages (feature `changes`) |
 //! | `slot` | checks, leader lock, publication, slot, lag (feature `changes`) |
 //! | `visible` | waiting until a streamed transaction is visible to new snapshots (feature `changes`) |
-//! | `consumer` | the task ([`ChangeStream`]) (feature `changes`) |
+//! | `consumer` | the consumer, on a thread of its own ([`ChangeStream`]) (feature `changes`) |
 
 mod config;
 #[cfg(feature = "changes")]
