@@ -5,7 +5,10 @@
 //! - `raw_pool_sqlx_defaults`: the same on a pool with sqlx's defaults, which
 //!   ping every connection before handing it out.
 //! - `manager_uncached`: the same query through `execute_query` with the
-//!   cache off (admission, single-flight, metrics, leak tracking all on).
+//!   cache off (admission, single-flight, metrics, leak tracking all on),
+//!   its connection work on hpdb's I/O threads (the default).
+//! - `manager_uncached_caller_runtime`: the same with `DB_IO_THREADS=false`
+//!   (everything on the caller's runtime): the price of the hop, idle.
 //! - `manager_cache_hit`: a cached result.
 //!
 //! Run: `cargo bench -p hpdb --bench overhead` (PostgreSQL from
@@ -41,11 +44,20 @@ fn config() -> ManagerConfig {
     c
 }
 
+/// [`config`] with the connection work on the caller's runtime.
+fn config_on_caller() -> ManagerConfig {
+    let mut c = config();
+    c.pool.io_threads = false;
+    c
+}
+
+#[allow(clippy::too_many_arguments)]
 fn bench_backend<DB: Database>(
     c: &mut Criterion,
     name: &str,
     rt: &tokio::runtime::Runtime,
     manager: Manager<DB>,
+    on_caller: Manager<DB>,
     raw: Pool<DB>,
     raw_defaults: Pool<DB>,
     lookup: fn(&mut DB::Connection) -> BoxFuture<'_, Result<i64, sqlx::Error>>,
@@ -81,6 +93,17 @@ fn bench_backend<DB: Database>(
                 .unwrap()
         })
     });
+    g.bench_function(
+        BenchmarkId::new("query", "manager_uncached_caller_runtime"),
+        |b| {
+            b.to_async(rt).iter(|| async {
+                on_caller
+                    .execute_query("lookup42", QueryOptions::uncached(), lookup)
+                    .await
+                    .unwrap()
+            })
+        },
+    );
     g.bench_function(BenchmarkId::new("query", "manager_cache_hit"), |b| {
         b.to_async(rt).iter(|| async {
             manager
@@ -105,8 +128,12 @@ fn benches(c: &mut Criterion) {
         .filename(dir.join("bench.db"))
         .create_if_missing(true)
         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-    let (m, raw, defaults) = rt.block_on(async {
+    let (m, on_caller, raw, defaults) = rt.block_on(async {
         let m = Manager::<Sqlite>::builder(config())
+            .connect_with(sqlite_opts.clone())
+            .await
+            .unwrap();
+        let on_caller = Manager::<Sqlite>::builder(config_on_caller())
             .connect_with(sqlite_opts.clone())
             .await
             .unwrap();
@@ -122,13 +149,17 @@ fn benches(c: &mut Criterion) {
             .connect_with(sqlite_opts)
             .await
             .unwrap();
-        (m, raw, defaults)
+        (m, on_caller, raw, defaults)
     });
-    bench_backend::<Sqlite>(c, "sqlite", &rt, m, raw, defaults, sqlite_lookup);
+    bench_backend::<Sqlite>(c, "sqlite", &rt, m, on_caller, raw, defaults, sqlite_lookup);
 
-    let (m, raw, defaults) = rt.block_on(async {
+    let (m, on_caller, raw, defaults) = rt.block_on(async {
         let opts = testkit::pg::options();
         let m = Manager::<Postgres>::builder(config())
+            .connect_with(opts.clone())
+            .await
+            .unwrap();
+        let on_caller = Manager::<Postgres>::builder(config_on_caller())
             .connect_with(opts.clone())
             .await
             .unwrap();
@@ -144,9 +175,9 @@ fn benches(c: &mut Criterion) {
             .connect_with(opts)
             .await
             .unwrap();
-        (m, raw, defaults)
+        (m, on_caller, raw, defaults)
     });
-    bench_backend::<Postgres>(c, "postgres", &rt, m, raw, defaults, pg_lookup);
+    bench_backend::<Postgres>(c, "postgres", &rt, m, on_caller, raw, defaults, pg_lookup);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -232,7 +232,7 @@ where
                 elapsed: started.elapsed(),
             }),
             Some(permit) => {
-                let fetch = &l.fetch;
+                let loader = self.clone();
                 l.manager
                     .run_batch(
                         permit,
@@ -240,7 +240,7 @@ where
                         keys.len(),
                         started,
                         deadline,
-                        move |conn| fetch(conn, keys),
+                        move |conn| (loader.inner.fetch)(conn, keys),
                     )
                     .await
                     .map(|rows| Arc::new(rows.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()))

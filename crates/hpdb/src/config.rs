@@ -60,6 +60,11 @@ pub struct PoolConfig {
     /// the next; each query then costs two more round trips (see
     /// `hpdb::postgres`).
     pub statement_cache_capacity: usize,
+    /// Run the work that touches connections (taking, opening, the query's
+    /// round trips) on hpdb's own I/O threads, so that answers are read as
+    /// they arrive even when the application's runtime is saturated
+    /// (default on; `DB_IO_THREADS`). See `io_runtime`.
+    pub io_threads: bool,
 }
 
 impl Default for PoolConfig {
@@ -74,6 +79,7 @@ impl Default for PoolConfig {
             max_concurrent_opens: 2,
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             statement_cache_capacity: 100,
+            io_threads: true,
         }
     }
 }

@@ -44,6 +44,7 @@ mod control;
 mod deadline;
 mod error;
 mod invalidation;
+mod io_runtime;
 mod leak;
 mod manager;
 mod metrics;

@@ -100,6 +100,35 @@ macro_rules! backend_suite {
                 holder
             }
 
+            /// Where a query's closure ran: the name of its thread.
+            async fn thread_of_query(h: &Harness<DB>) -> Option<String> {
+                let value = h
+                    .manager
+                    .execute_query("where_it_runs", QueryOptions::uncached(), move |conn| {
+                        Box::pin(async move {
+                            let here = std::thread::current().name().map(str::to_owned);
+                            sqlx::query_scalar::<_, i64>(ONE)
+                                .fetch_one(conn)
+                                .await
+                                .map(|_| here)
+                        })
+                    })
+                    .await
+                    .unwrap();
+                (*value).clone()
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn queries_run_on_the_io_threads_unless_told_otherwise() {
+                let h = harness(1, 2).await;
+                assert_eq!(thread_of_query(&h).await.as_deref(), Some("hpdb-io"));
+                let mut off = config(1, 2);
+                off.pool.io_threads = false;
+                let h = $harness(off).await;
+                assert_ne!(thread_of_query(&h).await.as_deref(), Some("hpdb-io"));
+                assert_eq!(h.manager.status().database_queries, 1);
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn one_execution_for_1000_concurrent_callers() {
                 let h = harness(2, 10).await;

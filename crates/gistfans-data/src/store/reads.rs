@@ -112,7 +112,8 @@ where
             options,
             move |conn| {
                 Box::pin(async move {
-                    sqlx::query_scalar::<DB, String>(DB::AGGREGATE)
+                    // No row (SQLite) or NULL (PostgreSQL's function): no such user.
+                    sqlx::query_scalar::<DB, Option<String>>(DB::AGGREGATE)
                         .bind(user_id)
                         .bind(include.recent_posts)
                         .bind(include.star_history)
@@ -122,6 +123,7 @@ where
                         .bind(SAMPLE)
                         .fetch_optional(conn)
                         .await
+                        .map(Option::flatten)
                 })
             },
             // Off the connection: parse, serialise once, hash.

@@ -156,6 +156,8 @@ env_vars! {
     ACQUIRE_TIMEOUT = "DB_ACQUIRE_TIMEOUT" => pool.acquire_timeout;
     /// Most connections being opened at once.
     POOL_OPENS = "DB_POOL_OPENS" => pool.max_concurrent_opens;
+    /// Run connections' work on hpdb's own I/O threads.
+    IO_THREADS = "DB_IO_THREADS" => pool.io_threads;
     /// Connections are recycled after this age; 0 = never.
     POOL_LIFETIME = "DB_POOL_LIFETIME" => pool.max_lifetime;
     /// Prepared statements cached per PostgreSQL connection; 0 = off and pooler-safe mode (as

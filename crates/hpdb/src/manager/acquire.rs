@@ -39,6 +39,7 @@ use crate::{
         is_connection_error, is_connection_limit_error, is_query_cancelled, is_unreachable, Error,
         TimeoutPhase,
     },
+    io_runtime,
     metrics::inc,
     options::Priority,
     query::QueryFn,
@@ -51,7 +52,7 @@ impl<DB: Database> Manager<DB> {
     /// has replayed `floor`, if given and there is one in time: the floor,
     /// and what computing it took).
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn admit_and_run<T, F: QueryFn<DB, T>>(
+    pub(super) async fn admit_and_run<T: Send + 'static, F: QueryFn<DB, T> + 'static>(
         &self,
         key: &Arc<str>,
         priority: Priority,
@@ -80,8 +81,12 @@ impl<DB: Database> Manager<DB> {
                     .map_err(|_| timeout_error(key, TimeoutPhase::Queued, started))?,
             ),
         };
-        self.run_admitted(permit, lane, key, queued_at, started, deadline, query)
-            .await
+        let (this, key) = (self.clone(), key.clone());
+        io_runtime::run(self.core().config.pool.io_threads, async move {
+            this.run_admitted(permit, lane, &key, queued_at, started, deadline, query)
+                .await
+        })
+        .await
     }
 
     /// Fails at once while the circuit is open (for the batch loader, which
@@ -98,7 +103,7 @@ impl<DB: Database> Manager<DB> {
 
     /// Runs one keyed batch of `keys` keys with its slot already held, and
     /// counts it (for the batch loader). The wait is measured from `started`.
-    pub(crate) async fn run_batch<T, F: QueryFn<DB, T>>(
+    pub(crate) async fn run_batch<T: Send + 'static, F: QueryFn<DB, T> + 'static>(
         &self,
         permit: Permit,
         name: &Arc<str>,
@@ -111,15 +116,19 @@ impl<DB: Database> Manager<DB> {
         inc(&c.batches);
         c.batched_keys
             .fetch_add(keys as u64, std::sync::atomic::Ordering::Relaxed);
-        self.run_admitted(
-            Some(permit),
-            Lane::Pool,
-            name,
-            started,
-            started,
-            deadline,
-            query,
-        )
+        let (this, name) = (self.clone(), name.clone());
+        io_runtime::run(self.core().config.pool.io_threads, async move {
+            this.run_admitted(
+                Some(permit),
+                Lane::Pool,
+                &name,
+                started,
+                started,
+                deadline,
+                query,
+            )
+            .await
+        })
         .await
     }
 

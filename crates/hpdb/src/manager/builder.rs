@@ -16,6 +16,7 @@ use crate::{
     control::{core::Core, tasks, Control},
     deadline::{SessionDeadline, StatementDeadline},
     error::pooler_hint,
+    io_runtime,
     redact::redacted_url,
     replica::Replicas,
 };
@@ -221,7 +222,10 @@ impl<DB: Database> ManagerBuilder<DB> {
         if let Some(f) = self.customize {
             pool_options = f(pool_options);
         }
-        let pool = pool_options.connect_lazy_with(opts);
+        // sqlx's pool maintenance (idle reaping, the minimum's refill)
+        // spawns where the pool is built: on the I/O runtime, as the
+        // connections it opens.
+        let pool = io_runtime::enter(p.io_threads, || pool_options.connect_lazy_with(opts));
         let poll = config.data_version_poll;
         let writer = self
             .watch

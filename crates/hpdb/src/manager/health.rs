@@ -21,6 +21,7 @@ use crate::{
         core::{Core, PoolOps},
         health::HealthReport,
     },
+    io_runtime,
 };
 
 /// What a check says about the database, for the circuit breaker.
@@ -77,11 +78,15 @@ impl<DB: Database> Manager<DB> {
         // (SQLite switches a new file to WAL under an exclusive lock, which
         // connections opening at the same moment fail on with "database is
         // locked"). The rest open together.
-        let pool = &self.db.pool;
-        let first = pool.acquire().await?;
-        let rest = futures::future::try_join_all((1..min).map(|_| pool.acquire())).await?;
-        drop((first, rest));
-        Ok(())
+        // Opened on the I/O runtime, whose reactor their sockets then use.
+        let pool = self.db.pool.clone();
+        io_runtime::run(self.core().config.pool.io_threads, async move {
+            let first = pool.acquire().await?;
+            let rest = futures::future::try_join_all((1..min).map(|_| pool.acquire())).await?;
+            drop((first, rest));
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -202,12 +207,11 @@ impl<DB: Database> DbPool<DB> {
             let Some(permit) = core.gate.try_acquire() else {
                 break;
             };
-            match timeout(
-                core.config.pool.acquire_timeout,
-                open_connection(&self.pool),
-            )
-            .await
-            {
+            let pool = self.pool.clone();
+            let open = io_runtime::run(core.config.pool.io_threads, async move {
+                open_connection(&pool).await
+            });
+            match timeout(core.config.pool.acquire_timeout, open).await {
                 Ok(Ok(conn)) => held.push((conn, permit)),
                 Ok(Err(e)) => return Reach::of(&e),
                 Err(_) => return Reach::Unknown,
@@ -231,12 +235,12 @@ impl<DB: Database> DbPool<DB> {
             .pool
             .acquire_timeout
             .min(core.config.health.ping_timeout * 2);
-        match timeout(t, async {
-            let mut c = open_connection(&self.pool).await?;
+        let pool = self.pool.clone();
+        let ping = io_runtime::run(core.config.pool.io_threads, async move {
+            let mut c = open_connection(&pool).await?;
             c.ping().await
-        })
-        .await
-        {
+        });
+        match timeout(t, ping).await {
             Ok(Ok(())) => Reach::Yes,
             Ok(Err(e)) => Reach::of(&e),
             Err(_) => Reach::Unknown,
