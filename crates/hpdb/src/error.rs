@@ -109,8 +109,8 @@ pub enum Error {
     Closed,
     /// A read routed to a replica lost its connection there (the replica
     /// stopped or failed mid-query). [`Manager::execute_read_then`](crate::Manager::execute_read_then)
-    /// runs it again on the primary; only a caller that set
-    /// [`QueryOptions::replica`] itself sees this.
+    /// runs it again on the primary, so its callers do not see this; it
+    /// is counted in the replicas' status (`retried_on_primary`).
     #[error("query `{key}` failed on replica {replica}: {source}")]
     Replica {
         /// The query key.

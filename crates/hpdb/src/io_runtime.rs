@@ -11,8 +11,11 @@
 //! on these threads, which the kernel wakes the moment a socket is
 //! readable; connections are opened here too, so their sockets belong to
 //! this runtime's reactor. Measured at 256 users on two cores (BENCHMARKS,
-//! "hpdb's I/O threads"): page p99 49-70 ms against 189-195 ms on the
-//! application's runtime, writes' p99 halved, throughput within the noise.
+//! "The pooler's price found, and hpdb's I/O threads"): page p99 49-70 ms
+//! against 189-271 ms on the application's runtime, writes' p99 halved,
+//! throughput within the noise (through PgBouncer ~10 % lower, p99 a
+//! fifth); when idle, each uncached query pays two thread wake-ups (+15 µs
+//! on SQLite, +68 µs on PostgreSQL in `benches/overhead.rs`).
 //!
 //! One process-wide runtime for every manager, never shut down (like
 //! sqlx's SQLite worker threads, it outlives the managers: a pool a caller

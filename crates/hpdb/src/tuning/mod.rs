@@ -8,7 +8,7 @@
 //! | co-visitation | `covisit` | nothing by itself: it predicts which keys a caller preloads |
 
 //!
-//! `state` holds what the manager calls on its paths ([`Tuning`](state)),
+//! `state` holds what the manager calls on its paths (`Tuning`),
 //! whose parts do nothing while their loop is off; `status` what it reports.
 
 pub mod concurrency;
