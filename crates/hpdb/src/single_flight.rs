@@ -52,14 +52,16 @@ pub(crate) struct LeaderGuard<'a> {
 
 impl LeaderGuard<'_> {
     /// Hands the outcome to every follower.
+    ///
+    /// The flight leaves the registry first, so that a follower the
+    /// outcome sends back to `join_or_lead` (an error it must not share)
+    /// cannot join this finished flight again.
     pub(crate) fn finish(self, outcome: Outcome) {
+        self.unregister();
         self.flight.tx.send_replace(Some(outcome));
-        // Drop unregisters.
     }
-}
 
-impl Drop for LeaderGuard<'_> {
-    fn drop(&mut self) {
+    fn unregister(&self) {
         let mut flights = self.registry.flights.lock();
         if flights
             .get(&self.key)
@@ -67,6 +69,12 @@ impl Drop for LeaderGuard<'_> {
         {
             flights.remove(&self.key);
         }
+    }
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        self.unregister();
     }
 }
 

@@ -3,7 +3,8 @@
 //! a read after a write never runs on a replica that has not replayed it,
 //! while the replica's replay delay switches between 0 and 2 s; reads of
 //! rows nobody wrote lately run there (counted by the replica's own
-//! `pg_stat_statements`); a replica stopped under reads fails none of them.
+//! `pg_stat_statements`); a replica stopped under reads fails none of them,
+//! nor a read of the same key that joined a flight failing there.
 //! These tests never skip: an unreachable replica fails them. They run one
 //! at a time (`.config/nextest.toml`): they change the replicas' delay and
 //! stop one.
@@ -424,5 +425,122 @@ async fn replica_that_stops_answering_mid_query_fails_no_read() {
     );
     m.close().await;
     drop(proxy);
+    drop_table(TABLE).await;
+}
+
+/// A read of `table`'s row 1 under the key `table:1` that takes `seconds`
+/// (marked `replica-join` in the server's activity).
+fn slow_read(
+    table: &'static str,
+    seconds: f64,
+) -> impl Fn(&mut sqlx::PgConnection) -> futures::future::BoxFuture<'_, Result<i64, sqlx::Error>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |conn| {
+        let sql = format!(
+            "SELECT v /* replica-join */ FROM {table} WHERE id = 1 AND pg_sleep({seconds}) IS NOT NULL"
+        );
+        Box::pin(async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                .fetch_one(conn)
+                .await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_a_primary_read_joined_to_a_read_that_fails_on_the_replica_still_gets_an_answer() {
+    const TABLE: &str = "replica_join";
+    table(TABLE, 1).await;
+    replayed(5433, TABLE, 1).await;
+    testkit::replica::set_delay(5433, Duration::ZERO).await;
+    let m = manager(config(&[5433])).await;
+    for _ in 0..100 {
+        if m.status().replicas.unwrap().replicas[0].replay_lsn > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let key = format!("{TABLE}:1");
+    // A routed read that sleeps on the replica, leading the key's flight.
+    let leader = {
+        let (m, key) = (m.clone(), key.clone());
+        tokio::spawn(async move {
+            m.execute_read_then(
+                key.clone(),
+                QueryOptions::uncached().tag(key),
+                slow_read(TABLE, 2.0),
+                Ok,
+            )
+            .await
+        })
+    };
+    let replica_url = testkit::replica::url(5433, &testkit::pg::url());
+    let mut replica = PgConnection::connect(&replica_url).await.unwrap();
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%replica-join */%' \
+                    AND pid <> pg_backend_pid()";
+    let mut on_replica = 0i64;
+    for _ in 0..500 {
+        on_replica = sqlx::query_scalar(sleeping)
+            .fetch_one(&mut replica)
+            .await
+            .unwrap();
+        if on_replica > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(on_replica, 1, "the routed read did not run on the replica");
+    // A plain read of the same key (the primary's) joins that flight.
+    let joins = m.status().single_flight_joins;
+    let follower = {
+        let (m, key) = (m.clone(), key.clone());
+        tokio::spawn(async move {
+            m.execute_query(
+                key.clone(),
+                QueryOptions::uncached().tag(key),
+                slow_read(TABLE, 0.0),
+            )
+            .await
+        })
+    };
+    for _ in 0..500 {
+        if m.status().single_flight_joins > joins {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        m.status().single_flight_joins > joins,
+        "the plain read did not join"
+    );
+    // The replica ends the routed read's connection.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%replica-join */%' \
+         AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut replica)
+    .await
+    .unwrap();
+    let joined = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the joined read answers")
+        .unwrap();
+    assert_eq!(
+        *joined.expect("the joined read never sees the replica's failure"),
+        0
+    );
+    // The routed read itself ran again on the primary.
+    let led = leader
+        .await
+        .unwrap()
+        .expect("the routed read, retried on the primary");
+    assert_eq!(*led.value, 0);
+    let status = m.status().replicas.unwrap();
+    assert!(status.replicas[0].failed >= 1, "{status:#?}");
+    assert_eq!(status.retried_on_primary, 1, "{status:#?}");
+    m.close().await;
     drop_table(TABLE).await;
 }

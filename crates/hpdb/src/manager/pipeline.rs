@@ -332,6 +332,12 @@ impl<DB: Database> Manager<DB> {
         let result = match timeout_at(call.deadline, single_flight::wait(rx)).await {
             Err(_) => Err(timeout_error(&call.key, TimeoutPhase::Joined, call.started)),
             Ok(None) => return None,
+            // The leader's read failed on a replica: that says nothing of
+            // the primary, and this call may not be routed at all (a
+            // replica-routed read's retry on the primary, or a plain
+            // `execute_query` of the same key). Try again, as for a
+            // cancelled leader: `Error::Replica` never reaches a caller.
+            Ok(Some(Err(Error::Replica { .. }))) => return None,
             Ok(Some(Ok(value))) => downcast::<T>(&call.key, value).map(|value| QueryResult {
                 value,
                 source: Source::Joined,
