@@ -1,30 +1,37 @@
-// The profile page at /u/{id}: fetches the profile and renders it into the
-// page's sections. Plain DOM code, no framework: every value is set with
-// textContent (never parsed as HTML).
+// The profile page at /u/{id}: renders the profile into the page's
+// sections. Plain DOM code, no framework: every value is set with
+// textContent (never parsed as HTML). The server writes this script into the
+// page, at the end of the body (allowed by its hash in the CSP), so it runs
+// as soon as the elements above it are parsed.
 //
 // Two ways to get the data, chosen by the URL:
-//   /u/{id}                     ONE request to /api/user/stats-optimized,
-//                               started with the HTML: the page's answer
-//                               carries a preload hint for exactly the URL
-//                               fetched here, which takes its answer. The
-//                               browser keeps the answer (ETag, no-cache), so
-//                               a reload or refresh sends If-None-Match and a
-//                               304 re-renders the kept body (data-status
-//                               304, read from Resource Timing).
+//   /u/{id}                     the data comes WITH the page: the server
+//                               writes the aggregate's JSON into the data
+//                               block #profile-data, and the script renders
+//                               it synchronously, during the page's parse:
+//                               one request in all, no task between the data
+//                               and the DOM. A reload revalidates the page
+//                               (its ETag covers the data; a 304 keeps both).
 //   /u/{id}?compose=components  the four per-component routes (the "before").
-// Links to other profiles carry ?from={this id}: the API learns which
-// profiles are opened after which, and preloads the likely next ones.
+// The Refresh button fetches /api/user/stats-optimized (the browser keeps the
+// answer, ETag and no-cache, so a second refresh sends If-None-Match and a 304
+// re-renders the kept body). Links to other profiles carry ?from={this id}:
+// the server learns which profiles are opened after which, and preloads the
+// likely next ones.
 //
 // What a test or a measurement reads, on <html> once the data is shown (or
-// the error is): data-state (ready | error), data-status (the HTTP status
-// the data came with: 200, 304, 404…), data-requests (data requests made),
-// data-mode (aggregate | components), data-rendered (performance.now() in
-// ms, i.e. time since navigation start, once the data is in the DOM),
-// data-painted (the same, once the frame showing it has been drawn),
-// data-started (when this script began: the answer may be waiting for it),
-// data-answered (when the last data response had arrived: Resource Timing's
-// responseEnd) and data-fetches (data requests the browser made, a used
-// preload included: 1 when the script took the preloaded answer).
+// the error is): data-state (ready | error), data-requests (requests that
+// brought data: 1 when it came with the page), data-mode (aggregate |
+// components), data-rendered (performance.now() in ms, i.e. time since
+// navigation start, once the data is in the DOM), data-started (when this
+// script began), data-fetched and data-parsed (when the script had the last
+// fetched response's head, then its body parsed; 0 when nothing was
+// fetched). Once the frame showing the data has been drawn, data-painted (the
+// same clock), and with it the figures only final by then: data-status (the
+// HTTP status the data came with: 200, 304, 404…), data-answered (when the
+// last data answer had arrived: Resource Timing's responseEnd, the page's own
+// when the data came with it) and data-fetches (requests to /api/ the
+// browser made).
 "use strict";
 
 (() => {
@@ -33,12 +40,14 @@
   const id = decodeURIComponent(location.pathname.split("/").pop());
   const params = new URLSearchParams(location.search);
   const mode = params.get("compose") === "components" ? "components" : "aggregate";
-  // The server checked `from` (a canonical id) before sending the page, and
-  // preloaded this very URL.
+  // The server checked `from` (a canonical id) before sending the page.
   const from = params.get("from");
   const aggregateUrl = `/api/user/stats-optimized?userId=${encodeURIComponent(id)}${from ? `&from=${encodeURIComponent(from)}` : ""}`;
   const $ = (selector) => document.querySelector(selector);
   let requests = 0;
+  // When the last fetch() resolved and the last body was parsed (ms).
+  let fetched = 0;
+  let parsed = 0;
 
   class HttpError extends Error {
     constructor(status, message) {
@@ -55,11 +64,12 @@
   }
 
   // GET url as JSON; a 304 comes back without a body; a 4xx/5xx throws with
-  // the API's own message. `init` null: a plain GET, which takes the answer
-  // the page's preload hint asked for.
+  // the API's own message. `init` null: a plain GET, which the browser may
+  // answer from its kept copy after revalidating it.
   async function getJson(url, init) {
     requests += 1;
     const resp = await (init ? fetch(url, init) : fetch(url));
+    fetched = Math.max(fetched, performance.now());
     if (resp.status === 304) return { status: 304, resp };
     let body = null;
     try {
@@ -67,25 +77,26 @@
     } catch (_) {
       body = null;
     }
+    parsed = Math.max(parsed, performance.now());
     if (!resp.ok) throw new HttpError(resp.status, body && body.message ? body.message : `HTTP ${resp.status}`);
     return { status: resp.status, resp, body };
   }
 
-  // True if the browser revalidated `url`'s answer (If-None-Match → 304)
-  // instead of fetching it whole: Resource Timing then counts only the
-  // 304's headers as transferred, less than the (cached) body.
-  function revalidated(url) {
-    const entries = performance.getEntriesByName(new URL(url, location.href).href, "resource");
+  // True if the browser revalidated the last of these Resource (or
+  // Navigation) Timing entries (If-None-Match → 304) instead of fetching it
+  // whole: only the 304's headers count as transferred, less than the
+  // (cached) body.
+  function revalidated(entries) {
     const e = entries[entries.length - 1];
     return Boolean(e) && e.transferSize > 0 && e.transferSize < e.encodedBodySize;
   }
 
   // The answer is `private, no-cache` with an ETag: the browser keeps it and
-  // revalidates it (If-None-Match → 304) on a reload or a refresh, the
-  // preload included, so one request serves both.
+  // revalidates it (If-None-Match → 304) on the next refresh.
   async function loadAggregate() {
     const r = await getJson(aggregateUrl, null);
-    return { status: revalidated(aggregateUrl) ? 304 : r.status, data: r.body };
+    const entries = performance.getEntriesByName(new URL(aggregateUrl, location.href).href, "resource");
+    return { status: revalidated(entries) ? 304 : r.status, data: r.body };
   }
 
   async function loadComponents() {
@@ -223,49 +234,80 @@
     document.title = "Profile not found · GistFans";
   }
 
-  // When the data answers had arrived, and how many the browser fetched.
-  function answered() {
+  // When the data answers had arrived (the page's own answer when the data
+  // came with it), and how many requests to /api/ the browser made.
+  function answered(withPage) {
     const data = performance.getEntriesByType("resource").filter((e) => new URL(e.name).pathname.startsWith("/api/"));
-    const end = data.reduce((last, e) => Math.max(last, e.responseEnd), 0);
+    const from = withPage ? performance.getEntriesByType("navigation") : data;
+    const end = from.reduce((last, e) => Math.max(last, e.responseEnd), 0);
     return { end, count: data.length };
   }
 
-  function finish(state, status) {
+  // Marks the page done. `status` is a function: a status read from the
+  // timing entries is final only once the response has ended, which the
+  // frame after this one is sure to see.
+  function finish(state, status, withPage = false) {
     root.dataset.mode = mode;
     root.dataset.requests = String(requests);
-    root.dataset.status = String(status);
-    const rendered = performance.now();
-    const a = answered();
-    root.dataset.answered = a.end.toFixed(1);
     root.dataset.started = started.toFixed(1);
-    root.dataset.fetches = String(a.count);
+    root.dataset.fetched = fetched.toFixed(1);
+    root.dataset.parsed = parsed.toFixed(1);
     root.dataset.state = state;
-    root.dataset.rendered = rendered.toFixed(1);
+    root.dataset.rendered = performance.now().toFixed(1);
+    const how = mode === "components" ? "four per-component requests" : "one request";
     // The frame that shows the data: a task queued from its animation
     // frame runs once it has been drawn.
     delete root.dataset.painted;
-    requestAnimationFrame(() => setTimeout(() => (root.dataset.painted = performance.now().toFixed(1))));
-    const how = mode === "components" ? "four per-component requests" : "one request";
-    $("#source").textContent = `Loaded with ${how} (${requests} made, HTTP ${status}).`;
+    requestAnimationFrame(() =>
+      setTimeout(() => {
+        const a = answered(withPage);
+        root.dataset.answered = a.end.toFixed(1);
+        root.dataset.fetches = String(a.count);
+        root.dataset.status = String(status());
+        $("#source").textContent = `Loaded with ${how} (${requests} made, HTTP ${root.dataset.status}).`;
+        root.dataset.painted = performance.now().toFixed(1);
+      }),
+    );
   }
 
-  async function load() {
+  function fetchData() {
     requests = 0;
+    fetched = 0;
+    parsed = 0;
+    return mode === "components" ? loadComponents() : loadAggregate();
+  }
+
+  // Renders what `pending` (a fetchData() started earlier) brings.
+  async function show(pending) {
     root.dataset.state = "loading";
     try {
-      const { status, data } = mode === "components" ? await loadComponents() : await loadAggregate();
+      const { status, data } = await pending;
       render(data);
-      finish("ready", status);
+      finish("ready", () => status);
     } catch (e) {
       showError(e);
-      finish("error", e instanceof HttpError ? e.status : 0);
+      finish("error", () => (e instanceof HttpError ? e.status : 0));
     }
+  }
+
+  // The data the page came with (null in the four-request mode).
+  function carriedData() {
+    const block = document.getElementById("profile-data");
+    return block ? JSON.parse(block.textContent) : null;
   }
 
   $("#mode").textContent = mode === "components" ? "Composed from four requests" : "One request";
   const other = mode === "components" ? location.pathname : `${location.pathname}?compose=components`;
   $("#switch").href = other;
   $("#switch").textContent = mode === "components" ? "Load with one request" : "Load with four requests";
-  $("#refresh").addEventListener("click", load);
-  load();
+  $("#refresh").addEventListener("click", () => show(fetchData()));
+  const carried = mode === "aggregate" ? carriedData() : null;
+  if (carried) {
+    requests = 1;
+    render(carried);
+    // A reload whose page was revalidated (304) shows the kept page's data.
+    finish("ready", () => (revalidated(performance.getEntriesByType("navigation")) ? 304 : 200), true);
+  } else {
+    show(fetchData());
+  }
 })();

@@ -6,15 +6,17 @@
 //! Time to data is the page's own `data-rendered`: `performance.now()` when
 //! the data is in the page, i.e. ms since navigation start (Navigation
 //! Timing's time origin). The page's own work is measured from its
-//! `data-answered` (Resource Timing's `responseEnd` of the last data
-//! answer) to `data-rendered` (in the DOM) and to `data-painted` (the frame
-//! that shows it drawn), and as `render`: from whichever came last, the
-//! answer or the script's start (`data-started`; with the preload hint the
-//! answer often waits for the script), to `data-rendered`; `fetches` is how many data requests the browser
-//! made (1 in the one-request mode when the script took the preloaded
-//! answer). Each load opens a new id with `sessionStorage`
-//! cleared, so no load is a 304 re-render; loads alternate between the modes
-//! so both see the same server conditions.
+//! `data-answered` (`responseEnd` of the last data answer: the page's own
+//! in the one-request mode, which carries its data; the last API answer's
+//! in the four-request mode) to `data-rendered` (in the DOM) and to
+//! `data-painted` (the frame that shows it drawn), and as `render`: from
+//! whichever came last, the answer or the script's start (`data-started`),
+//! to `data-rendered`, split into `fetch` (to `fetch()` resolving,
+//! `data-fetched`; `–` when nothing was fetched) and `parse` (to the
+//! body parsed, `data-parsed`); `fetches` is how many API requests the
+//! browser made (0 in the one-request mode). Each load opens a new id with
+//! `sessionStorage` cleared, so no load is a 304 re-render; loads alternate
+//! between the modes so both see the same server conditions.
 //!
 //! ```sh
 //! cargo run --release -p gistfans -- serve &                       # http://127.0.0.1:3000
@@ -57,6 +59,10 @@ struct Samples {
     painted: Vec<f64>,
     /// The later of the answer and the script's start → in the DOM.
     render: Vec<f64>,
+    /// The later of the answer and the script's start → `fetch()` resolved.
+    fetch: Vec<f64>,
+    /// `fetch()` resolved → the body parsed.
+    parse: Vec<f64>,
     requests: Vec<u32>,
     fetches: Vec<u32>,
 }
@@ -67,12 +73,24 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
+/// The median to one decimal, or `–` when nothing was measured (nothing
+/// fetched: the page carried its data).
+fn median_or_dash(v: &[f64]) -> String {
+    if v.is_empty() {
+        "–".into()
+    } else {
+        format!("{:.1}", quantile(v, 0.5))
+    }
+}
+
 /// One load's figures.
 struct Load {
     rendered: f64,
     answered: f64,
     painted: f64,
     started: f64,
+    fetched: f64,
+    parsed: f64,
     requests: u32,
     fetches: u32,
 }
@@ -91,6 +109,8 @@ async fn load(browser: &Browser, url: &str) -> anyhow::Result<Load> {
         answered: num("answered")?,
         painted: num("painted")?,
         started: num("started")?,
+        fetched: num("fetched")?,
+        parsed: num("parsed")?,
         requests: num("requests")? as u32,
         fetches: num("fetches")? as u32,
     })
@@ -119,6 +139,10 @@ async fn main() -> anyhow::Result<()> {
             s.work.push(l.rendered - l.answered);
             s.painted.push(l.painted - l.answered);
             s.render.push(l.rendered - l.answered.max(l.started));
+            if l.fetched > 0.0 {
+                s.fetch.push(l.fetched - l.answered.max(l.started));
+                s.parse.push(l.parsed - l.fetched);
+            }
             s.requests.push(l.requests);
             s.fetches.push(l.fetches);
         }
@@ -129,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
         args.loads
     );
     println!(
-        "{:<14} {:>9} {:>8} {:>9} {:>9} {:>9} {:>14} {:>16} {:>10}",
+        "{:<14} {:>9} {:>8} {:>9} {:>9} {:>9} {:>14} {:>16} {:>10} {:>9} {:>9}",
         "mode",
         "requests",
         "fetches",
@@ -138,12 +162,14 @@ async fn main() -> anyhow::Result<()> {
         "max",
         "answer→DOM p50",
         "answer→paint p50",
-        "render p50"
+        "render p50",
+        "fetch p50",
+        "parse p50"
     );
     for ((name, _), s) in modes.iter().zip(&samples) {
         let fetches = s.fetches.iter().max().copied().unwrap_or(0);
         println!(
-            "{name:<14} {:>9} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>14.1} {:>16.1} {:>10.1}",
+            "{name:<14} {:>9} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>14.1} {:>16.1} {:>10.1} {:>9} {:>9}",
             s.requests[0],
             fetches,
             quantile(&s.rendered, 0.5),
@@ -152,6 +178,8 @@ async fn main() -> anyhow::Result<()> {
             quantile(&s.work, 0.5),
             quantile(&s.painted, 0.5),
             quantile(&s.render, 0.5),
+            median_or_dash(&s.fetch),
+            median_or_dash(&s.parse),
         );
     }
     Ok(())

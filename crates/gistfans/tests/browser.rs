@@ -165,78 +165,118 @@ async fn served(app: &App, route: &str, status: u16) -> u64 {
         .sum()
 }
 
-/// The API call starts with the HTML: the page's preload hint asks for the
-/// very URL the script fetches, and the script takes that answer (one data
-/// request in all, counted by the browser and by the server), also when
-/// the profile was opened from a link (`?from=`).
+/// The data comes with the page: one request in all (counted by the
+/// browser and by the server), none to the API, also when the profile was
+/// opened from a link (`?from=`).
 #[tokio::test]
-async fn the_page_takes_the_answer_its_preload_hint_started() {
+async fn the_page_carries_its_data_and_makes_no_other_request() {
     let app = spawn_app(Backend::Sqlite, None).await;
     let browser = Browser::start(Window::Desktop).await;
-    let route = "/api/user/stats-optimized";
+    let api = "/api/user/stats-optimized";
     for (path, n) in [("/u/1", 1), ("/u/2?from=1", 2)] {
-        let resp = reqwest::get(format!("{}{path}", app.base)).await.unwrap();
-        let link = resp.headers()[header::LINK].to_str().unwrap().to_string();
-        assert!(
-            link.contains("rel=preload") && link.contains(route),
-            "{link}"
+        let (api_before, page_before) = (
+            served(&app, api, 200).await,
+            served(&app, "/u/{id}", 200).await,
         );
-        let before = served(&app, route, 200).await;
         browser.open(&format!("{}{path}", app.base)).await;
         browser.wait_for_attr("painted").await;
         let data = browser.html_data().await;
         assert_eq!(
             (
                 data["state"].as_str(),
+                data["status"].as_str(),
                 data["requests"].as_str(),
                 data["fetches"].as_str()
             ),
-            (Some("ready"), Some("1"), Some("1")),
+            (Some("ready"), Some("200"), Some("1"), Some("0")),
             "{path}: {data}"
         );
         assert_eq!(
-            served(&app, route, 200).await,
-            before + 1,
+            served(&app, api, 200).await,
+            api_before,
+            "{path}: no API request"
+        );
+        assert_eq!(
+            served(&app, "/u/{id}", 200).await,
+            page_before + 1,
             "{path}: one request"
         );
         let answered: f64 = data["answered"].as_str().unwrap().parse().unwrap();
-        let rendered: f64 = data["rendered"].as_str().unwrap().parse().unwrap();
-        assert!(answered > 0.0 && rendered >= answered, "{data}");
-        let name = browser
-            .eval("return document.querySelector('#name').textContent")
-            .await;
-        assert_eq!(name, app.profile(n).await["profile"]["displayName"]);
+        assert!(answered > 0.0, "the page's own answer: {data}");
+        assert_eq!(
+            browser.eval(READ_PAGE).await,
+            expected_page(&app.profile(n).await),
+            "{path}"
+        );
     }
-    // The four-request mode has nothing to preload.
-    let resp = reqwest::get(format!("{}/u/1?compose=components", app.base))
-        .await
-        .unwrap();
-    assert!(resp.headers().get(header::LINK).is_none());
     browser.close().await;
 }
 
+/// Runs `click` (a script) and waits for the page to show data again.
+async fn after_click(browser: &Browser, click: &str) -> Value {
+    browser
+        .eval(&format!(
+            "delete document.documentElement.dataset.painted; {click}; return null"
+        ))
+        .await;
+    browser.wait_for_attr("painted").await;
+    browser.html_data().await
+}
+
+/// A reload revalidates the page (its ETag covers the data: 304, the kept
+/// page shown again); the Refresh button fetches the API, and its second
+/// click revalidates the kept answer (If-None-Match → 304).
 #[tokio::test]
-async fn a_refresh_sends_if_none_match_and_renders_the_kept_body_from_a_304() {
+async fn a_reload_or_a_refresh_sends_if_none_match_and_renders_the_kept_body_from_a_304() {
     let app = spawn_app(Backend::Sqlite, None).await;
     let browser = Browser::start(Window::Desktop).await;
     browser.open(&format!("{}/u/1", app.base)).await;
-    browser.wait_for_attr("rendered").await;
+    browser.wait_for_attr("painted").await;
     assert_eq!(browser.html_data().await["status"], "200");
     let first = browser.eval(READ_PAGE).await;
-    let route = "/api/user/stats-optimized";
-    let before = served(&app, route, 304).await;
+    assert_eq!(first, expected_page(&app.profile(1).await));
+    let (page, api) = ("/u/{id}", "/api/user/stats-optimized");
 
+    let before = served(&app, page, 304).await;
     browser.reload().await;
-    browser.wait_for_attr("rendered").await;
+    browser.wait_for_attr("painted").await;
     let data = browser.html_data().await;
+    assert_eq!(
+        (
+            data["state"].as_str(),
+            data["status"].as_str(),
+            data["requests"].as_str()
+        ),
+        (Some("ready"), Some("304"), Some("1")),
+        "{data}"
+    );
+    assert_eq!(
+        served(&app, page, 304).await,
+        before + 1,
+        "the server answered the reload with a 304"
+    );
+    assert_eq!(
+        browser.eval(READ_PAGE).await,
+        first,
+        "the kept page is shown again"
+    );
+
+    let click = "document.querySelector('#refresh').click()";
+    let data = after_click(&browser, click).await;
+    assert_eq!(
+        (data["state"].as_str(), data["status"].as_str()),
+        (Some("ready"), Some("200")),
+        "{data}"
+    );
+    let before = served(&app, api, 304).await;
+    let data = after_click(&browser, click).await;
     assert_eq!(
         (data["state"].as_str(), data["status"].as_str()),
         (Some("ready"), Some("304")),
         "{data}"
     );
-    assert_eq!(data["requests"], "1");
     assert_eq!(
-        served(&app, route, 304).await,
+        served(&app, api, 304).await,
         before + 1,
         "the server answered the refresh with a 304"
     );
@@ -245,7 +285,6 @@ async fn a_refresh_sends_if_none_match_and_renders_the_kept_body_from_a_304() {
         first,
         "the kept body is shown again"
     );
-    assert_eq!(first, expected_page(&app.profile(1).await));
     browser.close().await;
 }
 
@@ -260,7 +299,7 @@ async fn bad_and_unknown_ids_show_the_error_state() {
         (
             "/u/999999",
             "404",
-            "No such user",
+            "Not found",
             "user 999999 does not exist",
         ),
         (
@@ -361,16 +400,35 @@ async fn page_and_files_have_content_types_strong_etags_and_cache_control() {
     assert!(etag.starts_with('"'), "strong: {etag}");
     let html = page.text().await.unwrap();
     assert!(html.contains(r#"<meta name="viewport""#));
+    // The page carries its data: its ETag covers it.
     assert_eq!(
-        get("/u/2", Some(&etag)).await.unwrap().status(),
+        get("/u/1", Some(&etag)).await.unwrap().status(),
         StatusCode::NOT_MODIFIED
     );
+    assert_eq!(
+        get("/u/2", Some(&etag)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let post = json!({"title": "new", "language": "rust", "content": "fn main() {}"});
+    let (s, _) = app
+        .send(reqwest::Method::POST, "/api/posts", Some(1), Some(post))
+        .await;
+    assert!(s.is_success(), "{s}");
+    assert_eq!(
+        get("/u/1", Some(&etag)).await.unwrap().status(),
+        StatusCode::OK,
+        "a write to the profile changes the page's ETag"
+    );
+    // Nothing of the profile page is loaded from elsewhere.
+    assert!(!html.contains("/assets/"), "{html}");
 
-    let links: Vec<&str> = html
+    // The files other pages link (the dashboard's).
+    let dashboard = get("/admin", None).await.unwrap().text().await.unwrap();
+    let links: Vec<&str> = dashboard
         .split('"')
-        .filter(|s| s.starts_with("/assets/"))
+        .filter(|s| s.starts_with("/assets/") && (s.contains(".js?") || s.contains(".css?")))
         .collect();
-    assert_eq!(links.len(), 2, "{html}");
+    assert_eq!(links.len(), 4, "{dashboard}");
     for link in links {
         let r = get(link, None).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{link}");

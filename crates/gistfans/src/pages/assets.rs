@@ -44,11 +44,6 @@ pub const FILES: &[Asset] = &[
         body: include_str!("../../assets/gistfans.css"),
     },
     Asset {
-        name: "profile.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../assets/profile.js"),
-    },
-    Asset {
         name: "dashboard.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../../assets/dashboard/dashboard.js"),
@@ -162,7 +157,7 @@ pub fn respond(
 /// unchanged), with its Content-Security-Policy and no referrer.
 pub fn respond_page(
     request: &HeaderMap,
-    body: &'static str,
+    body: impl Into<axum::body::Body>,
     etag: &str,
     csp: &'static str,
 ) -> Response {
@@ -220,13 +215,13 @@ mod tests {
     #[test]
     fn link_writes_each_files_versioned_url() {
         let page =
-            link("<link href=\"{{asset:gistfans.css}}\"><script src=\"{{asset:profile.js}}\">");
+            link("<link href=\"{{asset:gistfans.css}}\"><script src=\"{{asset:uplot.js}}\">");
         assert_eq!(
             page,
             format!(
                 "<link href=\"{}\"><script src=\"{}\">",
                 find("gistfans.css").unwrap().url(),
-                find("profile.js").unwrap().url()
+                find("uplot.js").unwrap().url()
             )
         );
         assert!(!page.contains("{{"));

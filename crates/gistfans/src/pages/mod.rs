@@ -1,7 +1,8 @@
 //! Pages a person opens in a browser, and the files they load. Plain HTML,
 //! JS and CSS from `crates/gistfans/assets/`, embedded in the binary (no
-//! framework, no CDN: the pages work offline); the data comes from the JSON
-//! API, fetched by the page's script.
+//! framework, no CDN: the pages work offline). The profile page carries its
+//! data (the aggregate, through the API's own service); the dashboard's
+//! script fetches its own from the admin API.
 //!
 //! Pages are not in the OpenAPI document: they are for people, not clients.
 //! Their routes are listed here, once, and merged into `routes::router`, so

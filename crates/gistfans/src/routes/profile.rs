@@ -72,14 +72,7 @@ pub async fn stats_optimized(
         .ok_or_else(|| ApiError::NotFound(format!("user {user_id} does not exist")))?;
     let agg = &served.aggregate;
     let etag = HeaderValue::from_str(&agg.etag).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let source = HeaderValue::from_static(match served.source {
-        hpdb::Source::Cache => "cache",
-        hpdb::Source::Shared => "shared",
-        hpdb::Source::Database => "database",
-        hpdb::Source::Joined => "joined",
-        hpdb::Source::Stale => "stale",
-        hpdb::Source::Revalidating => "revalidating",
-    });
+    let source = cache_source(served.source);
     let mut resp = if matches_etag(&headers, &agg.etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -100,4 +93,16 @@ pub async fn stats_optimized(
     );
     h.insert("x-cache", source);
     Ok(resp)
+}
+
+/// The `X-Cache` header's value: where an answer came from.
+pub(crate) fn cache_source(source: hpdb::Source) -> HeaderValue {
+    HeaderValue::from_static(match source {
+        hpdb::Source::Cache => "cache",
+        hpdb::Source::Shared => "shared",
+        hpdb::Source::Database => "database",
+        hpdb::Source::Joined => "joined",
+        hpdb::Source::Stale => "stale",
+        hpdb::Source::Revalidating => "revalidating",
+    })
 }
