@@ -129,6 +129,24 @@ macro_rules! backend_suite {
                 assert_eq!(h.manager.status().database_queries, 1);
             }
 
+            /// Every call's future is as big as its largest state: the miss
+            /// path (admission, the connection's task) must stay out of
+            /// it, or each call, hits included, moves tens of kilobytes
+            /// (it was 25 KB on PostgreSQL, a hit's time doubled).
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_calls_future_is_small() {
+                let h = harness(1, 2).await;
+                let runs = Arc::new(AtomicUsize::new(0));
+                let call = h.manager.execute_query(
+                    "future_size",
+                    QueryOptions::default(),
+                    count_rows(&h.table, &runs, Duration::ZERO),
+                );
+                let size = std::mem::size_of_val(&call);
+                assert!(size <= 4096, "a call's future is {size} bytes");
+                assert!(*call.await.unwrap() >= 0);
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn one_execution_for_1000_concurrent_callers() {
                 let h = harness(2, 10).await;
