@@ -168,7 +168,7 @@ impl<DB: Database> Manager<DB> {
         F: QueryFn<DB, R> + 'static,
         G: FnOnce(R) -> Result<T, sqlx::Error> + Send + 'static,
     {
-        let mut stale = match self.lookup::<T>(&key, &options).await? {
+        let stale = match self.lookup::<T>(&key, &options).await? {
             Lookup::Hit {
                 value,
                 source,
