@@ -199,7 +199,8 @@ impl<DB: Database> Manager<DB> {
         Box::pin(self.miss(call, fetch, stale)).await
     }
 
-    /// Steps 2 to 7 for a call the cache did not answer.
+    /// Steps 3 to 7 for a call the cache did not answer (and the breaker
+    /// admitted).
     async fn miss<R, T, F, G>(
         &self,
         call: Call,
