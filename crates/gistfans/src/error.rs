@@ -130,7 +130,16 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if let ApiError::Unavailable { retry_after, .. } = &self {
+        self.add_headers(&mut resp);
+        resp
+    }
+}
+
+impl ApiError {
+    /// The headers an error's answer carries whatever its body (JSON for
+    /// the API, HTML for a page): when to retry, how to authenticate.
+    fn add_headers(&self, resp: &mut Response) {
+        if let ApiError::Unavailable { retry_after, .. } = self {
             let secs = retry_after.as_secs().max(1);
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -139,7 +148,6 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        resp
     }
 }
 
@@ -171,6 +179,7 @@ impl IntoResponse for PageError {
         let mut resp = (status, axum::response::Html(page)).into_response();
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        self.0.add_headers(&mut resp);
         resp
     }
 }
@@ -266,6 +275,19 @@ impl From<QueryRejection> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_unavailable_says_when_to_retry_as_the_api_does() {
+        let e = || ApiError::Unavailable {
+            message: "database unavailable".into(),
+            retry_after: Duration::from_secs(3),
+        };
+        let page = PageError(e()).into_response();
+        let api = e().into_response();
+        assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(page.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(api.headers()[header::RETRY_AFTER], "3");
+    }
 
     #[test]
     fn page_errors_escape_the_message() {

@@ -540,6 +540,32 @@ async fn postgres_outage_answers_503_and_recovers() {
             StatusCode::SERVICE_UNAVAILABLE,
         );
     }
+    // The profile page carries its data: cached, it is served; not, it is
+    // the same 503 as an HTML page, quickly.
+    let page = |id: i64| app.http.get(format!("{}/u/{id}", app.base)).send();
+    let cached = page(1).await.unwrap();
+    assert_eq!(cached.status(), StatusCode::OK);
+    let html = cached.text().await.unwrap();
+    let block = html
+        .split_once(r#"id="profile-data">"#)
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map(|(json, _)| json)
+        .expect("the page's data block");
+    let data: Value = serde_json::from_str(block).unwrap();
+    assert_eq!(data["profile"]["id"], 1, "the cached page carries its data");
+    let started = std::time::Instant::now();
+    let r = page(2).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE],
+        "text/html; charset=utf-8"
+    );
     assert_eq!(app.get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(app.db.status().circuit, hpdb::CircuitState::Open);
 
