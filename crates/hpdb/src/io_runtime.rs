@@ -26,6 +26,7 @@
 use std::{future::Future, sync::OnceLock};
 
 use tokio::runtime::{Builder, Handle};
+use tokio_util::task::AbortOnDropHandle;
 
 /// Threads of the runtime, at most: one can read answers while another
 /// decodes rows; past a few, database work would crowd out the
@@ -75,8 +76,7 @@ where
     let Some(handle) = handle().filter(|_| on) else {
         return work.await;
     };
-    let mut task = Abort(handle.spawn(work));
-    match (&mut task.0).await {
+    match AbortOnDropHandle::new(handle.spawn(work)).await {
         Ok(out) => out,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // Only an abort (ours, on drop: not awaited any more) or the
@@ -94,15 +94,6 @@ pub(crate) fn enter<R>(on: bool, f: impl FnOnce() -> R) -> R {
             f()
         }
         None => f(),
-    }
-}
-
-/// Aborts its task when dropped.
-struct Abort<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for Abort<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

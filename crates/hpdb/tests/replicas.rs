@@ -132,6 +132,17 @@ async fn write(m: &Manager<Postgres>, table: &'static str, id: i64, v: i64) {
     m.invalidate_tag(&format!("{table}:{id}")).await;
 }
 
+/// Waits (up to a second) until the manager's poller has read the
+/// replica's position once: until then no read is routed there.
+async fn position_read(m: &Manager<Postgres>) {
+    for _ in 0..100 {
+        if m.status().replicas.unwrap().replicas[0].replay_lsn > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Calls of the test's read on the replica, by its own statistics.
 async fn replica_calls(port: u16) -> i64 {
     let url = testkit::replica::url(port, &testkit::pg::url());
@@ -284,13 +295,7 @@ async fn replica_reads_of_rows_nobody_wrote_lately_run_on_the_replica() {
     replayed(5433, TABLE, ROWS).await;
     testkit::replica::set_delay(5433, Duration::ZERO).await;
     let m = manager(config(&[5433])).await;
-    // The poller has read the replica's position once.
-    for _ in 0..100 {
-        if m.status().replicas.unwrap().replicas[0].replay_lsn > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    position_read(&m).await;
     let before = replica_calls(5433).await;
     for id in 1..=ROWS {
         let (v, source) = read(&m, TABLE, id, QueryOptions::default()).await.unwrap();
@@ -457,12 +462,7 @@ async fn replica_a_primary_read_joined_to_a_read_that_fails_on_the_replica_still
     replayed(5433, TABLE, 1).await;
     testkit::replica::set_delay(5433, Duration::ZERO).await;
     let m = manager(config(&[5433])).await;
-    for _ in 0..100 {
-        if m.status().replicas.unwrap().replicas[0].replay_lsn > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    position_read(&m).await;
     let key = format!("{TABLE}:1");
     // A routed read that sleeps on the replica, leading the key's flight.
     let leader = {

@@ -40,7 +40,7 @@ use super::assets::{etag_of, respond_page};
 use crate::{
     error::{ApiError, PageError},
     extract::{parse_id, ApiQuery},
-    routes::profile::cache_source,
+    routes::profile::insert_cache_source,
     state::AppState,
 };
 
@@ -57,10 +57,12 @@ fn style() -> &'static str {
 /// Where the data block's JSON goes in the page.
 const DATA_SLOT: &str = "{{profile-data}}";
 
-/// The page around its data block, and the page's own ETag.
+/// The page around its data block, the page with no data (the
+/// four-request mode), and the page's own ETag.
 struct Page {
     before_data: String,
     after_data: String,
+    without_data: String,
     etag: String,
 }
 
@@ -82,6 +84,7 @@ static PAGE: LazyLock<Page> = LazyLock::new(|| {
         .expect("profile.html has a {{profile-data}} slot");
     Page {
         etag: etag_of(&page),
+        without_data: [before, "null", after].concat(),
         before_data: before.to_string(),
         after_data: after.to_string(),
     }
@@ -125,8 +128,12 @@ pub async fn page(
     match q.compose.as_deref() {
         None => {}
         Some("components") => {
-            let body = [&page.before_data, "null", &page.after_data].concat();
-            return Ok(respond_page(&headers, body, &page.etag, csp));
+            return Ok(respond_page(
+                &headers,
+                page.without_data.as_str(),
+                &page.etag,
+                csp,
+            ));
         }
         Some(other) => {
             return Err(ApiError::invalid(format!(
@@ -161,8 +168,7 @@ pub async fn page(
         agg.etag.trim_start_matches("W/").trim_matches('"')
     );
     let mut resp = respond_page(&headers, body, &etag, csp);
-    resp.headers_mut()
-        .insert("x-cache", cache_source(served.source));
+    insert_cache_source(resp.headers_mut(), served.source);
     Ok(resp)
 }
 

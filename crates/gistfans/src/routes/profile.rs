@@ -72,7 +72,6 @@ pub async fn stats_optimized(
         .ok_or_else(|| ApiError::NotFound(format!("user {user_id} does not exist")))?;
     let agg = &served.aggregate;
     let etag = HeaderValue::from_str(&agg.etag).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let source = cache_source(served.source);
     let mut resp = if matches_etag(&headers, &agg.etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -91,18 +90,19 @@ pub async fn stats_optimized(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
     );
-    h.insert("x-cache", source);
+    insert_cache_source(h, served.source);
     Ok(resp)
 }
 
-/// The `X-Cache` header's value: where an answer came from.
-pub(crate) fn cache_source(source: hpdb::Source) -> HeaderValue {
-    HeaderValue::from_static(match source {
+/// Sets the `X-Cache` header: where an answer came from.
+pub(crate) fn insert_cache_source(headers: &mut HeaderMap, source: hpdb::Source) {
+    let value = HeaderValue::from_static(match source {
         hpdb::Source::Cache => "cache",
         hpdb::Source::Shared => "shared",
         hpdb::Source::Database => "database",
         hpdb::Source::Joined => "joined",
         hpdb::Source::Stale => "stale",
         hpdb::Source::Revalidating => "revalidating",
-    })
+    });
+    headers.insert("x-cache", value);
 }
